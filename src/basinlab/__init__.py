@@ -1,0 +1,24 @@
+"""basinlab: train uniform-noise discrete diffusion LMs and probe them as associative memories.
+
+Nothing heavy is imported here; ``basinlab.load(path)`` loads a trained model lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from basinlab.training.checkpoint import TrainedModel
+
+
+def load(path: str, device: str = "cpu", **kwargs: Any) -> TrainedModel:
+    """Load a trained model from a run directory or checkpoint: ``.denoiser``, ``.tokenizer``, ``.schedule``,
+    ``.config``."""
+    from basinlab.training.checkpoint import load_trained
+
+    return load_trained(path, device=device, **kwargs)
+
+
+__all__ = ["__version__", "load"]

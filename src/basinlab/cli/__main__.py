@@ -1,0 +1,5 @@
+import sys
+
+from basinlab.cli import main
+
+sys.exit(main())

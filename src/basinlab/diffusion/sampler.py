@@ -1,0 +1,135 @@
+"""Reverse chains from any ``t_start`` and the final denoising step (SPEC 3).
+
+A *denoiser* is any callable ``denoiser(z_t: long [B, L], t: float64 [B]) -> log x_θ [B, L, V]`` returning the
+leave-one-out prediction of SPEC 4, with attributes ``vocab_size`` and ``schedule``. Trained networks and the
+exact oracles of SPEC 6 both satisfy it; nothing here knows which one it drives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from basinlab.diffusion.process import bayes_log_posterior, greedy_posterior, sample_posterior
+from basinlab.diffusion.schedules import Schedule
+
+T_MIN = 1e-5
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """``denoiser(z_t, t) -> log x_θ``: the leave-one-out prediction of each token (SPEC 4)."""
+
+    vocab_size: int
+    schedule: Schedule
+
+    def __call__(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
+StepCallback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+
+
+def time_grid(steps: int, t_min: float = T_MIN) -> torch.Tensor:
+    """The ``T + 1`` points ``linspace(1, t_min, T + 1)`` in float64 (SPEC 3)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
+
+
+def start_index(grid: torch.Tensor, t_start: float) -> int:
+    """Index of the grid point nearest to ``t_start`` (a chain enters the grid there)."""
+    return int(torch.argmin((grid - float(t_start)).abs()).item())
+
+
+def n_denoiser_calls(steps: int, t_start: float, t_min: float = T_MIN) -> int:
+    """Denoiser evaluations of one chain: the reverse steps plus the final step."""
+    grid = time_grid(steps, t_min)
+    return steps - start_index(grid, t_start) + 1
+
+
+def _tvec(t: float, z: torch.Tensor) -> torch.Tensor:
+    return torch.full((z.shape[0],), float(t), dtype=torch.float64, device=z.device)
+
+
+def final_step(
+    log_x_theta: torch.Tensor,
+    z: torch.Tensor,
+    alpha_t: torch.Tensor | float,
+    greedy: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Noise removal ``p(x = v | z) ∝ e_t(z | v) x_θ,v`` (SPEC 3), argmax or drawn. Never ``argmax x_θ`` alone."""
+    logp = bayes_log_posterior(log_x_theta, z, alpha_t)
+    if greedy:
+        return logp.argmax(-1)
+    B, L, V = logp.shape
+    return torch.multinomial(logp.exp().reshape(B * L, V), 1, generator=generator).reshape(B, L)
+
+
+def reverse_chain(
+    denoiser: Denoiser,
+    z_t: torch.Tensor,
+    t_start: float,
+    steps: int = 1000,
+    greedy: bool = False,
+    final_greedy: bool = True,
+    generator: torch.Generator | None = None,
+    t_min: float = T_MIN,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Run the reverse chain from ``z_t`` at ``t_start`` down the grid to ``t_min``, then the final step.
+
+    Stochastic chains draw every step exactly from the three-way mixture; greedy chains take the argmax.
+    ``callback(k, t, z, log_x_theta)`` sees every denoiser evaluation (e.g. for entropy along the trajectory).
+    """
+    grid = time_grid(steps, t_min)
+    sched = denoiser.schedule
+    k0 = start_index(grid, t_start)
+    z = z_t
+    for k in range(k0, steps):
+        t, s = float(grid[k]), float(grid[k + 1])
+        log_x = denoiser(z, _tvec(t, z))
+        if callback is not None:
+            callback(k, t, z, log_x)
+        a_t, a_s = float(sched.alpha(t)), float(sched.alpha(s))
+        if greedy:
+            z = greedy_posterior(z, log_x, a_t, a_s)
+        else:
+            z = sample_posterior(z, log_x, a_t, a_s, generator=generator)
+    log_x = denoiser(z, _tvec(t_min, z))
+    if callback is not None:
+        callback(steps, t_min, z, log_x)
+    return final_step(log_x, z, float(sched.alpha(t_min)), greedy=final_greedy, generator=generator)
+
+
+def sample_noise(n: int, length: int, vocab_size: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """``z_1``: uniform random tokens (the prior of the uniform process at ``alpha_1 ≈ 0``)."""
+    return torch.randint(0, vocab_size, (n, length), generator=generator, device=device)
+
+
+def generate(
+    denoiser: Denoiser,
+    n: int,
+    length: int,
+    steps: int = 1000,
+    greedy: bool = False,
+    final_greedy: bool = True,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample ``n`` sequences from pure noise (``t = 1``, ``T`` steps, final step greedy by default), batched."""
+    from tqdm.auto import tqdm
+
+    out = []
+    starts = range(0, n, batch_size)
+    for b0 in tqdm(starts, desc="generate", disable=not progress, leave=False):
+        m = min(batch_size, n - b0)
+        z = sample_noise(m, length, denoiser.vocab_size, generator=generator, device=device)
+        with torch.inference_mode():
+            out.append(reverse_chain(denoiser, z, 1.0, steps, greedy, final_greedy, generator).cpu())
+    return torch.cat(out) if out else torch.empty(0, length, dtype=torch.long)

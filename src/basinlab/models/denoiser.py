@@ -1,0 +1,106 @@
+"""A trained network as a *denoiser* (the protocol of ``basinlab.diffusion.sampler``, SPEC 3-5).
+
+``NetworkDenoiser(z_t, t)`` returns ``log x_theta`` float32 ``[B, L, V]``: the network's leave-one-out prediction
+of each token (SPEC 4), conditioned on ``sigma_t = -log alpha_t`` of the schedule (SPEC 2). Probes and samplers
+call it exactly as they call the exact oracles of SPEC 6.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from basinlab.errors import BasinlabError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or ``None``) -> ``cuda`` when available, else ``cpu``; anything else is checked."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BasinlabError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BasinlabError(f"device '{device}' asked for but CUDA is not available; use device=cpu or auto")
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``: ``auto`` is bf16 on CUDA (if supported), fp32 else.
+
+    ``bf16`` forces bf16 autocast (on CPU too, for benchmarks); ``fp32`` disables autocast.
+    """
+    dev = torch.device(device)
+    if precision not in PRECISIONS:
+        raise BasinlabError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``'s type, or a no-op when ``dtype`` is ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+class NetworkDenoiser:
+    """Wrap a :class:`~basinlab.models.dit.DiT` as ``denoiser(z_t, t) -> log x_theta`` (SPEC 4).
+
+    ``t`` (float64 ``[B]``) goes through ``schedule.sigma`` in float64 before conditioning the network. Calls run
+    under ``torch.inference_mode()``, in chunks of ``batch_size`` sequences, in eval mode (dropout off; the
+    module's mode is restored afterwards), with bf16 autocast on CUDA when ``precision`` allows. The output is
+    ``log_softmax(logits.float())``, float32, on the input's device.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        schedule,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        batch_size: int | None = 512,
+    ) -> None:
+        self.model = model
+        self.schedule = schedule
+        self.vocab_size = int(model.vocab_size)
+        if device is None:
+            device = next(model.parameters()).device
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.precision = precision
+        self.amp_dtype = autocast_dtype(precision, self.device)
+        self.batch_size = batch_size
+
+    def __call__(self, z_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        out_device = z_t.device
+        B = z_t.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if t.dim() == 0:
+            t = t.expand(B)
+        sigma = self.schedule.sigma(t.cpu()).to(torch.float32)
+        step = self.batch_size or B
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                chunks = []
+                for b0 in range(0, B, step):
+                    z = z_t[b0 : b0 + step].to(self.device, non_blocking=True)
+                    logits = self.model(z, sigma[b0 : b0 + step].to(self.device))
+                    chunks.append(torch.log_softmax(logits.float(), dim=-1).to(out_device))
+        finally:
+            self.model.train(was_training)
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+    def __repr__(self) -> str:
+        return f"NetworkDenoiser(V={self.vocab_size}, schedule={self.schedule!r}, device={self.device})"

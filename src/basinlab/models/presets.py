@@ -1,0 +1,66 @@
+"""Model size presets and :func:`build_model` (the DiT of ``basinlab.models.dit``).
+
+| preset | n_layer | d_model | n_head | d_cond | dropout | params (V=8192, L=32)        |
+|--------|---------|---------|--------|--------|---------|------------------------------|
+| micro  | 4       | 128     | 4      | 64     | 0.0     | 3.1M (2.1M without the input embedding) |
+| tiny   | 8       | 256     | 8      | 64     | 0.0     | 11.4M                         |
+| small  | 12      | 768     | 12     | 128    | 0.1     | 105M (Duo/MDLM "small")        |
+| medium | 24      | 1024    | 16     | 128    | 0.1     | 338M                          |
+
+``small`` and ``medium`` follow the public Duo/MDLM configs (``cond_dim = 128``, dropout 0.1); ``micro`` and
+``tiny`` are CPU-sized and drop dropout, since the memorisation study wants a model that can memorise.
+Any field of ``ModelConfig`` that is not ``None`` overrides the preset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from basinlab.errors import BasinlabError
+from basinlab.models.dit import DiT
+
+if TYPE_CHECKING:
+    from basinlab.config import ModelConfig
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "micro": {"n_layer": 4, "d_model": 128, "n_head": 4, "d_cond": 64, "dropout": 0.0},
+    "tiny": {"n_layer": 8, "d_model": 256, "n_head": 8, "d_cond": 64, "dropout": 0.0},
+    "small": {"n_layer": 12, "d_model": 768, "n_head": 12, "d_cond": 128, "dropout": 0.1},
+    "medium": {"n_layer": 24, "d_model": 1024, "n_head": 16, "d_cond": 128, "dropout": 0.1},
+}
+
+_FIELDS = ("n_layer", "d_model", "n_head", "d_cond", "dropout")
+
+
+def resolve_arch(model_cfg: ModelConfig | dict[str, Any] | str) -> dict[str, Any]:
+    """The preset's values with the config's non-``None`` fields on top, validated."""
+    if isinstance(model_cfg, str):
+        values: dict[str, Any] = {"preset": model_cfg}
+    elif isinstance(model_cfg, dict):
+        values = dict(model_cfg)
+    else:
+        values = {name: getattr(model_cfg, name) for name in ("preset", *_FIELDS)}
+    name = values.get("preset") or "micro"
+    if name not in PRESETS:
+        raise BasinlabError(f"unknown model preset '{name}'; available: {', '.join(PRESETS)}")
+    arch = dict(PRESETS[name])
+    for key in _FIELDS:
+        if values.get(key) is not None:
+            arch[key] = values[key]
+    for key in ("n_layer", "d_model", "n_head", "d_cond"):
+        if not isinstance(arch[key], int) or isinstance(arch[key], bool) or arch[key] < 1:
+            raise BasinlabError(f"model.{key} must be a positive integer, got {arch[key]!r}")
+    if arch["d_model"] % arch["n_head"] or (arch["d_model"] // arch["n_head"]) % 2:
+        raise BasinlabError(
+            f"model.d_model={arch['d_model']} must be n_head={arch['n_head']} times an even head size (rotary)"
+        )
+    if not 0.0 <= float(arch["dropout"]) < 1.0:
+        raise BasinlabError(f"model.dropout must lie in [0, 1), got {arch['dropout']!r}")
+    arch["dropout"] = float(arch["dropout"])
+    return arch
+
+
+def build_model(model_cfg: ModelConfig | dict[str, Any] | str, vocab_size: int, seq_len: int) -> DiT:
+    """A freshly initialised :class:`DiT` for ``model_cfg`` (a ``ModelConfig``, a dict or a preset name)."""
+    arch = resolve_arch(model_cfg)
+    return DiT(vocab_size=vocab_size, seq_len=seq_len, **arch)

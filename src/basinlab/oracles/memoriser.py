@@ -1,0 +1,230 @@
+"""The perfect memoriser (SPEC 6): the Bayes-optimal denoiser of the empirical training distribution.
+
+For a training set ``{x^n}``, a noisy ``z_t`` and ``λ_t = log(1 + V α_t / (1 - α_t))``, the leave-one-out
+prediction of SPEC 4 is
+
+    x_θ,l(k) = Σ_n w^(l)_n 1[x^n_l = k],   w^(l)_n ∝ exp(-λ_t d^(-l)_n),
+
+with ``d^(-l)_n`` the Hamming distance between ``z_t`` and ``x^n`` over all positions but ``l``. Since
+``d^(-l)_n = d_n - 1[x^n_l != z_l]`` (``d_n`` the full distance), every ``n`` with ``x^n_l = k`` has the same
+correction, so
+
+    x_θ,l(k) ∝ S_l(k) · (e^λ if k != z_l else 1),   S_l(k) = Σ_n exp(-λ d_n) 1[x^n_l = k].
+
+``S`` for all ``(l, k)`` at once is ``W [B, N]`` times the one-hot of the training set ``[N, L·V]``, a sparse
+matrix with ``N·L`` non-zeros: the exact method costs ``O(B N L)`` and never builds an ``[N, L, V]`` tensor.
+
+Underflow. The weights are shifted per query, ``exp(-λ (d_n - d_min))``; when ``λ (d_max - d_min)`` would
+underflow float64, the distances are cut into *bands* of width ``Δ = floor(650 / λ)`` and each band is
+accumulated with its own shift, then the bands are combined by a log-sum-exp. Every ``(l, k)`` that some training
+sequence supports gets a finite log-probability however far that sequence is; only tokens that no training
+sequence has at position ``l`` get ``-inf`` (exact zeros). Nothing is ever NaN.
+
+``top_k`` keeps the ``K`` nearest training sequences (by full distance) per query, an approximation for huge
+``N`` (SPEC 6), computed by a scatter log-sum-exp over ``[B, K, L]``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from basinlab.diffusion.process import bayes_log_posterior, emission_log_bonus
+from basinlab.diffusion.schedules import Schedule
+from basinlab.errors import BasinlabError
+
+# Largest exponent range accumulated in one band: exp(-650) ~ 1e-282 stays a normal float64.
+_BAND_EXPONENT = 650.0
+# Cap on λ so that a band is at least one distance level wide (α_t -> 1 makes λ -> inf).
+_LAMBDA_MAX = 600.0
+
+
+class EmpiricalDenoiser:
+    """Leave-one-out Bayes denoiser of the empirical distribution of ``train`` (SPEC 6, "memoriser").
+
+    ``denoiser(z_t: long [B, L], t: float64 [B]) -> log x_θ [B, L, V]`` (``dtype``, float32 by default; exact zeros
+    are ``-inf``). ``chunk_size`` bounds the training rows handled at once; ``max_elements`` bounds the float64
+    accumulator ``[L·V, bands·B']`` by splitting the query batch (matters for large ``V``).
+    """
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        vocab_size: int,
+        schedule: Schedule,
+        chunk_size: int = 65_536,
+        top_k: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        max_elements: int = 1 << 25,
+    ) -> None:
+        train = torch.as_tensor(train)
+        if train.dim() != 2 or train.shape[0] < 1:
+            raise BasinlabError(f"EmpiricalDenoiser needs a non-empty long [N, L] training set, got {tuple(train.shape)}")
+        if train.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.bool):
+            raise BasinlabError(f"EmpiricalDenoiser needs integer token ids, got {train.dtype}")
+        train = train.long()
+        if int(train.min()) < 0 or int(train.max()) >= vocab_size:
+            raise BasinlabError(f"training tokens must lie in [0, {vocab_size}), got [{int(train.min())}, {int(train.max())}]")
+        if top_k is not None and top_k < 1:
+            raise BasinlabError(f"top_k must be >= 1 or None, got {top_k}")
+        self.device = torch.device(device) if device is not None else train.device
+        self.train = train.to(self.device)
+        self.vocab_size = int(vocab_size)
+        self.schedule = schedule
+        self.chunk_size = int(chunk_size)
+        self.top_k = None if top_k is None else min(int(top_k), train.shape[0])
+        self.dtype = dtype
+        self.max_elements = int(max_elements)
+        self.N, self.L = train.shape
+        self._blocks: list[tuple[int, int, torch.Tensor, torch.Tensor]] | None = None
+
+    def __repr__(self) -> str:
+        return f"EmpiricalDenoiser(N={self.N}, L={self.L}, V={self.vocab_size}, top_k={self.top_k})"
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _sparse_blocks(self) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """Per chunk of ``N``: the one-hot ``[n, L·V]`` (float32, for distances) and its transpose (float64)."""
+        if self._blocks is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                blocks = []
+                L, V = self.L, self.vocab_size
+                offs = torch.arange(L, device=self.device) * V
+                for n0 in range(0, self.N, self.chunk_size):
+                    x = self.train[n0 : n0 + self.chunk_size]
+                    n = x.shape[0]
+                    cols = (x + offs).reshape(-1)  # row-major: row r has L entries, one per position
+                    crow = torch.arange(0, n * L + 1, L, device=self.device)
+                    a = torch.sparse_csr_tensor(
+                        crow, cols, torch.ones(n * L, dtype=torch.float32, device=self.device), size=(n, L * V)
+                    )
+                    # Transpose: rows are (l, k), columns the training rows holding k at l.
+                    order = torch.argsort(cols, stable=True)
+                    counts = torch.bincount(cols, minlength=L * V)
+                    crow_t = torch.zeros(L * V + 1, dtype=torch.long, device=self.device)
+                    crow_t[1:] = torch.cumsum(counts, 0)
+                    at = torch.sparse_csr_tensor(
+                        crow_t, order // L, torch.ones(n * L, dtype=torch.float64, device=self.device),
+                        size=(L * V, n),
+                    )
+                    blocks.append((n0, n, a, at))
+                self._blocks = blocks
+        return self._blocks
+
+    def distances(self, z_t: torch.Tensor) -> torch.Tensor:
+        """Full Hamming distances ``d [B, N]`` (int32) between each query and every training sequence."""
+        B, L = z_t.shape
+        V = self.vocab_size
+        oz = torch.zeros(L * V, B, dtype=torch.float32, device=self.device)
+        rows = (z_t + torch.arange(L, device=self.device) * V).T.reshape(-1)
+        oz[rows, torch.arange(B, device=self.device).repeat(L)] = 1.0
+        d = torch.empty(B, self.N, dtype=torch.int32, device=self.device)
+        for n0, n, a, _ in self._sparse_blocks():
+            matches = (a @ oz).T  # [B, n], exact small integers
+            d[:, n0 : n0 + n] = L - matches.round().to(torch.int32)
+        return d
+
+    def lam(self, t: torch.Tensor) -> torch.Tensor:
+        """``λ_t`` per row, float64 ``[B]``, capped at a large finite value."""
+        a = self.schedule.alpha(t.to(torch.float64).cpu())
+        return emission_log_bonus(a, self.vocab_size).clamp(max=_LAMBDA_MAX).to(self.device)
+
+    def full_log_posterior(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``log p(x_l | z_t)``, float64 ``[B, L, V]``: the Bayes combination of the leave-one-out one (SPEC 3, 4)."""
+        z_t = z_t.to(self.device).long()
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(z_t.shape[0])
+        log_x = self._loo(z_t, t)
+        return bayes_log_posterior(log_x, z_t, self.schedule.alpha(t.cpu()).to(self.device))
+
+    # ----------------------------------------------------------------------------------------------------------
+    def __call__(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``log x_θ [B, L, V]``: the leave-one-out posterior of every position (SPEC 4, 6)."""
+        z_t = z_t.to(self.device).long()
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(z_t.shape[0])
+        return self._loo(z_t, t).to(self.dtype)
+
+    def _loo(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The leave-one-out log-posterior in float64."""
+        with torch.inference_mode():
+            B, L = z_t.shape
+            if L != self.L:
+                raise BasinlabError(f"query length {L} differs from the training length {self.L}")
+            lam = self.lam(t)
+            if self.top_k is not None and self.top_k < self.N:
+                log_s = self._log_s_topk(z_t, lam)
+            else:
+                log_s = self._log_s_exact(z_t, lam)
+            # Leave-one-out correction: the e^λ factor of every k != z_l, then normalise over k.
+            bonus = lam.to(log_s.dtype).reshape(B, 1, 1).expand(B, L, 1)
+            log_s = log_s + bonus
+            log_s.scatter_add_(-1, z_t.unsqueeze(-1), -bonus)
+            return torch.log_softmax(log_s, dim=-1)
+
+    def _log_s_exact(self, z_t: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``log S_l(k) + λ d_min`` for all ``(l, k)`` (``-inf`` where no training row has ``k`` at ``l``)."""
+        B, L = z_t.shape
+        V = self.vocab_size
+        d = self.distances(z_t)
+        dmin = d.min(1).values
+        span = (d.max(1).values - dmin).to(torch.float64)
+        width = torch.floor(_BAND_EXPONENT / lam.clamp_min(1e-300)).clamp_min(1.0)  # Δ per query
+        width = torch.minimum(width, torch.full_like(width, float(L + 1)))
+        nbands_b = (torch.floor(span / width) + 1).long()
+        out = torch.empty(B, L, V, dtype=torch.float64, device=self.device)
+        # Split the queries so that the accumulator [L·V, bands·b] stays under max_elements.
+        b0 = 0
+        while b0 < B:
+            b1 = b0 + 1
+            while b1 < B and (L * V) * int(nbands_b[b0 : b1 + 1].max()) * (b1 + 1 - b0) <= self.max_elements:
+                b1 += 1
+            sl = slice(b0, b1)
+            out[sl] = self._accumulate(d[sl], dmin[sl], lam[sl], width[sl], int(nbands_b[sl].max()))
+            b0 = b1
+        return out
+
+    def _accumulate(
+        self, d: torch.Tensor, dmin: torch.Tensor, lam: torch.Tensor, width: torch.Tensor, nbands: int
+    ) -> torch.Tensor:
+        """Banded sums ``S_j = Σ_{n in band j} exp(-λ (d_n - d_min - jΔ)) onehot(x^n)``, combined in log space."""
+        b = d.shape[0]
+        L, V = self.L, self.vocab_size
+        acc = torch.zeros(L * V, nbands * b, dtype=torch.float64, device=self.device)
+        cols = torch.arange(b, device=self.device)
+        for n0, n, _, at in self._sparse_blocks():
+            rel = (d[:, n0 : n0 + n] - dmin[:, None]).to(torch.float64)  # [b, n] >= 0
+            band = torch.floor(rel / width[:, None])
+            w = torch.exp(-lam[:, None] * (rel - band * width[:, None]))  # in (e^-650, 1]
+            if nbands == 1:
+                wt = w.T.contiguous()
+            else:
+                wt = torch.zeros(n, nbands * b, dtype=torch.float64, device=self.device)
+                idx = band.long() * b + cols[:, None]  # [b, n] column of (band, query)
+                wt.scatter_(1, idx.T, w.T)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                acc += at @ wt
+        log_acc = torch.log(acc).reshape(L, V, nbands, b).permute(3, 0, 1, 2)  # [b, L, V, bands]
+        if nbands == 1:
+            return log_acc[..., 0]
+        shift = -(lam[:, None] * width[:, None]) * torch.arange(nbands, device=self.device, dtype=torch.float64)
+        return torch.logsumexp(log_acc + shift[:, None, None, :], dim=-1)
+
+    def _log_s_topk(self, z_t: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``log S_l(k)`` restricted to the ``K`` nearest training rows: scatter log-sum-exp over ``[B, K, L]``."""
+        B, L = z_t.shape
+        V = self.vocab_size
+        d = self.distances(z_t)
+        dk, idx = torch.topk(d, self.top_k, dim=1, largest=False, sorted=False)  # [B, K]
+        xk = self.train[idx]  # [B, K, L]
+        lw = (-lam[:, None] * dk.to(torch.float64))[:, :, None].expand(B, self.top_k, L)  # log exp(-λ d_n)
+        flat = (xk + torch.arange(L, device=self.device) * V).reshape(B, -1)  # index into [L·V]
+        lw = lw.reshape(B, -1)
+        mx = torch.full((B, L * V), -math.inf, dtype=torch.float64, device=self.device)
+        mx.scatter_reduce_(1, flat, lw, reduce="amax", include_self=True)
+        m_g = mx.gather(1, flat)
+        s = torch.zeros(B, L * V, dtype=torch.float64, device=self.device)
+        s.scatter_add_(1, flat, torch.exp(lw - m_g))
+        return (torch.log(s) + mx).reshape(B, L, V)  # log 0 + (-inf) = -inf where absent

@@ -1,0 +1,458 @@
+"""The dataset-size sweep of SPEC 7: one model per ``(N, seed)``, probed, with the exact oracles alongside.
+
+For every training-set size ``N`` of the grid and every seed, :func:`run_sweep`
+
+1. trains one network (same architecture, same step budget for every ``N``, so a small ``N`` sees many epochs)
+   into ``out_dir/runs/N{N}-s{seed}/``, resuming from the checkpoint there if a previous sweep was interrupted;
+2. runs the tests of SPEC 5 on it (basins, fixed points, conditional entropy with its recovered/failed split and
+   the generated-minus-real gap, novelty of generated samples, likelihood) on the ``train`` (the first ``M`` of
+   its own ``D_N``), ``test`` and ``random`` sets;
+3. records all tidy rows with ``N, model, seed`` in the results store (one transaction per finished run) and
+   exports ``results.csv``/``results.parquet``; saves a few (original, corrupted, restored) test sentences in
+   ``examples.json`` beside the run;
+
+and does the same (without training) for the exact oracles of SPEC 6 on the same sets: the memoriser of ``D_N``
+(``model = 'oracle:empirical'``) always, the Markov generaliser (``'oracle:markov'``) on Markov data, for the
+first seed of the grid.
+
+Resumption: a run whose status in the store is ``done`` is skipped; a run interrupted while training resumes
+from its last checkpoint (the trainer's exact resume); a run interrupted while probing is probed again from
+scratch and its records replace nothing (they were never committed). Sharding: the run list is a fixed order
+(``N`` ascending, then seed, then model), and shard ``i/n`` takes runs ``i, i+n, i+2n, ...``: the shards cover
+the grid exactly once and any number of them may write to the same store at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from basinlab.config import Config, config_from_dict
+from basinlab.errors import BasinlabError
+from basinlab.io import atomic_write_text
+from basinlab.study.store import ResultStore, RunKey
+
+ORACLE_EMPIRICAL = "oracle:empirical"
+ORACLE_MARKOV = "oracle:markov"
+CONFIG_NAME = "sweep_config.yaml"
+#: Seed of the corruption of the example sentences: the same corrupted test sentences in every run.
+EXAMPLE_SEED = 20_240_917
+#: Config keys that may differ between the sweep that created a directory and one that resumes it.
+_FREE_KEYS = {
+    "train": {"device", "progress", "log_every", "ckpt_every", "compile", "precision", "grad_accum"},
+    "probe": {"batch_size"},
+    "data": {"cache_dir"},
+}
+
+Hook = Callable[[RunKey], None]
+
+
+# ---- the grid ----------------------------------------------------------------------------------------------
+
+
+def geometric_sizes(start: int, stop: int, factor: float = 2.0) -> list[int]:
+    """``start, start·f, start·f², ...`` up to ``stop`` inclusive, rounded to integers, e.g. ``2^4 .. 2^15``."""
+    if start < 1 or stop < start or factor <= 1:
+        raise BasinlabError(f"geometric grid needs 1 <= start <= stop and factor > 1, got {start}, {stop}, {factor}")
+    out: list[int] = []
+    k = 0
+    while True:
+        n = int(round(start * factor**k))
+        if n > stop * (1 + 1e-9):
+            break
+        if not out or n != out[-1]:
+            out.append(n)
+        k += 1
+    return out
+
+
+def resolve_sizes(spec: Any) -> list[int]:
+    """The grid of ``sweep.sizes``: a list of ints, ``"16:32768"`` / ``"16:32768:4"`` (geometric, factor 2 or
+    given), or a mapping ``{start: 16, stop: 32768, factor: 2}``. Sorted, without duplicates."""
+    if isinstance(spec, str):
+        parts = spec.split(":")
+        try:
+            nums = [float(p) for p in parts]
+        except ValueError:
+            nums = []
+        if len(nums) not in (2, 3):
+            raise BasinlabError(f"sweep.sizes '{spec}' is not 'start:stop' or 'start:stop:factor'")
+        sizes = geometric_sizes(int(nums[0]), int(nums[1]), nums[2] if len(nums) == 3 else 2.0)
+    elif isinstance(spec, dict):
+        try:
+            sizes = geometric_sizes(int(spec["start"]), int(spec["stop"]), float(spec.get("factor", 2.0)))
+        except KeyError:
+            raise BasinlabError("sweep.sizes as a mapping needs 'start' and 'stop' (and optionally 'factor')") from None
+    elif isinstance(spec, (list, tuple)):
+        try:
+            sizes = sorted({int(n) for n in spec})
+        except (TypeError, ValueError):
+            raise BasinlabError(f"sweep.sizes must be integers, got {spec!r}") from None
+    elif isinstance(spec, int):
+        sizes = [spec]
+    else:
+        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {spec!r}")
+    if not sizes or sizes[0] < 1:
+        raise BasinlabError(f"sweep.sizes must be positive integers, got {spec!r}")
+    return sizes
+
+
+def plan_runs(cfg: Config) -> list[RunKey]:
+    """Every run of the sweep in its fixed order: ``N`` ascending; per ``N`` the trained models seed by seed, then
+    the oracles (memoriser always, Markov generaliser on Markov data; first seed only) when ``sweep.oracles``."""
+    sizes = resolve_sizes(cfg.sweep.sizes)
+    seeds = list(dict.fromkeys(int(s) for s in cfg.sweep.seeds))
+    if not seeds:
+        raise BasinlabError("sweep.seeds is empty; give at least one seed")
+    runs: list[RunKey] = []
+    for n in sizes:
+        runs.extend(RunKey(n, s, cfg.model.preset) for s in seeds)
+        if cfg.sweep.oracles:
+            runs.append(RunKey(n, seeds[0], ORACLE_EMPIRICAL))
+            if cfg.data.source == "markov":
+                runs.append(RunKey(n, seeds[0], ORACLE_MARKOV))
+    return runs
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        a, b = text.split("/")
+        i, n = int(a), int(b)
+    except ValueError:
+        raise BasinlabError(f"--shard '{text}' must look like i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise BasinlabError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def shard_runs(runs: Sequence[RunKey], shard: tuple[int, int] | None) -> list[RunKey]:
+    """Runs ``i, i + n, i + 2n, ...`` of ``runs`` for shard ``(i, n)``; all of them for ``None``."""
+    if shard is None:
+        return list(runs)
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise BasinlabError(f"shard {i}/{n}: need 0 <= i < n")
+    return list(runs[i::n])
+
+
+# ---- configuration ----------------------------------------------------------------------------------------
+
+
+def _comparable(cfg: Config) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d.pop("sweep", None)
+    d.pop("out_dir", None)
+    for section, keys in _FREE_KEYS.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
+    return d
+
+
+def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
+    """Save the sweep's config; on resume, refuse a config whose data/model/train/probe differ (SPEC 7 wants the
+    same architecture and step budget for every ``N``). The grid (``sweep.sizes``/``seeds``) may grow."""
+    path = out_dir / CONFIG_NAME
+    if path.exists():
+        from basinlab.config import load_config
+
+        old = load_config(path)
+        a, b = _comparable(old), _comparable(cfg)
+        if a != b:
+            diffs = [
+                f"{s}.{k}" for s in a for k in a[s] if isinstance(a[s], dict) and a[s].get(k) != b.get(s, {}).get(k)
+            ]
+            raise BasinlabError(
+                f"'{out_dir}' holds a sweep with another config ({', '.join(diffs) or 'sections differ'}); "
+                f"use a new --out directory or the same settings"
+            )
+    cfg.save(path)
+
+
+# ---- probing one denoiser ---------------------------------------------------------------------------------
+
+
+def _probe_sets(data: Any, n: int, m: int, seed: int) -> dict[str, torch.Tensor]:
+    """SPEC 5 sets: the first ``M`` of ``D_N``, the first ``M`` test sequences, ``M`` uniform random sequences."""
+    gen = torch.Generator().manual_seed(1_000_003 + seed)
+    return {"train": data.train(n)[:m], "test": data.test[:m], "random": data.random(m, gen)}
+
+
+def probe_denoiser(
+    denoiser: Any,
+    data: Any,
+    n: int,
+    cfg: Config,
+    seed: int,
+    *,
+    network: bool,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """All tests of SPEC 5 on one denoiser, as tidy rows (without ``N, model, seed``).
+
+    Basins on ``train`` and ``test``; fixed points on ``train``, ``test`` and ``random``; entropy on ``train``
+    and ``test`` at ``probe.entropy_t`` split by the basin outcome, and on generated samples (the gap);
+    novelty of ``probe.n_samples`` generated samples; likelihood on ``train`` and ``test`` for networks and
+    for the Markov oracle (not for the memoriser, whose NELBO on unseen data is infinite).
+    """
+    from basinlab import probes
+
+    pc = cfg.probe
+    sets = _probe_sets(data, n, pc.m, seed)
+    common = {"seed": seed, "batch_size": pc.batch_size, "progress": progress}
+    rows: list[dict[str, Any]] = []
+    basins: dict[str, Any] = {}
+    for name in ("train", "test"):
+        seqs = sets[name]
+        res = probes.basin_test(
+            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=list(pc.ts), steps=pc.steps, **common
+        )
+        basins[name] = res
+        rows += res.rows
+    for name in ("train", "test", "random"):
+        seqs = sets[name]
+        res = probes.fixed_point_test(
+            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), t_start=pc.t_start, steps=pc.steps,
+            **common,
+        )
+        rows += res.rows
+    samples = None
+    if pc.n_samples > 0:
+        samples = probes.generate_samples(
+            denoiser, pc.n_samples, data.seq_len, steps=pc.steps, seed=seed, batch_size=pc.batch_size,
+            progress=progress,
+        )
+        res = probes.novelty(
+            denoiser, samples, set_name="generated", train=data.train(n), test=data.test,
+            real_mask=data.real_mask(samples), steps=pc.steps, **common,
+        )
+        rows += res.rows
+    for name in ("train", "test"):
+        seqs = sets[name]
+        res = probes.conditional_entropy(
+            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=[pc.entropy_t],
+            basin=basins[name], generated=samples, generated_mask=None if samples is None else data.real_mask(samples),
+            **common,
+        )
+        rows += res.rows
+    if network or getattr(denoiser, "source", None) is not None:
+        for name in ("train", "test"):
+            seqs = sets[name]
+            res = probes.likelihood(denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), **common)
+            rows += res.rows
+    return [dict(r) for r in rows]
+
+
+def restore_examples(
+    denoiser: Any, data: Any, cfg: Config, k: int = 4, t: float | None = None
+) -> dict[str, Any]:
+    """``k`` test sequences, corrupted at ``t`` (default ``sweep.transition_t``) with a fixed seed, so that every
+    run of a sweep sees the same corrupted sentences, restored by the stochastic reverse chain (SPEC 3/5)."""
+    from basinlab.diffusion import corrupt, reverse_chain
+
+    t = float(cfg.sweep.transition_t if t is None else t)
+    x = data.test[:k]
+    gen = torch.Generator().manual_seed(EXAMPLE_SEED)
+    alpha = denoiser.schedule.alpha(torch.tensor(t, dtype=torch.float64))
+    z = corrupt(x, alpha, data.vocab_size, generator=gen)
+    with torch.inference_mode():
+        restored = reverse_chain(denoiser, z, t, steps=cfg.probe.steps, greedy=False, generator=gen).cpu()
+    real = data.real_mask(x)
+    items = []
+    for i in range(x.shape[0]):
+        changed = (z[i] != x[i]) & real[i]
+        n_changed = int(changed.sum())
+        fixed = int(((restored[i] == x[i]) & changed).sum())
+        items.append({
+            "original": x[i].tolist(),
+            "corrupted": z[i].tolist(),
+            "restored": restored[i].tolist(),
+            "real": real[i].tolist(),
+            "text": {
+                "original": data.decode(x[i : i + 1])[0],
+                "corrupted": data.decode(z[i : i + 1])[0],
+                "restored": data.decode(restored[i : i + 1])[0],
+            },
+            "tokens": {
+                "original": _tokens(data, x[i]),
+                "corrupted": _tokens(data, z[i]),
+                "restored": _tokens(data, restored[i]),
+            },
+            "changed": n_changed,
+            "recovered": fixed,
+            "exact": bool((restored[i][real[i]] == x[i][real[i]]).all()),
+        })
+    return {"t": t, "steps": cfg.probe.steps, "seed": EXAMPLE_SEED, "examples": items}
+
+
+def _tokens(data: Any, seq: torch.Tensor) -> list[str]:
+    """One display string per position (token pieces for text, state ids for Markov data)."""
+    tok = getattr(data, "tokenizer", None)
+    ids = seq.tolist()
+    if tok is None:
+        return [str(i) for i in ids]
+    for name in ("id_to_token", "token"):
+        fn = getattr(tok, name, None)
+        if callable(fn):
+            try:
+                return [str(fn(i)) for i in ids]
+            except Exception:  # noqa: BLE001 - fall back to decoding one id at a time
+                break
+    return [tok.decode([i]) for i in ids]
+
+
+# ---- one run ----------------------------------------------------------------------------------------------
+
+
+def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
+    c = config_from_dict(cfg.to_dict())
+    c.data.n_train = key.N
+    c.train.seed = key.seed
+    c.out_dir = str(run_dir)
+    return c
+
+
+def _oracle(key: RunKey, data: Any, cfg: Config, device: torch.device) -> Any:
+    from basinlab.diffusion import get_schedule
+    from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
+
+    schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
+    if key.model == ORACLE_EMPIRICAL:
+        return EmpiricalDenoiser(data.train(key.N), data.vocab_size, schedule, device=device)
+    if key.model == ORACLE_MARKOV:
+        if data.source is None:
+            raise BasinlabError("oracle:markov needs Markov data (data.source=markov)")
+        return MarkovDenoiser(data.source, schedule, device=device)
+    raise BasinlabError(f"unknown oracle '{key.model}'")
+
+
+def _execute(key: RunKey, cfg: Config, data: Any, out_dir: Path, store: ResultStore, progress: bool) -> None:
+    """Train (if a network) and probe one run, then record it in one transaction."""
+    import basinlab
+    from basinlab.models import resolve_device
+    from basinlab.training.trainer import train
+
+    run_dir = out_dir / "runs" / key.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.mark_running(key, {"dir": str(run_dir.relative_to(out_dir))})
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}
+    device = resolve_device(cfg.train.device)
+    if key.model.startswith("oracle:"):
+        denoiser = _oracle(key, data, cfg, device)
+        network = False
+    else:
+        rcfg = _run_config(cfg, key, run_dir)
+        res = train(rcfg, data=data, out_dir=run_dir, resume=True, progress=progress)
+        info.update(
+            final_loss=res.final_loss, steps=res.steps, resumed=res.resumed, train_s=res.elapsed_s,
+            epochs=res.steps * cfg.train.batch_size / key.N, ce_warmup_steps=cfg.train.ce_warmup_steps,
+        )
+        denoiser = basinlab.load(run_dir, device=device, batch_size=cfg.probe.batch_size).denoiser
+        network = True
+    t1 = time.perf_counter()
+    rows = probe_denoiser(denoiser, data, key.N, cfg, key.seed, network=network, progress=progress)
+    examples = restore_examples(denoiser, data, cfg)
+    examples.update(N=key.N, seed=key.seed, model=key.model)
+    atomic_write_text(run_dir / "examples.json", json.dumps(examples, indent=1))
+    info.update(probe_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
+    store.record_run(key, rows, info)
+
+
+def _clean_float(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+# ---- the sweep --------------------------------------------------------------------------------------------
+
+
+def run_sweep(
+    cfg: Config,
+    out_dir: str | Path,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+    devices: Sequence[str] | None = None,
+    on_run_done: Hook | None = None,
+    worker: tuple[int, int] | None = None,
+) -> Path:
+    """Run (or resume) the sweep of ``cfg`` into ``out_dir``; returns ``out_dir``. See the module docstring.
+
+    ``shard=(i, n)`` runs only shard ``i`` of ``n`` (a job array); ``devices=["cuda:0", "cuda:1"]`` launches one
+    worker process per device on this shard's runs and waits for them; ``on_run_done(key)`` is called after each
+    run is recorded (tests use it to interrupt a sweep). ``worker`` is the sub-shard a launched worker takes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = plan_runs(cfg)
+    _check_or_save_config(cfg, out_dir)
+    if devices and len(devices) > 1 and worker is None:
+        return _launch_workers(cfg, out_dir, shard, list(devices), progress)
+    if devices:
+        cfg = config_from_dict(cfg.to_dict())
+        cfg.train.device = devices[0]
+    mine = shard_runs(shard_runs(runs, shard), worker)
+    from basinlab.data import build_dataset
+
+    dcfg = dataclasses.replace(cfg.data, n_train=max(k.N for k in runs))
+    data = build_dataset(dcfg)
+    if max(k.N for k in runs) > data.pool_size:
+        raise BasinlabError(
+            f"sweep.sizes go up to N={max(k.N for k in runs)} but the training pool has {data.pool_size} sequences"
+        )
+    with ResultStore(out_dir) as store:
+        done = store.done_keys()
+        todo = [k for k in mine if k not in done]
+        if progress:
+            print(f"sweep {out_dir}: {len(mine)} runs in this shard, {len(mine) - len(todo)} done, {len(todo)} to go",
+                  file=sys.stderr)
+        for i, key in enumerate(todo):
+            if store.is_done(key):  # another worker finished it meanwhile
+                continue
+            if progress:
+                print(f"[{i + 1}/{len(todo)}] N={key.N} seed={key.seed} model={key.model}", file=sys.stderr)
+            _execute(key, cfg, data, out_dir, store, progress)
+            store.export()
+            if on_run_done is not None:
+                on_run_done(key)
+        store.export()
+    return out_dir
+
+
+def _launch_workers(
+    cfg: Config, out_dir: Path, shard: tuple[int, int] | None, devices: list[str], progress: bool
+) -> Path:
+    """One ``basinlab sweep`` process per device, each on sub-shard ``k/len(devices)`` of this shard."""
+    procs = []
+    for k, dev in enumerate(devices):
+        cmd = [sys.executable, "-m", "basinlab.cli", "sweep", str(out_dir / CONFIG_NAME), "--out", str(out_dir),
+               f"--worker={k}/{len(devices)}", f"train.device={dev}"]
+        if shard is not None:
+            cmd.append(f"--shard={shard[0]}/{shard[1]}")
+        if not progress:
+            cmd.append("--quiet")
+        log = open(out_dir / f"worker-{k}.log", "a")  # noqa: SIM115 - closed below
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log))
+        if progress:
+            print(f"worker {k} on {dev}: log in {out_dir / f'worker-{k}.log'}", file=sys.stderr)
+    failed = []
+    for k, (p, log) in enumerate(procs):
+        if p.wait() != 0:
+            failed.append(k)
+        log.close()
+    with ResultStore(out_dir) as store:
+        store.export()
+    if failed:
+        raise BasinlabError(f"sweep workers {failed} failed; see {out_dir}/worker-K.log, then rerun to resume")
+    return out_dir

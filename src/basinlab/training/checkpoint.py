@@ -1,0 +1,420 @@
+"""Checkpoints: safetensors weights, training state, verified loads, and :func:`load_trained`.
+
+Layout of a run directory (``out_dir``)::
+
+    RUN/
+      config.yaml            the run's config (written when training starts)
+      metrics.csv            step, loss, lr, tokens_per_s, ...
+      latest                 one line, the name of the newest complete checkpoint (written last)
+      ckpt-00002000/         one complete checkpoint
+        model.safetensors    raw weights (``state_dict`` keys of the DiT)
+        ema.safetensors      EMA weights, same keys (what probes use by default)
+        state.pt             step, optimiser state, every RNG state (torch CPU/CUDA per rank, time/noise)
+        config.yaml          the config that produced it
+        meta.json            architecture, vocab_size, seq_len, step, schedule, basinlab version
+        tokenizer.json       the run's tokenizer (text data; ``Tokenizer.save``)
+        markov.safetensors   ``pi`` and ``P`` of the source (Markov data)
+        manifest.json        sha256 and size of every file above (written last inside the directory)
+
+Atomicity: a checkpoint is written into a hidden temporary directory, every file fsynced, then renamed to
+``ckpt-<step>/`` (a checkpoint directory is complete or absent), then ``latest`` is replaced atomically, then
+older checkpoints are deleted. Loads verify each file read against the manifest, so a truncated or corrupt file
+is a :class:`~basinlab.errors.BasinlabError`, never a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from basinlab.errors import BasinlabError
+from basinlab.io import atomic_write_text
+
+CKPT_PREFIX = "ckpt-"
+LATEST = "latest"
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+META_FILE = "meta.json"
+TOKENIZER_FILE = "tokenizer.json"
+MARKOV_FILE = "markov.safetensors"
+
+
+# ---- writing ------------------------------------------------------------------------------------------------
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CKPT_PREFIX}{step:08d}"
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    *,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor],
+    config: Any,
+    meta: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+    tokenizer: Any | None = None,
+    source: Any | None = None,
+) -> Path:
+    """Write a complete checkpoint of ``step`` under ``out_dir`` atomically; return its directory.
+
+    ``config`` is a :class:`~basinlab.config.Config`; ``meta`` must hold ``arch`` (see ``DiT.arch()``),
+    ``vocab_size`` and ``seq_len``. ``train_state`` (optimiser, RNG) goes to ``state.pt``.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(step)
+    tmp = out / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        save_file(_tensors(model_state), str(tmp / MODEL_FILE), metadata={"step": str(step), "weights": "raw"})
+        save_file(_tensors(ema_state), str(tmp / EMA_FILE), metadata={"step": str(step), "weights": "ema"})
+        if train_state is not None:
+            torch.save(train_state, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(config.to_yaml())
+        meta = {"format": FORMAT, "step": int(step), **meta}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if tokenizer is not None:
+            tokenizer.save(str(tmp / TOKENIZER_FILE))
+        if source is not None:
+            save_file(
+                {"pi": source.pi.contiguous().clone(), "P": source.P.contiguous().clone()},
+                str(tmp / MARKOV_FILE),
+                metadata={"successors": str(getattr(source, "successors", "")), "seed": str(source.seed)},
+            )
+        files = {}
+        for f in sorted(tmp.iterdir()):
+            _fsync_path(f)
+            files[f.name] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+        manifest = {"format": FORMAT, "step": int(step), "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        _fsync_path(tmp / MANIFEST)
+        _fsync_path(tmp)
+        final = out / name
+        trash = None
+        if final.exists():  # a re-run (--no-resume) reaching the same step: move the old one aside first
+            trash = out / f".{name}.old-{os.getpid()}"
+            os.replace(final, trash)
+        os.replace(tmp, final)
+        _fsync_path(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(out / LATEST, name + "\n")
+    _fsync_path(out)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    for old in out.iterdir():
+        if old.name != name and old.is_dir() and (old.name.startswith(CKPT_PREFIX) or old.name.startswith(f".{CKPT_PREFIX}")):
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def clear_checkpoints(out_dir: str | Path) -> None:
+    """Remove every checkpoint and the ``latest`` pointer of a run directory (a fresh start)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    pointer = out / LATEST
+    if pointer.exists():
+        pointer.unlink()
+    for old in out.iterdir():
+        if old.is_dir() and (old.name.startswith(CKPT_PREFIX) or old.name.startswith(f".{CKPT_PREFIX}")):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- finding and verifying ----------------------------------------------------------------------------------
+
+
+def find_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint directory for ``path`` (a checkpoint directory or a run directory), or ``None``.
+
+    In a run directory: the one named by ``latest``; without it, the newest ``ckpt-*`` holding a manifest.
+    """
+    p = Path(path)
+    if (p / MANIFEST).exists():
+        return p
+    if not p.is_dir():
+        return None
+    pointer = p / LATEST
+    if pointer.exists():
+        name = pointer.read_text().strip()
+        if name and (p / name).is_dir():
+            return p / name
+    found = sorted(d for d in p.glob(f"{CKPT_PREFIX}*") if (d / MANIFEST).exists())
+    return found[-1] if found else None
+
+
+def require_checkpoint(path: str | Path) -> Path:
+    """:func:`find_checkpoint`, or a one-line error saying what is missing."""
+    p = Path(path)
+    if not p.exists():
+        raise BasinlabError(f"checkpoint path '{path}' does not exist; give a run directory or a checkpoint")
+    ckpt = find_checkpoint(p)
+    if ckpt is None:
+        raise BasinlabError(f"no checkpoint in '{path}'; train first (basinlab train CONFIG --out {path})")
+    return ckpt
+
+
+def read_manifest(ckpt: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        manifest["files"]  # noqa: B018 (presence check)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BasinlabError(
+            f"checkpoint {ckpt} is corrupt or truncated (unreadable {MANIFEST}); delete it or retrain"
+        ) from None
+    return manifest
+
+
+def verify_checkpoint(ckpt: str | Path, names: list[str] | None = None) -> dict[str, Any]:
+    """Check size and sha256 of ``names`` (default: every file in the manifest); return the manifest.
+
+    A missing, truncated or altered file -> :class:`BasinlabError` naming it.
+    """
+    ckpt = Path(ckpt)
+    manifest = read_manifest(ckpt)
+    files = manifest["files"]
+    for name in names if names is not None else list(files):
+        if name not in files:
+            continue
+        f = ckpt / name
+        entry = files[name]
+        if not f.exists():
+            raise BasinlabError(f"checkpoint {ckpt} is incomplete (missing {name}); delete it or retrain")
+        if f.stat().st_size != entry["bytes"] or _sha256(f) != entry["sha256"]:
+            raise BasinlabError(
+                f"checkpoint {ckpt} is corrupt or truncated (sha256 mismatch in {name}); delete it or retrain"
+            )
+    return manifest
+
+
+def load_weights(ckpt: Path, ema: bool = True) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    name = EMA_FILE if ema else MODEL_FILE
+    verify_checkpoint(ckpt, [name])
+    return load_file(str(ckpt / name))
+
+
+def load_meta(ckpt: Path) -> dict[str, Any]:
+    verify_checkpoint(ckpt, [META_FILE])
+    return json.loads((ckpt / META_FILE).read_text())
+
+
+def load_config_file(ckpt: Path):
+    import yaml
+
+    from basinlab.config import config_from_dict
+
+    verify_checkpoint(ckpt, [CONFIG_FILE])
+    return config_from_dict(yaml.safe_load((ckpt / CONFIG_FILE).read_text()) or {})
+
+
+def load_train_state(ckpt: Path) -> dict[str, Any]:
+    verify_checkpoint(ckpt, [STATE_FILE])
+    if not (ckpt / STATE_FILE).exists():
+        raise BasinlabError(f"checkpoint {ckpt} has no {STATE_FILE} (inference-only); cannot resume from it")
+    return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_source(ckpt: Path):
+    """The Markov source saved with the checkpoint, or ``None``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not (ckpt / MARKOV_FILE).exists():
+        return None
+    from basinlab.data.markov import MarkovSource
+
+    verify_checkpoint(ckpt, [MARKOV_FILE])
+    t = load_file(str(ckpt / MARKOV_FILE))
+    src = MarkovSource.from_matrix(t["pi"], t["P"])
+    with safe_open(str(ckpt / MARKOV_FILE), framework="pt") as fh:
+        md = fh.metadata() or {}
+    if md.get("seed", "") not in ("", "None"):
+        src.seed = int(md["seed"])
+    if md.get("successors", ""):
+        src.successors = int(md["successors"])
+    return src
+
+
+def tokenizer_vocab_size(tokenizer: Any) -> int | None:
+    """Vocabulary size of a basinlab ``Tokenizer`` (or a ``tokenizers.Tokenizer``), ``None`` if unknown."""
+    for attr in ("vocab_size", "get_vocab_size", "__len__"):
+        v = getattr(tokenizer, attr, None)
+        if v is None:
+            continue
+        try:
+            return int(v() if callable(v) else v)
+        except TypeError:
+            continue
+    return None
+
+
+def _tokenizer_class():
+    try:
+        from basinlab.data.tokenizer import Tokenizer
+    except ImportError:  # pragma: no cover - layout fallback
+        from basinlab.data import Tokenizer
+    return Tokenizer
+
+
+def load_tokenizer(path: str | Path):
+    Tokenizer = _tokenizer_class()
+    try:
+        return Tokenizer.from_file(str(path))
+    except BasinlabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input here
+        raise BasinlabError(f"cannot read tokenizer '{path}': {str(exc).splitlines()[0] if str(exc) else exc}") from None
+
+
+# ---- the trained model -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedModel:
+    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``."""
+
+    model: torch.nn.Module
+    denoiser: Any  # NetworkDenoiser
+    tokenizer: Any | None
+    schedule: Any
+    config: Any  # Config
+    vocab_size: int
+    seq_len: int
+    step: int
+    path: Path
+    source: Any | None = None  # MarkovSource for Markov data
+    ema: bool = True
+
+    def decode(self, seqs: torch.Tensor) -> list[str]:
+        """Text of each sequence (the tokenizer's decoding), or space-separated ids for Markov data."""
+        rows = seqs.tolist()
+        if self.tokenizer is None:
+            return [" ".join(str(i) for i in row) for row in rows]
+        return [self.tokenizer.decode(row) for row in rows]
+
+    def dataset(self):
+        """Rebuild the run's data from its config (SPEC 1) and check it matches the checkpoint's vocabulary."""
+        from basinlab.data import build_dataset
+
+        data = build_dataset(self.config.data)
+        if int(data.vocab_size) != self.vocab_size:
+            raise BasinlabError(
+                f"checkpoint {self.path} was trained with vocab size {self.vocab_size} but its data config now "
+                f"gives {data.vocab_size}; the tokenizer or data changed: retrain or restore them"
+            )
+        if data.tokenizer is not None and self.tokenizer is not None:
+            a = tokenizer_vocab_size(data.tokenizer)
+            if a is not None and a != self.vocab_size:
+                raise BasinlabError(
+                    f"the rebuilt tokenizer has {a} tokens but checkpoint {self.path} expects {self.vocab_size}"
+                )
+        return data
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainedModel(path={str(self.path)!r}, step={self.step}, V={self.vocab_size}, L={self.seq_len}, "
+            f"ema={self.ema}, schedule={self.schedule!r})"
+        )
+
+
+def load_trained(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    ema: bool = True,
+    tokenizer: Any | None = None,
+    precision: str = "auto",
+    batch_size: int | None = 512,
+) -> TrainedModel:
+    """Load a trained model from a run directory or a checkpoint directory.
+
+    ``ema=True`` (default) puts the EMA weights in the denoiser, ``ema=False`` the raw ones. ``tokenizer`` (a
+    ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the
+    checkpoint's. Missing path/checkpoint, corrupt files or a vocabulary mismatch -> :class:`BasinlabError`.
+    """
+    from basinlab.diffusion import get_schedule
+    from basinlab.models import NetworkDenoiser, resolve_device
+    from basinlab.models.dit import DiT
+
+    ckpt = require_checkpoint(path)
+    meta = load_meta(ckpt)
+    cfg = load_config_file(ckpt)
+    V, L = int(meta["vocab_size"]), int(meta["seq_len"])
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+        where = f"tokenizer '{tokenizer}'" if isinstance(tokenizer, (str, Path)) else "the tokenizer given"
+    elif (ckpt / TOKENIZER_FILE).exists():
+        verify_checkpoint(ckpt, [TOKENIZER_FILE])
+        tok = load_tokenizer(ckpt / TOKENIZER_FILE)
+        where = f"{ckpt / TOKENIZER_FILE}"
+    else:
+        tok, where = None, ""
+    if tok is not None:
+        tv = tokenizer_vocab_size(tok)
+        if tv is not None and tv != V:
+            raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {V}")
+    dev = resolve_device(device)
+    arch = {k: v for k, v in meta["arch"].items() if k not in ("vocab_size", "seq_len")}
+    model = DiT(vocab_size=V, seq_len=L, **arch)
+    state = load_weights(ckpt, ema=ema)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BasinlabError(f"checkpoint {ckpt} does not match its architecture: {str(exc).splitlines()[0]}") from None
+    model.to(dev).eval()
+    schedule = get_schedule(meta.get("schedule", cfg.train.schedule), float(meta.get("eps", cfg.train.eps)))
+    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size)
+    return TrainedModel(
+        model=model,
+        denoiser=denoiser,
+        tokenizer=tok,
+        schedule=schedule,
+        config=cfg,
+        vocab_size=V,
+        seq_len=L,
+        step=int(meta["step"]),
+        path=ckpt,
+        source=load_source(ckpt),
+        ema=ema,
+    )

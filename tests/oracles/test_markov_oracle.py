@@ -1,0 +1,102 @@
+"""MarkovDenoiser (SPEC 6) against brute-force enumeration, and SPEC 3's greedy-chain claim."""
+
+import math
+
+import pytest
+import torch
+
+from basinlab.data.markov import MarkovSource
+from basinlab.diffusion import (
+    LogLinearSchedule,
+    bayes_log_posterior,
+    corrupt,
+    final_step,
+    reverse_chain,
+)
+from basinlab.oracles import MarkovDenoiser
+from tests.oracles._brute import all_sequences, brute_posteriors
+
+
+@pytest.mark.parametrize("t", [1e-5, 0.1, 0.5, 0.97])
+def test_markov_oracle_matches_enumeration(gen, t):
+    V, L = 3, 5
+    src = MarkovSource(vocab_size=V, successors=2, seed=3)  # sparse: structural zeros in P
+    sched = LogLinearSchedule()
+    oracle = MarkovDenoiser(src, sched, dtype=torch.float64)
+    xs = all_sequences(V, L)
+    log_prior = src.log_prob(xs)
+    x = src.sample(4, L, generator=gen)
+    a = float(sched.alpha(t))
+    z = corrupt(x, a, V, generator=gen)
+    z[0] = torch.tensor([0, 1, 2, 0, 1])  # an observation the source cannot emit cleanly
+    tt = torch.full((4,), t, dtype=torch.float64)
+    loo = oracle(z, tt).exp()
+    full = oracle.full_log_posterior(z, tt).exp()
+    for b in range(4):
+        ref_loo, ref_full = brute_posteriors(log_prior, xs, z[b], a, V)
+        torch.testing.assert_close(loo[b], ref_loo, atol=1e-12, rtol=1e-9)
+        torch.testing.assert_close(full[b], ref_full, atol=1e-12, rtol=1e-9)
+    # The full posterior is the Bayes combination of the leave-one-out one (SPEC 4).
+    torch.testing.assert_close(bayes_log_posterior(oracle(z, tt), z, a).exp(), full, atol=1e-12, rtol=1e-9)
+
+
+def test_markov_oracle_per_row_times_and_no_nan(gen):
+    src = MarkovSource(vocab_size=32, successors=8, seed=0)
+    oracle = MarkovDenoiser(src, LogLinearSchedule())
+    x = src.sample(6, 32, generator=gen)
+    t = torch.tensor([1e-5, 1e-3, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    z = corrupt(x, LogLinearSchedule().alpha(t), 32, generator=gen)
+    out = oracle(z, t)
+    assert not torch.isnan(out).any()
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(6, 32))
+    for b in range(6):
+        torch.testing.assert_close(out[b : b + 1], oracle(z[b : b + 1], t[b : b + 1]))
+
+
+def test_greedy_chain_only_final_step_changes_tokens(gen):
+    """SPEC 3: a greedy step keeps a token unless ``t - s`` is comparable to ``1 - α_s``.
+
+    On the grid that is every step but the last reverse step into ``t_min`` (``t - s ≈ 1/T >> 1 - α_s``), and
+    that one moves only tokens whose leave-one-out probability is below ``(t - s) max_j x_θ,j / (V α_t)``
+    (e.g. the oracle's exact zeros). Where it moves none, the chain equals the final step applied to ``z`` at
+    ``t_min``; from clean data (the fixed-point test) that is every sequence.
+    """
+    src = MarkovSource(vocab_size=32, successors=8, seed=0)
+    sched = LogLinearSchedule()
+    oracle = MarkovDenoiser(src, sched)
+    V, T, t_min = 32, 100, 1e-5
+    x = src.sample(64, 32, generator=gen)
+    tvec = torch.full((64,), t_min, dtype=torch.float64)
+    for t_start in (1.0, 0.25, 0.05, None):
+        z = x.clone() if t_start is None else corrupt(x, float(sched.alpha(t_start)), V, generator=gen)
+        seen: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
+        out = reverse_chain(oracle, z, 1.0 if t_start is None else t_start, steps=T, greedy=True,
+                            final_greedy=True, callback=lambda k, t, zz, lx: seen.append((k, t, zz.clone(), lx)))
+        assert seen[-1][0] == T and all(torch.equal(zz, z) for k, _, zz, _ in seen if k < T)
+        k, t, _, log_x = seen[-2]  # the last reverse step, t -> t_min
+        assert k == T - 1
+        z_min = seen[-1][2]
+        moved = z_min != z
+        x_theta = log_x.double().exp()
+        a_t = float(sched.alpha(t))
+        bound = (t - t_min) * x_theta.max(-1).values / (V * a_t)
+        assert (x_theta.gather(-1, z.unsqueeze(-1)).squeeze(-1)[moved] < bound[moved]).all()
+        still = ~moved.any(1)
+        direct = final_step(oracle(z, tvec), z, float(sched.alpha(t_min)))
+        assert torch.equal(out[still], direct[still])
+        assert still.float().mean() > 0.5
+        if t_start is None:
+            assert still.all() and torch.equal(out, direct)
+        else:
+            assert not torch.equal(out, z)  # the final step does act
+
+
+def test_log_matmul_falls_back_when_a_supported_state_underflows():
+    P = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    src = MarkovSource.from_matrix(torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), P)
+    oracle = MarkovDenoiser(src, LogLinearSchedule())
+    a = torch.tensor([[0.0, -1000.0, -float("inf")]], dtype=torch.float64)
+    out = oracle._log_matmul(a, oracle.P, oracle.log_P, oracle._support)
+    half = -1000.0 + math.log(0.5)
+    expected = torch.tensor([[0.0, half, half]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected)

@@ -1,0 +1,49 @@
+import pytest
+
+from basinlab.config import Config, load_config, parse_overrides
+from basinlab.errors import BasinlabError
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  source: markov\n  seq_len: 16\ntrain:\n  steps: 7\n")
+    cfg = load_config(path, ["train.steps=9", "probe.ts=[0.1, 0.5]", "model.dropout=0.0"])
+    assert cfg.data.source == "markov" and cfg.data.seq_len == 16
+    assert cfg.train.steps == 9
+    assert cfg.probe.ts == [0.1, 0.5]
+    assert cfg.model.dropout == 0.0
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["train.lr=0.001", "out_dir=somewhere"])
+    cfg.save(tmp_path / "cfg.yaml")
+    again = load_config(tmp_path / "cfg.yaml")
+    assert again.to_dict() == cfg.to_dict()
+    assert isinstance(again, Config)
+
+
+def test_unknown_key_names_valid_keys(tmp_path):
+    with pytest.raises(BasinlabError, match="unknown config key 'train.stpes'.*steps"):
+        load_config(None, ["train.stpes=3"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("trian:\n  steps: 3\n")
+    with pytest.raises(BasinlabError, match="unknown config key 'trian'"):
+        load_config(path)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(BasinlabError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(BasinlabError, match="unknown preset"):
+        load_config("no_such_preset")
+    with pytest.raises(BasinlabError, match="section.key=value"):
+        parse_overrides(["train.steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(BasinlabError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_quick_probe_settings():
+    cfg = load_config(None, ["probe.quick=true"])
+    assert cfg.probe.m == 256 and cfg.probe.steps == 100

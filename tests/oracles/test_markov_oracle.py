@@ -54,12 +54,14 @@ def test_markov_oracle_per_row_times_and_no_nan(gen):
 
 
 def test_greedy_chain_only_final_step_changes_tokens(gen):
-    """SPEC 3: a greedy step keeps a token unless ``t - s`` is comparable to ``1 - α_s``.
+    """SPEC 3: a greedy step ``t -> s`` keeps every token unless ``t - s`` is comparable to ``1 - α_s``.
 
-    On the grid that is every step but the last reverse step into ``t_min`` (``t - s ≈ 1/T >> 1 - α_s``), and
-    that one moves only tokens whose leave-one-out probability is below ``(t - s) max_j x_θ,j / (V α_t)``
-    (e.g. the oracle's exact zeros). Where it moves none, the chain equals the final step applied to ``z`` at
-    ``t_min``; from clean data (the fixed-point test) that is every sequence.
+    Keeping loses to moving only if ``(α_s - α_t) max_j x_θ,j > α_t (1 - α_s)/α_s + V α_t x_θ,i``, so on the grid
+    (``t - s = 1/T``) every step with ``s >= 2/T`` leaves ``z`` unchanged whatever ``x_θ``; the last two reverse
+    steps may move a token whose leave-one-out probability is below ``(α_s - α_t) max_j x_θ,j / (V α_t)`` (e.g. an
+    oracle's exact zero: with a sparse source most corrupted sequences have one). Where they move none, the chain
+    equals the final step applied to ``z`` at ``t_min``; from clean data (the fixed-point test) that is every
+    sequence, and from lightly corrupted data the results agree on nearly every sequence.
     """
     src = MarkovSource(vocab_size=32, successors=8, seed=0)
     sched = LogLinearSchedule()
@@ -72,19 +74,21 @@ def test_greedy_chain_only_final_step_changes_tokens(gen):
         seen: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
         out = reverse_chain(oracle, z, 1.0 if t_start is None else t_start, steps=T, greedy=True,
                             final_greedy=True, callback=lambda k, t, zz, lx: seen.append((k, t, zz.clone(), lx)))
-        assert seen[-1][0] == T and all(torch.equal(zz, z) for k, _, zz, _ in seen if k < T)
-        k, t, _, log_x = seen[-2]  # the last reverse step, t -> t_min
-        assert k == T - 1
-        z_min = seen[-1][2]
-        moved = z_min != z
-        x_theta = log_x.double().exp()
-        a_t = float(sched.alpha(t))
-        bound = (t - t_min) * x_theta.max(-1).values / (V * a_t)
-        assert (x_theta.gather(-1, z.unsqueeze(-1)).squeeze(-1)[moved] < bound[moved]).all()
-        still = ~moved.any(1)
+        assert seen[-1][0] == T
+        for (k, t, z_t, log_x), (_, s, z_s, _) in zip(seen[:-1], seen[1:]):
+            moved = z_s != z_t
+            if s >= 2 / T:
+                assert not moved.any(), f"step {k} ({t} -> {s}) moved tokens"
+            elif moved.any():
+                x_theta = log_x.double().exp()
+                a_t, a_s = float(sched.alpha(t)), float(sched.alpha(s))
+                bound = (a_s - a_t) * x_theta.max(-1).values / (V * a_t)
+                assert (x_theta.gather(-1, z_t.unsqueeze(-1)).squeeze(-1)[moved] < bound[moved]).all()
+        still = (seen[-1][2] == z).all(1)
         direct = final_step(oracle(z, tvec), z, float(sched.alpha(t_min)))
         assert torch.equal(out[still], direct[still])
-        assert still.float().mean() > 0.5
+        if t_start == 0.05:  # lightly corrupted: the moves of the last step agree with the final step's choices
+            assert (out == direct).all(1).float().mean() >= 0.9
         if t_start is None:
             assert still.all() and torch.equal(out, direct)
         else:
@@ -95,8 +99,24 @@ def test_log_matmul_falls_back_when_a_supported_state_underflows():
     P = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
     src = MarkovSource.from_matrix(torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), P)
     oracle = MarkovDenoiser(src, LogLinearSchedule())
-    a = torch.tensor([[0.0, -1000.0, -float("inf")]], dtype=torch.float64)
-    out = oracle._log_matmul(a, oracle.P, oracle.log_P, oracle._support)
+    a = torch.tensor([[0.0, -1000.0, -float("inf")], [-5.0, -2000.0, -1e4]], dtype=torch.float64)
+    out = oracle._log_matmul(a, oracle.P)
     half = -1000.0 + math.log(0.5)
-    expected = torch.tensor([[0.0, half, half]], dtype=torch.float64)
+    r2 = [0.0, -1995.0 + math.log(0.5), float(torch.logaddexp(torch.tensor(-1995.0 + math.log(0.5)), torch.tensor(-9995.0)))]
+    expected = torch.tensor([[0.0, half, half], r2], dtype=torch.float64)
     torch.testing.assert_close(out, expected)
+
+
+def test_exact_log_space_path_agrees_with_fast_path(gen):
+    src = MarkovSource(vocab_size=32, successors=8, seed=0)
+    oracle = MarkovDenoiser(src, LogLinearSchedule(), dtype=torch.float64)
+    x = src.sample(8, 32, generator=gen)
+    t = torch.full((8,), 0.3, dtype=torch.float64)
+    z = corrupt(x, 0.7, 32, generator=gen)
+    log_f, log_b, log_e = oracle.log_messages(z, t)
+    lf, lb = oracle._log_messages_exact(log_e)
+    fast = torch.log_softmax(log_f + log_b, -1)
+    exact = torch.log_softmax(lf + lb, -1)
+    assert torch.equal(torch.isinf(fast), torch.isinf(exact))
+    fin = torch.isfinite(exact)
+    torch.testing.assert_close(fast[fin], exact[fin], atol=1e-10, rtol=1e-10)

@@ -61,9 +61,15 @@ class MarkovSource:
         out = torch.empty(n, length, dtype=torch.long)
         if n == 0 or length == 0:
             return out
-        out[:, 0] = torch.multinomial(self.pi.expand(n, -1), 1, replacement=True, generator=generator).squeeze(1)
+        # Inverse-CDF draws: one uniform per position, searched in the cumulative rows (vectorised over n).
+        cdf_pi = torch.cumsum(self.pi, 0)
+        cdf_P = torch.cumsum(self.P, 1)
+        V = self.vocab_size
+        u = torch.rand(n, length, generator=generator, dtype=torch.float64)
+        out[:, 0] = torch.searchsorted(cdf_pi, u[:, :1].contiguous(), right=True).squeeze(1).clamp_max(V - 1)
         for l in range(1, length):
-            out[:, l] = torch.multinomial(self.P[out[:, l - 1]], 1, generator=generator).squeeze(1)
+            rows = cdf_P[out[:, l - 1]]
+            out[:, l] = torch.searchsorted(rows, u[:, l : l + 1].contiguous(), right=True).squeeze(1).clamp_max(V - 1)
         return out
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

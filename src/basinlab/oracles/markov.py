@@ -10,8 +10,8 @@
 where ``f_l(v) = p(x_l = v, z_{<l})`` (forward *before* the emission at ``l``) and ``β_l(v) = p(z_{>l} | x_l = v)``.
 Then the leave-one-out prediction of SPEC 4 is ``x_θ,l ∝ f_l β_l`` and the full posterior
 ``p(x_l | z_t) ∝ f_l e_l β_l`` (the Bayes combination). The recursion is exact in float64, keeps the structural
-zeros of a sparse ``P`` as ``-inf`` and costs ``O(B L V²)``: each step is a matmul of ``exp(a - max a)`` with
-``P``, falling back to an exact log-sum-exp only for rows where a supported state underflowed.
+zeros of a sparse ``P`` as ``-inf`` and costs ``O(B L V²)``: each step is a rescaled matmul in probability space;
+rows where an entry that must be positive underflowed are redone in log space (exact whatever the range).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import torch
 from basinlab.data.markov import MarkovSource
 from basinlab.diffusion.process import emission_log_bonus
 from basinlab.diffusion.schedules import Schedule
+
+_BAND = 600.0  # nats: exp(-600) ~ 1e-261 is still a normal float64
 
 
 class MarkovDenoiser:
@@ -46,48 +48,93 @@ class MarkovDenoiser:
             self.P = source.P.to(torch.float64).to(self.device)
             self.log_P = torch.log(self.P)
             self._support = (self.P > 0).to(torch.float64)
+        self._reach_cache: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return f"MarkovDenoiser({self.source!r})"
 
-    def _log_matmul(self, a: torch.Tensor, P: torch.Tensor, log_P: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        """``log Σ_u exp(a_u) P_uv`` per row (``a [b, V]``), shifted by the row maximum.
+    def _log_matmul(self, a: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        """``log Σ_u exp(a_u) P_uv`` per row (``a [b, V]``, ``-inf`` allowed), exact whatever the range of ``a``.
 
-        A fast matmul; a state that the exact support says is reachable but whose sum underflowed to zero is
-        recomputed with a log-sum-exp over ``[b, V, V]``, so no supported probability ever becomes ``-inf``.
+        The entries of ``a`` are cut into bands of ``_BAND`` nats below the row maximum; each band is summed by a
+        matmul with its own shift (no term underflows) and the bands are combined by a log-sum-exp.
         """
-        m = a.max(-1, keepdim=True).values
-        out = torch.log(torch.exp(a - m) @ P) + m
-        lost = torch.isneginf(out) & ((torch.isfinite(a).to(torch.float64) @ support) > 0)
-        rows = lost.any(-1)
-        if rows.any():
-            exact = torch.logsumexp(a[rows][:, :, None] + log_P[None], dim=1)
-            out[rows] = exact
-        return out - out.max(-1, keepdim=True).values  # rescale (a constant per row cancels)
+        m = a.amax(-1, keepdim=True)
+        rel = m - a  # >= 0, inf where a = -inf
+        band = torch.floor(rel / _BAND)
+        finite = torch.isfinite(rel)
+        nb = int(band[finite].max().item()) + 1 if bool(finite.any()) else 1
+        if nb == 1:
+            out = torch.log(torch.exp(-rel) @ P) + m
+        else:
+            j = torch.arange(nb, dtype=torch.float64, device=a.device)
+            w = torch.where(band.unsqueeze(1) == j[None, :, None], torch.exp(-(rel.unsqueeze(1) - _BAND * j[None, :, None])), 0.0)
+            out = torch.logsumexp(torch.log(w @ P) - _BAND * j[None, :, None], dim=1) + m
+        return out - out.amax(-1, keepdim=True)  # rescale (a constant per row cancels)
 
     def lam(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """``λ_t`` per row, float64 ``[B]``."""
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(batch).cpu()
         return emission_log_bonus(self.schedule.alpha(t), self.vocab_size).to(self.device)
 
+    def _reach(self, L: int) -> torch.Tensor:
+        """Support of the prior marginals ``π P^l`` per position, bool ``[L, V]`` (where ``f_l > 0`` must hold)."""
+        if self._reach_cache is None or self._reach_cache.shape[0] < L:
+            rows, cur = [], (self.source.pi > 0).to(torch.float64).to(self.device)
+            for _ in range(L):
+                rows.append(cur > 0)
+                cur = ((cur > 0).to(torch.float64) @ self._support)
+            self._reach_cache = torch.stack(rows)
+        return self._reach_cache[:L]
+
     def log_messages(self, z_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log f, log β, log e)``, each float64 ``[B, L, V]`` (unnormalised; ``log e = λ 1[v = z_l]``)."""
+        """``(log f, log β, log e)``, each float64 ``[B, L, V]`` (unnormalised; ``log e = λ 1[v = z_l]``).
+
+        Fast path: the rescaled recursion in probability space with the emission divided by ``e^λ``
+        (``1`` at ``z_l``, ``e^-λ`` elsewhere). If any message entry that the support says is positive underflowed
+        to zero, those rows are recomputed in log space (exact; slower).
+        """
         z_t = z_t.to(self.device).long()
         B, L = z_t.shape
         V = self.vocab_size
         lam = self.lam(t, B)
-        log_e = torch.nn.functional.one_hot(z_t, V).to(torch.float64) * lam.reshape(B, 1, 1)
+        onehot = torch.nn.functional.one_hot(z_t, V).to(torch.float64)
+        log_e = onehot * lam.reshape(B, 1, 1)
+        e = torch.exp(log_e - lam.reshape(B, 1, 1))  # e_t / (α + (1 - α)/V): 1 at z_l, e^-λ elsewhere
+        f = torch.empty(B, L, V, dtype=torch.float64, device=self.device)
+        b = torch.empty_like(f)
+        cur = self.source.pi.to(torch.float64).to(self.device).expand(B, V)
+        for l in range(L):
+            f[:, l] = cur
+            cur = (cur * e[:, l]) @ self.P
+            cur = cur / cur.amax(-1, keepdim=True)
+        cur = torch.ones(B, V, dtype=torch.float64, device=self.device)
+        for l in range(L - 1, -1, -1):
+            b[:, l] = cur
+            cur = (cur * e[:, l]) @ self.P.T
+            cur = cur / cur.amax(-1, keepdim=True)
+        log_f, log_b = torch.log(f), torch.log(b)
+        bad = ((f == 0) & self._reach(L)[None]).flatten(1).any(1) | (b == 0).flatten(1).any(1)
+        bad |= ~(torch.isfinite(f.amax((1, 2))) & torch.isfinite(b.amax((1, 2))))
+        if bool(bad.any()):
+            lf, lb = self._log_messages_exact(log_e[bad])
+            log_f[bad], log_b[bad] = lf, lb
+        return log_f, log_b, log_e
+
+    def _log_messages_exact(self, log_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same recursion in log space, exact whatever the dynamic range."""
+        B, L, V = log_e.shape
         log_f = torch.empty(B, L, V, dtype=torch.float64, device=self.device)
         log_b = torch.empty_like(log_f)
         cur = self.log_pi.expand(B, V)
         for l in range(L):
             log_f[:, l] = cur
-            cur = self._log_matmul(cur + log_e[:, l], self.P, self.log_P, self._support)
+            cur = self._log_matmul(cur + log_e[:, l], self.P)
         cur = torch.zeros(B, V, dtype=torch.float64, device=self.device)
         for l in range(L - 1, -1, -1):
             log_b[:, l] = cur
-            cur = self._log_matmul(cur + log_e[:, l], self.P.T, self.log_P.T, self._support.T)
-        return log_f, log_b, log_e
+            cur = self._log_matmul(cur + log_e[:, l], self.P.T)
+        return log_f, log_b
 
     def loo_log_posterior(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``log p(x_l | z_t with the emission at l left out)``, float64 ``[B, L, V]`` (SPEC 4)."""

@@ -181,6 +181,10 @@ class ResultStore:
 
         Records already stored for ``key`` are replaced, so recording a run twice leaves one copy.
         """
+        rows = list(rows)
+        for r in rows:
+            if not r.get("probe") or not r.get("metric"):
+                raise BasinlabError(f"a probe record needs 'probe' and 'metric', got {dict(r)!r}")
         values = [
             (
                 key.N,

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-#: Probe and metric names of the records read here (SPEC 5, issue 3).
-BASIN_PROBES = ("basin", "basins", "basin_test")
-ENTROPY_PROBES = ("entropy", "conditional_entropy")
-LIKELIHOOD_PROBES = ("likelihood", "nll", "nelbo")
+#: Metrics read here (SPEC 5; each is produced by one probe only, so records are selected by metric).
+RECOVERY = "recovery_rate"
+NELBO = "nelbo"
+ENTROPY = "entropy"
 
 
 def _frame(rows: Any) -> Any:
@@ -114,7 +114,7 @@ def _nearest_t(df: Any, t: float) -> float | None:
 
 
 def _basin(df: Any, model: str, t: float) -> Any:
-    sel = df[(df["model"] == model) & (df["probe"].isin(BASIN_PROBES)) & (df["metric"] == "recovery_rate")]
+    sel = df[(df["model"] == model) & (df["metric"] == RECOVERY)]
     tt = _nearest_t(sel, t)
     if tt is None:
         return sel.iloc[0:0], t
@@ -192,7 +192,7 @@ def _fill_n_star(result: Transition, basin: Any, tol: float) -> None:
 
 
 def _fill_nelbo_peak(result: Transition, df: Any, model: str) -> None:
-    sel = df[(df["model"] == model) & df["probe"].isin(LIKELIHOOD_PROBES) & (df["metric"] == "nelbo")]
+    sel = df[(df["model"] == model) & (df["metric"] == NELBO)]
     sel = sel[sel["set"] == "test"]
     if not len(sel):
         return
@@ -214,7 +214,7 @@ def _fill_nelbo_peak(result: Transition, df: Any, model: str) -> None:
 
 
 def _fill_entropy(result: Transition, df: Any, model: str, threshold: float, set_name: str) -> None:
-    sel = df[(df["model"] == model) & df["probe"].isin(ENTROPY_PROBES) & (df["metric"] == "entropy")]
+    sel = df[(df["model"] == model) & (df["metric"] == ENTROPY)]
     sel = sel[sel["set"] == set_name]
     if not len(sel):
         return

@@ -1,0 +1,122 @@
+"""``basinlab sweep``, ``basinlab report`` and ``basinlab demo``: the study of SPEC 7 from the command line.
+
+Thin wrappers: each parses, then calls :func:`basinlab.study.sweep.run_sweep` or
+:func:`basinlab.study.report.write_report`, exactly as a Python user would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sweep``, ``report`` and ``demo`` subcommands."""
+    p = sub.add_parser(
+        "sweep",
+        help="train and probe one model per training-set size N (SPEC 7); resumable, shardable",
+        description=(
+            "Train one model per training-set size N and seed (same architecture and step budget), run the "
+            "associative-memory tests on each and on the exact oracles, and record everything in "
+            "OUT/results.sqlite, exported to OUT/results.csv and OUT/results.parquet. Rerunning the same command "
+            "resumes: finished runs are skipped, an interrupted training continues from its checkpoint."
+        ),
+    )
+    p.add_argument("config", nargs="?", help="YAML config (or a preset name: demo, markov, paper)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sweep.sizes=[16,64,256]")
+    p.add_argument("--preset", help="a packaged preset (demo, markov, paper) instead of CONFIG")
+    p.add_argument("--out", required=True, help="the sweep directory (created; reused to resume)")
+    p.add_argument("--shard", help="run only shard i of n (i/n, 0-based), e.g. for a cluster job array")
+    p.add_argument(
+        "--devices",
+        help="comma-separated devices, one worker process each (e.g. cuda:0,cuda:1,cuda:2,cuda:3)",
+    )
+    p.add_argument("--report", action="store_true", help="write OUT/report.html when the sweep finishes")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.set_defaults(func=_sweep)
+
+    r = sub.add_parser(
+        "report",
+        help="write DIR/report.html (and the plots as PNG) from a sweep directory",
+        description="Read DIR/results.sqlite (or results.csv) and write DIR/report.html plus one PNG per plot.",
+    )
+    r.add_argument("dir", help="a sweep directory")
+    r.add_argument("--t", type=float, default=None, help="t at which N* is estimated (default: sweep.transition_t)")
+    r.set_defaults(func=_report)
+
+    d = sub.add_parser(
+        "demo",
+        help="run the demo study (about 10-15 min on a 2-core CPU) and write its report",
+        description="Run the packaged 'demo' sweep (resumable) and its report, then print where the report is.",
+    )
+    d.add_argument("overrides", nargs="*", help="section.key=value overrides of the demo preset")
+    d.add_argument("--out", default="runs/demo", help="the sweep directory (default runs/demo)")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.set_defaults(func=_demo)
+
+
+def _config(args: argparse.Namespace):
+    from basinlab.config import load_config
+    from basinlab.errors import BasinlabError
+
+    source = args.config
+    overrides = list(args.overrides or [])
+    if args.preset:
+        if source is not None:
+            if "=" in source:  # `sweep --preset demo key=value`: the first override landed in CONFIG
+                overrides.insert(0, source)
+            else:
+                raise BasinlabError("give either CONFIG or --preset, not both")
+        source = args.preset
+    elif source is not None and "=" in source:
+        raise BasinlabError(f"'{source}' looks like an override; give CONFIG.yaml or --preset NAME first")
+    if source is None:
+        raise BasinlabError("give a CONFIG.yaml or --preset NAME (demo, markov, paper)")
+    return load_config(source, overrides)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from basinlab.study.sweep import parse_shard, run_sweep
+
+    cfg = _config(args)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    out = run_sweep(
+        cfg,
+        args.out,
+        shard=parse_shard(args.shard),
+        progress=not args.quiet,
+        devices=devices,
+        worker=parse_shard(args.worker),
+    )
+    print(f"results: {out / 'results.csv'}")
+    if args.report:
+        from basinlab.study.report import write_report
+
+        print(f"report: {write_report(out)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from basinlab.study.report import write_report
+
+    path = write_report(args.dir, t=args.t)
+    print(f"report: {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from basinlab.config import load_config
+    from basinlab.study.report import write_report
+    from basinlab.study.sweep import run_sweep
+
+    t0 = time.perf_counter()
+    cfg = load_config("demo", list(args.overrides or []))
+    out = run_sweep(cfg, args.out, progress=not args.quiet)
+    path = write_report(out)
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"demo finished in {minutes:.1f} min", file=sys.stderr)
+    print(f"report: {Path(path).resolve()}")
+    return 0

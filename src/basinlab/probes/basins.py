@@ -1,0 +1,158 @@
+"""Basin test: perturb and restore (SPEC 5).
+
+For each ``t``: draw ``z_t ~ q_t(. | x)``, run the reverse chain from ``t`` on the ``T``-step grid (stochastic by
+default), then the final step (greedy). Per sequence, over its *real* tokens:
+
+- ``recovery_rate``: fraction of the changed positions (``z_t != x``) restored to ``x``; sequences with no changed
+  real position are counted apart (row ``n_unchanged``) and left out of the mean;
+- ``exact_match``: the restore equals ``x`` on every real position;
+- ``unstable_rate``: fraction of the unchanged real positions that the restore changed.
+
+Also ``recovery_rate_tokens`` (changed tokens restored, pooled over the set). Summary rows (``t = None``): the
+*basin radius*, the ``t`` where mean recovery crosses 50% (linear interpolation on the tested ``t``; 0 if below 50%
+at the smallest ``t``, 1 if never below), and the *basin area* under recovery over ``[0, 1]`` (trapezoids, recovery
+1 at ``t = 0``; held flat beyond the largest tested ``t``), each with a bootstrap std and percentile interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from basinlab.diffusion import corrupt, n_denoiser_calls, reverse_chain
+from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar
+from basinlab.probes.results import ProbeResult, child_seed, summarize
+
+PROBE = "basins"
+
+
+def basin_radius(ts: Sequence[float], recovery: Sequence[float]) -> float:
+    """The ``t`` where mean recovery first falls below 50% (linear interpolation; SPEC 5). NaN recoveries skipped."""
+    pts = sorted((float(t), float(r)) for t, r in zip(ts, recovery) if np.isfinite(r))
+    if not pts:
+        return float("nan")
+    if pts[0][1] < 0.5:
+        return 0.0
+    for (t0, r0), (t1, r1) in zip(pts[:-1], pts[1:]):
+        if r1 < 0.5:
+            return t0 + (r0 - 0.5) / (r0 - r1) * (t1 - t0)
+    return 1.0
+
+
+def basin_area(ts: Sequence[float], recovery: Sequence[float]) -> float:
+    """Trapezoid area under recovery over ``[0, 1]`` with recovery 1 at ``t = 0`` (SPEC 5).
+
+    Beyond the largest tested ``t`` the last recovery is held flat to ``t = 1``; points above ``t = 1`` are ignored.
+    """
+    pts = sorted((float(t), float(r)) for t, r in zip(ts, recovery) if np.isfinite(r) and 0.0 < t <= 1.0)
+    if not pts:
+        return float("nan")
+    t = [0.0] + [p[0] for p in pts]
+    r = [1.0] + [p[1] for p in pts]
+    if t[-1] < 1.0:
+        t.append(1.0)
+        r.append(r[-1])
+    return float(sum((t[i + 1] - t[i]) * (r[i + 1] + r[i]) / 2 for i in range(len(t) - 1)))
+
+
+def basin_test(
+    denoiser,
+    seqs: torch.Tensor,
+    *,
+    set_name: str = "",
+    seed: int = 0,
+    batch_size: int = 256,
+    real_mask: torch.Tensor | None = None,
+    progress: bool = False,
+    ts: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1.0),
+    steps: int = 1000,
+    greedy: bool = False,
+    final_greedy: bool = True,
+    n_boot: int = 200,
+    device: torch.device | str | None = None,
+) -> ProbeResult:
+    """Perturb-and-restore test of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
+
+    ``.arrays``: ``ts`` ``[n_t]``, per sequence ``recovery`` (NaN where nothing changed), ``exact``, ``unstable``
+    ``[n_t, M]``; per token ``changed``, ``recovered``, ``failed`` (bool) and ``corrupted``, ``restored`` (ids)
+    ``[n_t, M, L]``; ``real_mask [M, L]``.
+    """
+    V = denoiser.vocab_size
+    seqs, mask = check_seqs(seqs, V, real_mask)
+    dev = denoiser_device(denoiser, device)
+    M, L = seqs.shape
+    ts = [float(t) for t in ts]
+    nt = len(ts)
+    res = ProbeResult()
+    rec = torch.full((nt, M), float("nan"), dtype=torch.float64)
+    exact = torch.zeros(nt, M, dtype=torch.bool)
+    unstable = torch.full((nt, M), float("nan"), dtype=torch.float64)
+    changed_all = torch.zeros(nt, M, L, dtype=torch.bool)
+    ok_all = torch.zeros(nt, M, L, dtype=torch.bool)
+    z_all = torch.zeros(nt, M, L, dtype=torch.long)
+    out_all = torch.zeros(nt, M, L, dtype=torch.long)
+    total = sum(n_denoiser_calls(steps, t) for t in ts) * len(range(0, M, batch_size))
+    bar = progress_bar(total, f"basins {set_name}".strip(), progress)
+    with torch.inference_mode():
+        for i, t in enumerate(ts):
+            g = make_generator(child_seed(seed, PROBE, t), dev)
+            a_t = float(denoiser.schedule.alpha(t))
+            for sl in batches(M, batch_size):
+                x = seqs[sl].to(dev)
+                z = corrupt(x, a_t, V, generator=g)
+                out = reverse_chain(
+                    denoiser, z, t, steps, greedy=greedy, final_greedy=final_greedy, generator=g,
+                    callback=lambda *_: bar.update(1),
+                )
+                z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
+            changed_all[i] = (z_all[i] != seqs) & mask
+            ok_all[i] = out_all[i] == seqs
+            n_changed = changed_all[i].sum(1)
+            unchanged = (z_all[i] == seqs) & mask
+            n_unchanged_pos = unchanged.sum(1)
+            rec[i] = (changed_all[i] & ok_all[i]).sum(1) / n_changed.to(torch.float64)  # NaN where 0/0
+            unstable[i] = (unchanged & ~ok_all[i]).sum(1) / n_unchanged_pos.to(torch.float64)
+            exact[i] = (ok_all[i] | ~mask).all(1)
+            res.add(PROBE, set_name, t, "recovery_rate", summarize(rec[i]))
+            res.add(PROBE, set_name, t, "exact_match", summarize(exact[i].to(torch.float64)))
+            res.add(PROBE, set_name, t, "unstable_rate", summarize(unstable[i]))
+            res.add(PROBE, set_name, t, "n_unchanged", {"value": int((n_changed == 0).sum()), "n": M})
+            pooled = float((changed_all[i] & ok_all[i]).sum()) / max(1, int(n_changed.sum()))
+            res.add(PROBE, set_name, t, "recovery_rate_tokens", {"value": pooled, "n": int(n_changed.sum())})
+    bar.close()
+    means = [float(torch.nanmean(rec[i])) if (~rec[i].isnan()).any() else float("nan") for i in range(nt)]
+    radius, area = basin_radius(ts, means), basin_area(ts, means)
+    boot_r, boot_a = _bootstrap(ts, rec, n_boot, child_seed(seed, PROBE, "bootstrap"))
+    res.add(PROBE, set_name, None, "basin_radius", _boot_stats(radius, boot_r, M))
+    res.add(PROBE, set_name, None, "basin_area", _boot_stats(area, boot_a, M))
+    res.arrays.update(
+        ts=torch.tensor(ts, dtype=torch.float64), recovery=rec, exact=exact, unstable=unstable,
+        changed=changed_all, recovered=changed_all & ok_all, failed=changed_all & ~ok_all,
+        corrupted=z_all, restored=out_all, real_mask=mask,
+    )
+    return res
+
+
+def _bootstrap(ts: list[float], rec: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Radius and area of ``n_boot`` resamples of the sequences (with replacement)."""
+    M = rec.shape[1]
+    if n_boot < 1 or M < 2:
+        return np.array([]), np.array([])
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, M, (n_boot, M), generator=g)
+    means = torch.nanmean(rec[:, idx], dim=2).numpy()  # [n_t, n_boot]
+    r = np.array([basin_radius(ts, means[:, b]) for b in range(n_boot)])
+    a = np.array([basin_area(ts, means[:, b]) for b in range(n_boot)])
+    return r, a
+
+
+def _boot_stats(value: float, boot: np.ndarray, n: int) -> dict:
+    boot = boot[np.isfinite(boot)]
+    if not np.isfinite(value):
+        return {"value": None, "n": n}
+    if boot.size < 2:
+        return {"value": value, "n": n}
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"value": value, "std": float(boot.std(ddof=1)), "ci_low": float(lo), "ci_high": float(hi), "n": n}

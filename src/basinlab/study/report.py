@@ -1,0 +1,473 @@
+"""The study's report (SPEC 7): one self-contained HTML page, plus each plot as a PNG.
+
+``write_report(out_dir)`` reads the sweep's records (``results.sqlite``, else ``results.csv``), its config and
+the example restorations of each run, and writes ``out_dir/report.html`` (images embedded as base64 PNG, no
+external file or network needed) and ``out_dir/plots/*.png``:
+
+- basin recovery against ``N`` (train and test, one line per ``t``; oracle lines where they exist) and the
+  transition plot at the chosen ``t`` with ``N*`` and its interval marked;
+- fixed-point rates (train, test, random);
+- conditional entropy (train, test, generated; recovered/failed split);
+- NELBO on train and test;
+- novelty of generated samples;
+- the same corrupted test sentences restored by the model at the smallest and at the largest ``N``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from basinlab.errors import BasinlabError
+from basinlab.io import atomic_write_bytes, atomic_write_text
+from basinlab.study.store import read_results
+from basinlab.study.sweep import CONFIG_NAME, ORACLE_EMPIRICAL, ORACLE_MARKOV
+from basinlab.study.transition import Transition, estimate_all
+
+ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}
+SET_COLORS = {"train": "tab:blue", "test": "tab:orange", "random": "tab:gray", "generated": "tab:green"}
+
+
+# ---- reading ----------------------------------------------------------------------------------------------
+
+
+def _series(df: Any, model: str, metric: str, set_name: str | None, t: float | None = None) -> Any:
+    """Per-``N`` mean of ``value`` over seeds with the mean 95% interval: DataFrame ``N, value, lo, hi``."""
+    sel = df[(df["model"] == model) & (df["metric"] == metric)]
+    if set_name is not None:
+        sel = sel[sel["set"] == set_name]
+    if t is not None:
+        sel = sel[np.isclose(sel["t"].astype(float).fillna(-1.0), t, rtol=0, atol=1e-9)]
+    elif sel["t"].notna().any() and sel["t"].isna().any():
+        sel = sel[sel["t"].isna()]
+    elif sel["t"].notna().any():
+        sel = sel[np.isclose(sel["t"].astype(float), float(sel["t"].min()), rtol=0, atol=1e-12)]
+    g = sel.groupby("N")
+    out = g.agg(value=("value", "mean"), lo=("ci_low", "mean"), hi=("ci_high", "mean")).reset_index()
+    return out.sort_values("N")
+
+
+def _models(df: Any) -> tuple[list[str], list[str]]:
+    models = sorted(str(m) for m in df["model"].unique())
+    return [m for m in models if not m.startswith("oracle:")], [m for m in models if m.startswith("oracle:")]
+
+
+def _load_cfg(out_dir: Path) -> Any:
+    from basinlab.config import load_config
+
+    path = out_dir / CONFIG_NAME
+    return load_config(path) if path.exists() else None
+
+
+def _load_examples(out_dir: Path) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted((out_dir / "runs").glob("*/examples.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+# ---- plots ------------------------------------------------------------------------------------------------
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mark_nstar(ax: Any, tr: Transition | None) -> None:
+    if tr is None or tr.n_star is None:
+        return
+    ax.axvline(tr.n_star, color="crimson", lw=1.2, alpha=0.8, label=f"N* ≈ {tr.n_star:.0f}")
+    if tr.low is not None or tr.high is not None:
+        xs = ax.get_xlim()
+        lo = tr.low if tr.low is not None else xs[0]
+        hi = tr.high if tr.high is not None else xs[1]
+        ax.axvspan(lo, hi, color="crimson", alpha=0.08, lw=0)
+
+
+def _setup_ax(ax: Any, ylabel: str, title: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training-set size N")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+
+
+def plot_recovery(df: Any, model: str, oracles: list[str], tr: Transition | None) -> Any:
+    """Recovery rate against ``N``, train and test panels, one line per ``t``; oracles dotted/dashed."""
+    plt = _plt()
+    ts = sorted(float(t) for t in df[df["metric"] == "recovery_rate"]["t"].dropna().unique())
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, set_name in zip(axes, ("train", "test"), strict=True):
+        for i, t in enumerate(ts):
+            color = cmap(i / max(len(ts) - 1, 1))
+            s = _series(df, model, "recovery_rate", set_name, t)
+            if len(s):
+                ax.plot(s["N"], s["value"], "o-", color=color, label=f"t = {t:g}")
+                ax.fill_between(s["N"], s["lo"], s["hi"], color=color, alpha=0.12, lw=0)
+            for o in oracles:
+                so = _series(df, o, "recovery_rate", set_name, t)
+                if len(so):
+                    ax.plot(so["N"], so["value"], ORACLE_STYLE.get(o, ("-.", o))[0], color=color, lw=1, alpha=0.8)
+        _setup_ax(ax, "recovery rate (corrupted tokens restored)", f"{set_name} set")
+        ax.set_ylim(-0.02, 1.02)
+        _mark_nstar(ax, tr)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for o in oracles:
+        style, name = ORACLE_STYLE.get(o, ("-.", o))
+        handles.append(plt.Line2D([], [], ls=style, color="k", lw=1))
+        labels.append(name)
+    axes[1].legend(handles, labels, fontsize=8, loc="best")
+    fig.suptitle(f"Basin test: recovery against N ({model})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_transition(df: Any, model: str, oracles: list[str], tr: Transition) -> Any:
+    """Train and test recovery at the transition ``t`` with 95% bands, the oracles, and ``N*``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for set_name in ("train", "test"):
+        s = _series(df, model, "recovery_rate", set_name, tr.t)
+        c = SET_COLORS[set_name]
+        ax.plot(s["N"], s["value"], "o-", color=c, label=f"{model}: {set_name}")
+        ax.fill_between(s["N"], s["lo"], s["hi"], color=c, alpha=0.15, lw=0)
+        for o in oracles:
+            so = _series(df, o, "recovery_rate", set_name, tr.t)
+            if len(so):
+                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                ax.plot(so["N"], so["value"], style, color=c, lw=1.2, label=f"{name}: {set_name}")
+    _setup_ax(ax, "recovery rate", f"Train vs test recovery at t = {tr.t:g}")
+    ax.set_ylim(-0.02, 1.02)
+    _mark_nstar(ax, tr)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_sets(
+    df: Any, model: str, oracles: list[str], metric: str, sets: list[str], ylabel: str, title: str,
+    tr: Transition | None, extra: list[tuple[str, str, str, str]] | None = None,
+) -> Any:
+    """One line per set for ``metric`` against ``N`` (model solid, oracles dotted/dashed)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for set_name in sets:
+        c = SET_COLORS.get(set_name, "k")
+        s = _series(df, model, metric, set_name)
+        if len(s):
+            ax.plot(s["N"], s["value"], "o-", color=c, label=f"{set_name}")
+            ax.fill_between(s["N"], s["lo"], s["hi"], color=c, alpha=0.15, lw=0)
+        for o in oracles:
+            so = _series(df, o, metric, set_name)
+            if len(so):
+                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {set_name}")
+    for m2, set_name, label, style in extra or []:
+        s = _series(df, model, m2, set_name)
+        if len(s):
+            ax.plot(s["N"], s["value"], style, color=SET_COLORS.get(set_name, "k"), lw=1, alpha=0.8, label=label)
+    _setup_ax(ax, ylabel, title)
+    _mark_nstar(ax, tr)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_novelty(df: Any, model: str, tr: Transition | None) -> Any:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    names = {
+        "copy_rate": "copies of a training sequence",
+        "novel_4gram_rate": "4-grams absent from D_N",
+        "spurious_rate": "spurious fixed points",
+        "nn_hamming_train": "Hamming to nearest train",
+        "nn_hamming_test": "Hamming to nearest test",
+    }
+    for metric, label in names.items():
+        s = _series(df, model, metric, None)
+        if len(s):
+            ax.plot(s["N"], s["value"], "o-", label=label)
+    _setup_ax(ax, "rate / normalised distance", "Generated samples: novelty")
+    ax.set_ylim(-0.02, 1.02)
+    _mark_nstar(ax, tr)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+# ---- examples ---------------------------------------------------------------------------------------------
+
+
+def _pick_examples(examples: list[dict[str, Any]], model: str, seed: int | None) -> tuple[Any, Any]:
+    mine = [e for e in examples if e.get("model") == model and (seed is None or e.get("seed") == seed)]
+    if not mine:
+        return None, None
+    mine.sort(key=lambda e: e["N"])
+    return mine[0], mine[-1]
+
+
+def _tokens_html(tokens: list[str], ref: list[int], ids: list[int], corrupted: list[int] | None,
+                 real: list[bool]) -> str:
+    """One line of tokens; corrupted positions marked, restored ones green if right and red if wrong."""
+    out = []
+    for i, tok in enumerate(tokens):
+        if not real[i]:
+            continue
+        text = html.escape(tok)
+        if corrupted is None:  # the corrupted line itself
+            cls = "chg" if ids[i] != ref[i] else ""
+        else:
+            was = corrupted[i] != ref[i]
+            if was:
+                cls = "ok" if ids[i] == ref[i] else "bad"
+            else:
+                cls = "bad" if ids[i] != ref[i] else ""
+        out.append(f'<span class="{cls}">{text}</span>' if cls else text)
+    return " ".join(out)
+
+
+def _example_block(small: dict[str, Any], large: dict[str, Any], index: int) -> str:
+    a, b = small["examples"][index], large["examples"][index]
+    ref, real = a["original"], a["real"]
+    rows = [
+        ("original", _tokens_html(a["tokens"]["original"], ref, a["original"], None, real).replace('class="chg"', "")),
+        (f"corrupted (t = {small['t']:g})", _tokens_html(a["tokens"]["corrupted"], ref, a["corrupted"], None, real)),
+        (
+            f"restored, N = {small['N']} ({a['recovered']}/{a['changed']})",
+            _tokens_html(a["tokens"]["restored"], ref, a["restored"], a["corrupted"], real),
+        ),
+        (
+            f"restored, N = {large['N']} ({b['recovered']}/{b['changed']})",
+            _tokens_html(b["tokens"]["restored"], ref, b["restored"], b["corrupted"], real),
+        ),
+    ]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td class='tok'>{v}</td></tr>" for k, v in rows)
+    return f"<table class='ex'>{body}</table>"
+
+
+def _examples_html(examples: list[dict[str, Any]], model: str, seed: int | None, k: int = 3) -> str:
+    small, large = _pick_examples(examples, model, seed)
+    if small is None or small is large or not small.get("examples"):
+        return "<p>No example restorations recorded (need at least two sizes).</p>"
+    n = min(len(small["examples"]), len(large["examples"]))
+
+    def score(i: int) -> float:
+        a, b = small["examples"][i], large["examples"][i]
+        return b["recovered"] / max(b["changed"], 1) - a["recovered"] / max(a["changed"], 1)
+
+    order = sorted(range(n), key=score, reverse=True)[:k]
+    blocks = "".join(_example_block(small, large, i) for i in order)
+    return (
+        f"<p>The same test sequences (never seen in training), corrupted with the same noise at t = {small['t']:g}, "
+        f"restored by the stochastic reverse chain of the model trained on the smallest (N = {small['N']}) and the "
+        f"largest (N = {large['N']}) training set. <span class='chg'>Changed</span> tokens in the corrupted line; "
+        f"in the restored lines <span class='ok'>restored</span> and <span class='bad'>wrong</span> tokens. "
+        f"Counts are restored/changed tokens.</p>{blocks}"
+    )
+
+
+# ---- the page ---------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
+img{max-width:100%;border:1px solid #eee}
+table{border-collapse:collapse;margin:.6em 0}td,th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left;
+vertical-align:top;font-size:.92em}
+.tok{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
+.chg{background:#ffe08a}.ok{background:#b7f0b1}.bad{background:#f7b2b2}
+.note{background:#f6f8fa;border-left:4px solid #888;padding:.6em 1em}
+.key{font-size:1.1em;font-weight:600}
+"""
+
+
+def _fmt(x: float | None, nd: int = 0) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{nd}f}"
+
+
+def _transition_html(tr: Transition) -> str:
+    nelbo = {
+        "inside": f"≈ {_fmt(tr.nelbo_peak_n)}",
+        "edge": f"at the grid edge (N = {_fmt(tr.nelbo_peak_n)})",
+    }.get(tr.nelbo_peak_status, "n/a")
+    ent = {
+        "inside": f"≈ {_fmt(tr.entropy_leaves_zero_n)}",
+        "below_grid": f"already above {tr.entropy_threshold:g} nats at the smallest N",
+        "above_grid": f"still below {tr.entropy_threshold:g} nats at the largest N",
+    }.get(tr.entropy_status, "n/a")
+    seeds = ""
+    if tr.per_seed:
+        seeds = ", ".join(f"seed {k}: {_fmt(v)}" for k, v in tr.per_seed.items())
+        seeds = f"<tr><th>per seed</th><td>{html.escape(seeds)}</td></tr>"
+    gap_rows = "".join(
+        f"<tr><td>{n}</td><td>{a:.3f}</td><td>{b:.3f}</td><td>{a - b:+.3f}</td></tr>"
+        for n, a, b in zip(tr.sizes, tr.train_recovery, tr.test_recovery, strict=True)
+    )
+    return (
+        f"<p class='key'>{html.escape(tr.describe())}</p>"
+        f"<table><tr><th>definition</th><td>smallest N where train recovery − test recovery at t = {tr.t:g} falls to "
+        f"{tr.tol:g} or below (interpolated in log N)</td></tr>{seeds}"
+        f"<tr><th>test NELBO peaks</th><td>{nelbo}</td></tr>"
+        f"<tr><th>training-data entropy leaves 0</th><td>{ent} "
+        f"(first rise above {tr.entropy_threshold:g} nats)</td></tr></table>"
+        f"<table><tr><th>N</th><th>train recovery</th><th>test recovery</th><th>gap</th></tr>{gap_rows}</table>"
+    )
+
+
+def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> str:
+    if cfg is None:
+        return "<p>(sweep config not found)</p>"
+    sizes = sorted(int(n) for n in df[df["model"] == model]["N"].unique()) if len(df) else []
+    B, S = cfg.train.batch_size, cfg.train.steps
+    ep = ""
+    if sizes:
+        ep = f"{S * B / sizes[0]:,.0f} epochs at N = {sizes[0]}, {S * B / sizes[-1]:,.1f} at N = {sizes[-1]}"
+    if cfg.train.objective == "ce_redrawn":
+        obj = (
+            "cross-entropy over the <em>redrawn</em> positions only (SPEC 4: the same optimum as the NELBO, the "
+            "leave-one-out posterior, with far lower variance)"
+        )
+    else:
+        obj = "the continuous-time NELBO (SPEC 4)"
+        if cfg.train.ce_warmup_steps:
+            obj += f", after {cfg.train.ce_warmup_steps} warm-up steps of cross-entropy over the redrawn positions"
+    d = cfg.data
+    data = (
+        f"synthetic Markov source (V = {d.markov_vocab}, L = {d.seq_len}, {d.markov_successors} successors per state, "
+        f"seed {d.markov_seed})"
+        if d.source == "markov"
+        else f"{d.source} corpus, {d.mode} mode, L = {d.seq_len}, tokenizer {d.tokenizer}"
+    )
+    pc = cfg.probe
+    secs = [r["info"].get("total_s") for r in runs if r["info"].get("total_s")]
+    took = f"{sum(secs) / 60:.1f} min of run time in total" if secs else ""
+    return (
+        f"<table><tr><th>data</th><td>{html.escape(data)}</td></tr>"
+        f"<tr><th>model</th><td>{html.escape(model)} DiT "
+        f"({html.escape(', '.join(f'{k}={v}' for k, v in vars(cfg.model).items() if v is not None))})</td></tr>"
+        f"<tr><th>training</th><td>{S:,} steps of batch {B} for every N ({ep}); lr {cfg.train.lr:g}; "
+        f"objective: {obj}; probes on the final (EMA) model</td></tr>"
+        f"<tr><th>probes</th><td>M = {pc.m} sequences per set, T = {pc.steps} steps, t ∈ {list(pc.ts)}, "
+        f"{pc.n_samples} generated samples; seeds {list(cfg.sweep.seeds)}</td></tr>"
+        f"<tr><th>runs</th><td>{len(runs)} ({sum(r['status'] == 'done' for r in runs)} done) {took}</td></tr></table>"
+    )
+
+
+def write_report(out_dir: str | Path, t: float | None = None) -> Path:
+    """Write ``out_dir/report.html`` and ``out_dir/plots/*.png`` from the sweep's records; returns the page's path."""
+    from basinlab.study.store import ResultStore
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise BasinlabError(f"sweep directory '{out_dir}' does not exist")
+    df = read_results(out_dir)
+    if not len(df):
+        raise BasinlabError(f"'{out_dir}' has no finished runs yet; run or resume `basinlab sweep` first")
+    cfg = _load_cfg(out_dir)
+    runs: list[dict[str, Any]] = []
+    if (out_dir / "results.sqlite").exists():
+        with ResultStore(out_dir) as store:
+            runs = store.runs()
+    t_star = float(t if t is not None else (cfg.sweep.transition_t if cfg is not None else 0.25))
+    tol = float(getattr(cfg.sweep, "transition_tol", 0.05)) if cfg is not None else 0.05
+    models, oracles = _models(df)
+    transitions = estimate_all(df, t=t_star, tol=tol)
+    examples = _load_examples(out_dir)
+    plots_dir = out_dir / "plots"
+    sections: list[str] = []
+    images: dict[str, bytes] = {}
+
+    def add(name: str, fig: Any, caption: str) -> str:
+        data = _png(fig)
+        images[name] = data
+        atomic_write_bytes(plots_dir / f"{name}.png", data)
+        b64 = base64.b64encode(data).decode("ascii")
+        img = f"<img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'/>"
+        return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
+
+    for tr in transitions:
+        m = tr.model
+        sfx = "" if len(models) == 1 else f"-{m}"
+        first_seed = int(sorted(df[df["model"] == m]["seed"].unique())[0])
+        sec = [f"<h2>Setup</h2>{_setup_html(cfg, df, runs, m)}"]
+        sec.append(
+            "<div class='note'><b>What drives memorisation here.</b> Every N gets the same architecture and the same "
+            "fixed step budget, so a small training set is seen for many epochs and the network can afford to "
+            "memorise it: its basins of attraction form around the training sequences only. As N grows the same "
+            "budget covers fewer epochs of more sequences, memorisation becomes impossible, and the basins move to "
+            "the data distribution: test sequences, never seen, are restored as well as training ones.</div>"
+        )
+        sec.append(f"<h2>Transition size N*</h2>{_transition_html(tr)}")
+        sec.append(add(f"transition{sfx}", plot_transition(df, m, oracles, tr),
+                       f"Recovery of corrupted tokens at t = {tr.t:g}; bands are 95% intervals; N* in red."))
+        sec.append("<h2>Basins against N</h2>")
+        sec.append(add(f"recovery{sfx}", plot_recovery(df, m, oracles, tr),
+                       "Share of corrupted tokens restored, per corruption level t (SPEC 5 basin test)."))
+        sec.append("<h2>Restorations at small and large N</h2>" + _examples_html(examples, m, first_seed))
+        sec.append("<h2>Fixed points</h2>")
+        sec.append(add(f"fixed_points{sfx}", plot_metric_sets(
+            df, m, oracles, "fixed_point_rate", ["train", "test", "random"], "fixed-point rate",
+            "Sequences that a greedy chain from t = 1 returns unchanged", tr),
+            "Share of clean sequences that are fixed points of the greedy reverse chain."))
+        sec.append("<h2>Conditional entropy</h2>")
+        sec.append(add(f"entropy{sfx}", plot_metric_sets(
+            df, m, oracles, "entropy", ["train", "test", "generated"], "entropy of x_θ (nats/token)",
+            "Conditional entropy of the leave-one-out prediction", tr,
+            extra=[("entropy_recovered", "test", "test, recovered tokens", "^:"),
+                   ("entropy_failed", "test", "test, failed tokens", "v:")]),
+            "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
+        sec.append("<h2>Likelihood</h2>")
+        sec.append(add(f"nelbo{sfx}", plot_metric_sets(
+            df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
+            "NELBO (nats/token)", "NELBO on train and test", tr),
+            "NELBO per real token of the final model; the generaliser's line is the true entropy rate."))
+        if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
+            sec.append("<h2>Novelty of generated samples</h2>")
+            sec.append(add(f"novelty{sfx}", plot_novelty(df, m, tr),
+                           "Generated from pure noise; spurious = fixed points that copy no training sequence."))
+        sections.append("".join(sec))
+    if not transitions:
+        sections.append("<p>No trained models in the results (oracles only).</p>")
+    summary = "".join(f"<li>{html.escape(m)}: {html.escape(tr.describe())}</li>" for m, tr in zip(
+        models, transitions, strict=True))
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>basinlab report</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f"<h1>basinlab: memorisation to generalisation over N</h1>"
+        f"<p>Sweep directory <code>{html.escape(str(out_dir))}</code>. Diffusion language models trained on nested "
+        f"training sets of growing size N, probed as associative memories (SPEC 5-7).</p><ul>{summary}</ul>"
+        + "".join(sections)
+        + "<h2>Data</h2><p>All records: <code>results.csv</code> / <code>results.parquet</code> beside this page; "
+        "plots as PNG in <code>plots/</code>; transition estimates in <code>transition.json</code>.</p>"
+        "</body></html>"
+    )
+    atomic_write_text(out_dir / "transition.json", json.dumps([tr.to_dict() for tr in transitions], indent=1))
+    path = out_dir / "report.html"
+    atomic_write_text(path, page)
+    return path

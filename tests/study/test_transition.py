@@ -1,0 +1,77 @@
+"""N* and its companions (SPEC 7) against hand-computed answers on constructed records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from basinlab.study.transition import crossing, estimate_transition
+
+
+def _rec(N, seed, set_name, value, half=0.02, model="micro", metric="recovery_rate", t=0.25):
+    return {"N": N, "seed": seed, "model": model, "probe": "basins", "set": set_name, "t": t, "metric": metric,
+            "value": value, "std": 0.1, "ci_low": value - half, "ci_high": value + half, "n": 100}
+
+
+def test_crossing_interpolates_in_log_n():
+    # gap 0.4 at N=16, 0.0 at N=64 -> reaches 0.1 three quarters of the way in log N: 16 * 4**0.75
+    n, st = crossing([16, 64, 256], [0.4, 0.0, -0.1], 0.1)
+    assert st == "inside" and n == pytest.approx(16 * 4**0.75)
+    assert crossing([16, 64], [0.0, 0.0], 0.1) == (None, "below_grid")
+    assert crossing([16, 64], [0.5, 0.3], 0.1) == (None, "above_grid")
+    n, st = crossing([16, 64], [0.0, 0.2], 0.1, direction="up")
+    assert st == "inside" and n == pytest.approx(32.0)
+
+
+def test_n_star_single_seed_with_ci_interval():
+    train = {16: 0.95, 64: 0.80, 256: 0.55}
+    test = {16: 0.15, 64: 0.40, 256: 0.55}
+    rows = [_rec(N, 0, "train", v) for N, v in train.items()] + [_rec(N, 0, "test", v) for N, v in test.items()]
+    rows += [_rec(N, 0, "train", 0.99, t=0.1) for N in train]  # another t: ignored
+    rows += [_rec(N, 0, "train", 0.0, model="oracle:empirical") for N in train]  # an oracle: ignored
+    tr = estimate_transition(rows, t=0.25, tol=0.05)
+    assert tr.model == "micro" and tr.status == "inside" and tr.interval_method == "ci"
+    # gap 0.40 at 64, 0.00 at 256: reaches 0.05 at frac 0.875 of log(4)
+    assert tr.n_star == pytest.approx(64 * 4**0.875)
+    # pessimistic gap (train lo - test hi) = gap - 0.04: 0.36 -> -0.04, frac 0.31/0.40
+    assert tr.low == pytest.approx(64 * 4 ** (0.31 / 0.40))
+    # optimistic gap = gap + 0.04: 0.44 -> 0.04, frac 0.39/0.40
+    assert tr.high == pytest.approx(64 * 4 ** (0.39 / 0.40))
+    assert tr.low < tr.n_star < tr.high
+    assert tr.sizes == [16, 64, 256] and tr.train_recovery[0] == pytest.approx(0.95)
+
+
+def test_n_star_from_seeds_and_companions():
+    rows = []
+    # seed 0 meets (gap 0) at 64 exactly from 0.5 at 16; seed 1 meets at 256 from 0.5 at 64
+    for N, g in {16: 0.5, 64: 0.0, 256: 0.0}.items():
+        rows += [_rec(N, 0, "train", 0.5 + g), _rec(N, 0, "test", 0.5)]
+    for N, g in {16: 0.6, 64: 0.5, 256: 0.0}.items():
+        rows += [_rec(N, 1, "train", 0.5 + g), _rec(N, 1, "test", 0.5)]
+    # test NELBO peaks at 64 (symmetric in log N -> vertex exactly at 64)
+    for N, v in {16: 2.0, 64: 3.0, 256: 2.0}.items():
+        rows.append(_rec(N, 0, "test", v, metric="nelbo", t=None))
+    # training-data entropy 0, 0.02, 0.5: crosses 0.05 between 64 and 256
+    for N, v in {16: 0.0, 64: 0.02, 256: 0.5}.items():
+        rows.append(_rec(N, 0, "train", v, metric="entropy", t=1e-5))
+    tr = estimate_transition(rows, t=0.25, tol=0.0)
+    assert tr.interval_method == "seeds"
+    s0 = tr.per_seed[0]
+    s1 = tr.per_seed[1]
+    assert s0 == pytest.approx(64.0) and s1 == pytest.approx(256.0)
+    assert (tr.low, tr.high) == (pytest.approx(64.0), pytest.approx(256.0))
+    # mean gap: 0.55, 0.25, 0.0 -> reaches 0 at 256 exactly
+    assert tr.n_star == pytest.approx(256.0)
+    assert tr.nelbo_peak_status == "inside" and tr.nelbo_peak_n == pytest.approx(64.0)
+    assert tr.entropy_status == "inside"
+    assert tr.entropy_leaves_zero_n == pytest.approx(math.exp(math.log(64) + (0.03 / 0.48) * math.log(4)))
+    assert "N*" in tr.describe()
+
+
+def test_transition_outside_grid_and_empty():
+    rows = [_rec(N, 0, s, 0.9 if s == "train" else 0.1) for N in (16, 64) for s in ("train", "test")]
+    tr = estimate_transition(rows, t=0.25)
+    assert tr.n_star is None and tr.status == "above_grid" and "N* > 64" in tr.describe()
+    empty = estimate_transition([], t=0.25)
+    assert empty.status == "no_data" and empty.n_star is None

@@ -34,7 +34,9 @@ def t_quantile_975(df: int) -> float:
 
 
 def summarize(values: Any, weights: Any = None) -> dict[str, float | int | None]:
-    """Mean, std and 95% interval of ``values`` over their finite entries (NaN entries are excluded).
+    """Mean, std and 95% interval of ``values``; NaN entries (e.g. "nothing changed") are excluded.
+
+    An infinite entry makes the mean infinite (std and interval None): it is never silently dropped.
 
     ``weights`` (e.g. tokens per sequence) give the weighted mean with the ratio-estimator standard error
     ``sqrt(n/(n-1) Σ w_i² (x_i - μ)²) / Σ w_i``; without weights this is the usual ``std / sqrt(n)``. The interval
@@ -43,11 +45,15 @@ def summarize(values: Any, weights: Any = None) -> dict[str, float | int | None]
     """
     x = _to_numpy(values).astype(np.float64).reshape(-1)
     w = np.ones_like(x) if weights is None else _to_numpy(weights).astype(np.float64).reshape(-1)
-    ok = np.isfinite(x) & np.isfinite(w) & (w > 0)
+    ok = ~np.isnan(x) & np.isfinite(w) & (w > 0)
     x, w = x[ok], w[ok]
     n = int(x.size)
     if n == 0:
         return {"value": None, "std": None, "ci_low": None, "ci_high": None, "n": 0}
+    if not np.isfinite(x).all():  # an infinite value (e.g. a NELBO where an oracle gives probability 0)
+        with np.errstate(invalid="ignore"):
+            mu = float(np.sum(w * x) / np.sum(w))
+        return {"value": mu, "std": None, "ci_low": None, "ci_high": None, "n": n}
     mu = float(np.sum(w * x) / np.sum(w))
     if n == 1:
         return {"value": mu, "std": None, "ci_low": None, "ci_high": None, "n": 1}

@@ -162,7 +162,7 @@ def plot_transition(df: Any, model: str, oracles: list[str], tr: Transition) -> 
 
 def plot_metric_sets(
     df: Any, model: str, oracles: list[str], metric: str, sets: list[str], ylabel: str, title: str,
-    tr: Transition | None, extra: list[tuple[str, str, str, str]] | None = None,
+    tr: Transition | None, extra: list[tuple[str, str, str, str, float | None]] | None = None,
 ) -> Any:
     """One line per set for ``metric`` against ``N`` (model solid, oracles dotted/dashed)."""
     plt = _plt()
@@ -178,10 +178,11 @@ def plot_metric_sets(
             if len(so):
                 style, name = ORACLE_STYLE.get(o, ("-.", o))
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {set_name}")
-    for m2, set_name, label, style in extra or []:
-        s = _series(df, model, m2, set_name)
+    for m2, set_name, label, style, t in extra or []:
+        s = _series(df, model, m2, set_name, t)
         if len(s):
-            ax.plot(s["N"], s["value"], style, color=SET_COLORS.get(set_name, "k"), lw=1, alpha=0.8, label=label)
+            color = SET_COLORS["generated"] if "generated" in m2 else SET_COLORS.get(set_name, "k")
+            ax.plot(s["N"], s["value"], style, color=color, lw=1, alpha=0.8, label=label)
     _setup_ax(ax, ylabel, title)
     _mark_nstar(ax, tr)
     ax.legend(fontsize=8, loc="best")
@@ -437,10 +438,11 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
             "Share of clean sequences that are fixed points of the greedy reverse chain."))
         sec.append("<h2>Conditional entropy</h2>")
         sec.append(add(f"entropy{sfx}", plot_metric_sets(
-            df, m, oracles, "entropy", ["train", "test", "generated"], "entropy of x_θ (nats/token)",
+            df, m, oracles, "entropy", ["train", "test"], "entropy of x_θ (nats/token)",
             "Conditional entropy of the leave-one-out prediction", tr,
-            extra=[("entropy_recovered", "test", "test, recovered tokens", "^:"),
-                   ("entropy_failed", "test", "test, failed tokens", "v:")]),
+            extra=[("entropy_generated", "test", "generated samples", "s-", None),
+                   ("entropy_recovered", "test", f"test, tokens recovered at t = {tr.t:g}", "^:", tr.t),
+                   ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
             "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
         sec.append("<h2>Likelihood</h2>")
         sec.append(add(f"nelbo{sfx}", plot_metric_sets(

@@ -234,16 +234,19 @@ def probe_denoiser(
             denoiser, pc.n_samples, data.seq_len, steps=pc.steps, seed=seed, batch_size=pc.batch_size,
             progress=progress,
         )
+        train_all = data.train(n)
         res = probes.novelty(
-            denoiser, samples, set_name="generated", train=data.train(n), test=data.test,
-            real_mask=data.real_mask(samples), steps=pc.steps, **common,
+            denoiser, samples, train=train_all, test=data.test, set_name="generated",
+            real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
+            test_mask=data.real_mask(data.test), t_start=pc.t_start, steps=pc.steps, **common,
         )
         rows += res.rows
     for name in ("train", "test"):
         seqs = sets[name]
+        gen = samples if name == "test" else None  # the gap is generated minus real held-out data
         res = probes.conditional_entropy(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=[pc.entropy_t],
-            basin=basins[name], generated=samples, generated_mask=None if samples is None else data.real_mask(samples),
+            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=[pc.entropy_t], steps=pc.steps,
+            basin=basins[name], generated=gen, generated_mask=None if gen is None else data.real_mask(gen),
             **common,
         )
         rows += res.rows

@@ -1,0 +1,332 @@
+"""``basinlab probe {basins,fixed-points,entropy,novelty,likelihood,all}``: the SPEC 5 tests from the command line.
+
+The denoiser is a trained model (``--checkpoint PATH``; its data is rebuilt from the checkpoint's config) or an
+exact oracle of SPEC 6 (``--oracle empirical|markov``; data from ``CONFIG`` and ``key=value`` overrides). Sets:
+``train`` = the first ``M`` sequences of the model's own training subset ``D_N``, ``test`` = ``M`` held-out ones,
+``random`` = ``M`` uniform random sequences. All logic lives in :mod:`basinlab.probes`; this module only parses,
+builds the pieces and writes ``results.csv``, ``summary.json``, the PNG plots and (``--show``) ``examples.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from basinlab.errors import BasinlabError
+
+WHICH = ("basins", "fixed-points", "entropy", "novelty", "likelihood", "all")
+SETS = ("train", "test", "random")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="associative-memory tests (SPEC 5) of a trained model or an exact oracle",
+        description=(
+            "Run the associative-memory tests of SPEC 5 (basins = perturb and restore, fixed points, conditional "
+            "entropy, novelty of generated samples, likelihood) on a trained model (--checkpoint) or an exact "
+            "oracle (--oracle: the memoriser of the training subset, or the Markov generaliser). Writes "
+            "results.csv, summary.json and PNG plots to --out and prints a short table."
+        ),
+        epilog=(
+            "examples:\n"
+            "  basinlab probe all --checkpoint runs/markov-256 --quick --out runs/markov-256/probes\n"
+            "  basinlab probe basins markov data.n_train=256 --oracle markov --n 128 --steps 100\n"
+            "  basinlab probe basins --checkpoint runs/demo --show 4 --show-t 0.25"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("which", choices=WHICH, help="which test (all: every test)")
+    p.add_argument("config_args", nargs="*", metavar="[CONFIG] [key=value ...]",
+                   help="for --oracle: a YAML config or preset name, then overrides (e.g. data.n_train=256); "
+                        "with --checkpoint only probe.* overrides are allowed")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="PATH", help="run directory or checkpoint directory")
+    src.add_argument("--oracle", choices=("empirical", "markov"), help="probe an exact oracle (SPEC 6)")
+    p.add_argument("--set", dest="sets", action="append", choices=SETS,
+                   help="set to probe (repeatable; default train, test and random)")
+    p.add_argument("--n", type=int, help="M, sequences per set (default probe.m)")
+    p.add_argument("--quick", action="store_true", help="M <= 256 and T <= 100 (a CPU-sized run)")
+    p.add_argument("--steps", type=int, help="T, the grid over [t_min, 1] (default probe.steps)")
+    p.add_argument("--ts", help="comma-separated corruption levels t for the basin test (default probe.ts)")
+    p.add_argument("--samples", type=int, help="generated samples for novelty and the entropy gap (default probe.n_samples)")
+    p.add_argument("--trajectory", action="store_true", help="entropy along the reverse chain from t = 1 as well")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR", help="write results.csv, summary.json and plots to DIR")
+    p.add_argument("--show", type=int, default=0, metavar="K",
+                   help="print K test sequences: original, corrupted at --show-t, restored")
+    p.add_argument("--show-t", type=float, default=0.25, help="corruption level for --show (default 0.25)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, help="sequences per batch (default probe.batch_size)")
+    p.add_argument("--raw", action="store_true", help="with --checkpoint: the raw weights instead of the EMA ones")
+    p.add_argument("--top-k", type=int, help="with --oracle empirical: keep the K nearest training sequences")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_probe)
+
+
+# ---- building the pieces ----------------------------------------------------------------------------------------
+
+
+def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
+    configs = [a for a in items if "=" not in a]
+    overrides = [a for a in items if "=" in a]
+    if len(configs) > 1:
+        raise BasinlabError(f"give at most one CONFIG (got {', '.join(configs)}); overrides look like key=value")
+    return (configs[0] if configs else None), overrides
+
+
+def _parse_ts(text: str) -> list[float]:
+    try:
+        ts = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise BasinlabError(f"--ts must be comma-separated numbers in (0, 1], got '{text}'") from None
+    if not ts or any(not (0.0 < t <= 1.0) for t in ts):
+        raise BasinlabError(f"--ts must be comma-separated numbers in (0, 1], got '{text}'")
+    return ts
+
+
+def _probe_config(cfg, args: argparse.Namespace):
+    from basinlab.probes import resolve_probe_config
+
+    pc = cfg.probe
+    if args.quick:
+        pc.quick = True
+    pc = resolve_probe_config(pc)
+    if args.n is not None:
+        pc.m = args.n
+    if args.steps is not None:
+        pc.steps = args.steps
+    if args.ts is not None:
+        pc.ts = _parse_ts(args.ts)
+    if args.samples is not None:
+        pc.n_samples = args.samples
+    if args.batch_size is not None:
+        pc.batch_size = args.batch_size
+    for name in ("m", "steps", "batch_size"):
+        if int(getattr(pc, name)) < 1:
+            raise BasinlabError(f"probe.{name} must be >= 1, got {getattr(pc, name)}")
+    if pc.n_samples < 0:
+        raise BasinlabError(f"probe.n_samples must be >= 0, got {pc.n_samples}")
+    return pc
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """``(denoiser, data, cfg, label)`` for a checkpoint or an oracle."""
+    from basinlab.config import config_from_dict, load_config, parse_overrides
+
+    config, overrides = _split_config_args(args.config_args)
+    if args.checkpoint:
+        if config is not None:
+            raise BasinlabError("with --checkpoint the data and model come from the checkpoint: drop the CONFIG "
+                                f"'{config}' (only probe.* overrides are allowed)")
+        bad = [o for o in overrides if not o.strip().startswith("probe.")]
+        if bad:
+            raise BasinlabError(f"with --checkpoint only probe.* overrides are allowed, got {', '.join(bad)}")
+        import basinlab
+
+        tm = basinlab.load(args.checkpoint, device=args.device, ema=not args.raw)
+        values = tm.config.to_dict()
+        for k, v in parse_overrides(overrides).get("probe", {}).items():
+            values["probe"][k] = v
+        cfg = config_from_dict(values)
+        data = tm.dataset()
+        return tm.denoiser, data, cfg, f"checkpoint:{tm.path}"
+    cfg = load_config(config, overrides)
+    from basinlab.data import build_dataset
+    from basinlab.diffusion import get_schedule
+    from basinlab.models import resolve_device
+    from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
+
+    data = build_dataset(cfg.data)
+    device = resolve_device(args.device)
+    schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
+    if args.oracle == "markov":
+        if data.source is None:
+            raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")
+        return MarkovDenoiser(data.source, schedule, device=device), data, cfg, "oracle:markov"
+    train = data.train(cfg.data.n_train)
+    if train.shape[0] == 0:
+        raise BasinlabError("--oracle empirical needs a non-empty training subset: set data.n_train >= 1")
+    den = EmpiricalDenoiser(train, data.vocab_size, schedule, top_k=args.top_k, device=device)
+    return den, data, cfg, "oracle:empirical"
+
+
+def _sets(data, n_train: int, m: int, names: list[str], seed: int) -> dict[str, Any]:
+    import torch
+
+    out = {}
+    for name in names:
+        if name == "train":
+            seqs = data.train(n_train)[:m]
+            if seqs.shape[0] == 0:
+                raise BasinlabError("the training subset is empty (data.n_train = 0): drop --set train")
+        elif name == "test":
+            seqs = data.test[:m]
+        else:
+            seqs = data.random(m, torch.Generator().manual_seed(1_000_003 + seed))
+        out[name] = seqs
+    return out
+
+
+# ---- the command --------------------------------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from basinlab.probes import run_all
+
+    if args.show < 0:
+        raise BasinlabError(f"--show must be >= 0, got {args.show}")
+    if not 0.0 < args.show_t <= 1.0:
+        raise BasinlabError(f"--show-t must lie in (0, 1], got {args.show_t}")
+    denoiser, data, cfg, label = _build(args)
+    pc = _probe_config(cfg, args)
+    names = list(dict.fromkeys(args.sets or SETS))
+    n_train = cfg.data.n_train
+    sets = _sets(data, n_train, pc.m, names, args.seed)
+    masks = {k: data.real_mask(v) for k, v in sets.items()}
+    which = ["basins", "fixed_points", "entropy", "novelty", "likelihood"] if args.which == "all" else [
+        args.which.replace("-", "_")]
+    train_all = data.train(n_train)
+    progress = not args.quiet
+    samples = samples_mask = None
+    if "novelty" in which or ("entropy" in which and args.which == "all"):
+        from basinlab.probes import generate_samples
+
+        samples = generate_samples(denoiser, pc.n_samples, data.seq_len, steps=pc.steps, seed=args.seed,
+                                   batch_size=pc.batch_size, progress=progress)
+        samples_mask = data.real_mask(samples)
+    result = run_all(
+        denoiser, sets, masks, pc, probes=which, train=train_all, train_mask=data.real_mask(train_all),
+        test=data.test, test_mask=data.real_mask(data.test), samples=samples, samples_mask=samples_mask,
+        seed=args.seed, progress=progress, trajectory=args.trajectory,
+    )
+    examples = _show(denoiser, data, pc, args) if args.show else None
+    _print_table(result.rows)
+    if examples:
+        _print_examples(examples)
+    if args.out:
+        _write(Path(args.out), result, examples, cfg, pc, label, args, names, data)
+        print(f"wrote {args.out}/results.csv, summary.json and plots")
+    return 0
+
+
+def _show(denoiser, data, pc, args) -> dict[str, Any]:
+    """``K`` test sequences corrupted at ``--show-t`` and restored by the stochastic chain (SPEC 5 basin test)."""
+    import torch
+
+    from basinlab.diffusion import corrupt, reverse_chain
+    from basinlab.probes._common import denoiser_device, make_generator
+    from basinlab.probes.results import child_seed
+
+    dev = denoiser_device(denoiser)
+    x = data.test[: args.show].to(dev)
+    g = make_generator(child_seed(args.seed, "show", args.show_t), dev)
+    z = corrupt(x, float(denoiser.schedule.alpha(args.show_t)), data.vocab_size, generator=g)
+    with torch.inference_mode():
+        out = reverse_chain(denoiser, z, args.show_t, pc.steps, greedy=False, final_greedy=True, generator=g)
+    x, z, out = x.cpu(), z.cpu(), out.cpu()
+    real = data.real_mask(x)
+    items = []
+    for i in range(x.shape[0]):
+        changed = (z[i] != x[i]) & real[i]
+        items.append({
+            "original": data.decode(x[i : i + 1])[0],
+            "corrupted": data.decode(z[i : i + 1])[0],
+            "restored": data.decode(out[i : i + 1])[0],
+            "changed": int(changed.sum()),
+            "recovered": int((changed & (out[i] == x[i])).sum()),
+            "exact": bool(((out[i] == x[i]) | ~real[i]).all()),
+            "ids": {"original": x[i].tolist(), "corrupted": z[i].tolist(), "restored": out[i].tolist()},
+        })
+    return {"t": args.show_t, "steps": pc.steps, "seed": args.seed, "examples": items}
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    """One line per (probe, metric, t), one column per set: value [ci_low, ci_high]."""
+    keep = {
+        "recovery_rate", "exact_match", "unstable_rate", "basin_radius", "basin_area", "fixed_point_rate",
+        "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "nelbo", "ppl_bound", "copy_rate",
+        "nn_hamming_train", "nn_hamming_test", "novel_4gram_rate", "sample_fixed_point_rate", "spurious_rate",
+    }
+    sets: list[str] = []
+    table: dict[tuple, dict[str, str]] = {}
+    for r in rows:
+        if r["metric"] not in keep:
+            continue
+        if r["set"] not in sets:
+            sets.append(r["set"])
+        key = (r["probe"], r["metric"], r["t"])
+        cell = _fmt(r["value"])
+        if r["ci_low"] is not None and r["ci_high"] is not None:
+            cell += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+        table.setdefault(key, {})[r["set"]] = cell
+    if not table:
+        return
+    head = ["probe", "metric", "t"] + sets
+    lines = [[k[0], k[1], _fmt(k[2])] + [v.get(s, "") for s in sets] for k, v in table.items()]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    for line in [head] + lines:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+def _print_examples(ex: dict[str, Any]) -> None:
+    print(f"\nrestoring test sequences corrupted at t = {ex['t']:g} ({ex['steps']} steps):")
+    for i, it in enumerate(ex["examples"]):
+        print(f"[{i}] changed {it['changed']}, recovered {it['recovered']}{', exact' if it['exact'] else ''}")
+        print(f"  original : {it['original']}")
+        print(f"  corrupted: {it['corrupted']}")
+        print(f"  restored : {it['restored']}")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _write(out: Path, result, examples, cfg, pc, label, args, names, data) -> None:
+    import dataclasses
+
+    from basinlab.io import atomic_write_text
+    from basinlab.probes.plots import write_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.csv", result.to_frame().to_csv(index=False))
+    summary = {
+        "command": "basinlab " + " ".join(sys.argv[1:]) if sys.argv else "basinlab probe",
+        "probe": args.which,
+        "denoiser": label,
+        "seed": args.seed,
+        "sets": {k: int(min(pc.m, _set_size(data, k, cfg.data.n_train))) for k in names},
+        "probe_config": dataclasses.asdict(pc),
+        "config": cfg.to_dict(),
+        "rows": result.rows,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=1, allow_nan=False) + "\n")
+    if examples:
+        atomic_write_text(out / "examples.json", json.dumps(_jsonable(examples), indent=1) + "\n")
+    write_plots(result, out)
+
+
+def _set_size(data, name: str, n_train: int) -> int:
+    if name == "train":
+        return min(n_train, data.pool_size)
+    if name == "test":
+        return int(data.test.shape[0])
+    return 1 << 62

@@ -98,10 +98,12 @@ class ProbeConfig:
 class SweepConfig:
     """The study of SPEC 7."""
 
-    sizes: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
+    sizes: list[int] | str | dict = field(default_factory=lambda: [16, 64, 256, 1024])  # or "16:32768[:factor]"
     seeds: list[int] = field(default_factory=lambda: [0])
     oracles: bool = True
     transition_t: float = 0.25
+    transition_tol: float = 0.05  # N* = first N where train - test recovery at transition_t is <= this
+    devices: list[str] = field(default_factory=list)  # one worker process per entry, e.g. [cuda:0, cuda:1]
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from basinlab.cli import main
 from basinlab.config import load_config
@@ -34,6 +35,15 @@ TOY = [
     "probe.m=8", "probe.steps=4", "probe.ts=[0.25, 0.5]", "probe.n_samples=4", "probe.batch_size=8",
     "sweep.sizes=[8, 32]", "sweep.seeds=[0]", "sweep.transition_t=0.25",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Toy models are dominated by per-op overhead: one thread is as fast, and far faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def toy_cfg(tmp_path: Path, extra: list[str] = ()):
@@ -178,3 +188,11 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     assert "results.csv" in printed and "report.html" in printed
     assert (out / "report.html").exists()
     assert main(["report", str(out)]) == 0
+
+
+def test_two_cpu_workers_equal_one_process(tmp_path):
+    cfg = toy_cfg(tmp_path, ["sweep.sizes=[8, 16]", "sweep.oracles=false"])
+    one = run_sweep(cfg, tmp_path / "one", progress=False)
+    two = run_sweep(cfg, tmp_path / "two", progress=False, devices=["cpu", "cpu"])
+    assert (two / "results.csv").read_bytes() == (one / "results.csv").read_bytes()
+    assert (two / "worker-0.log").exists() and (two / "worker-1.log").exists()

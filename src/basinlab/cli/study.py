@@ -31,11 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", help="run only shard i of n (i/n, 0-based), e.g. for a cluster job array")
     p.add_argument(
         "--devices",
-        help="comma-separated devices, one worker process each (e.g. cuda:0,cuda:1,cuda:2,cuda:3)",
+        help="comma-separated devices, one worker process each (e.g. cuda:0,cuda:1 or cpu,cpu); "
+        "default: sweep.devices",
     )
     p.add_argument("--report", action="store_true", help="write OUT/report.html when the sweep finishes")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--launch", help=argparse.SUPPRESS)  # claim token of a worker launched by --devices
     p.set_defaults(func=_sweep)
 
     r = sub.add_parser(
@@ -89,7 +90,7 @@ def _sweep(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard),
         progress=not args.quiet,
         devices=devices,
-        worker=parse_shard(args.worker),
+        launch=args.launch,
     )
     print(f"results: {out / 'results.csv'}")
     if args.report:

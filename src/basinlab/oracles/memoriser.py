@@ -124,7 +124,7 @@ class EmpiricalDenoiser:
         d = torch.empty(B, self.N, dtype=torch.int32, device=self.device)
         for n0, n, a, _ in self._sparse_blocks():
             matches = (a @ oz).T  # [B, n], exact small integers
-            d[:, n0 : n0 + n] = L - matches.round().to(torch.int32)
+            d[:, n0 : n0 + n] = L - matches.to(torch.int32)  # float32 sums of ones <= L are exact
         return d
 
     def lam(self, t: torch.Tensor) -> torch.Tensor:
@@ -175,14 +175,10 @@ class EmpiricalDenoiser:
         nbands_b = (torch.floor(span / width) + 1).long()
         out = torch.empty(B, L, V, dtype=torch.float64, device=self.device)
         # Split the queries so that the accumulator [L·V, bands·b] stays under max_elements.
-        b0 = 0
-        while b0 < B:
-            b1 = b0 + 1
-            while b1 < B and (L * V) * int(nbands_b[b0 : b1 + 1].max()) * (b1 + 1 - b0) <= self.max_elements:
-                b1 += 1
-            sl = slice(b0, b1)
+        step = max(1, self.max_elements // (L * V * int(nbands_b.max())))
+        for b0 in range(0, B, step):
+            sl = slice(b0, b0 + step)
             out[sl] = self._accumulate(d[sl], dmin[sl], lam[sl], width[sl], int(nbands_b[sl].max()))
-            b0 = b1
         return out
 
     def _accumulate(
@@ -195,11 +191,11 @@ class EmpiricalDenoiser:
         cols = torch.arange(b, device=self.device)
         for n0, n, _, at in self._sparse_blocks():
             rel = (d[:, n0 : n0 + n] - dmin[:, None]).to(torch.float64)  # [b, n] >= 0
-            band = torch.floor(rel / width[:, None])
-            w = torch.exp(-lam[:, None] * (rel - band * width[:, None]))  # in (e^-650, 1]
             if nbands == 1:
-                wt = w.T.contiguous()
+                wt = torch.exp(-lam[:, None] * rel).T.contiguous()  # in (e^-650, 1]
             else:
+                band = torch.floor(rel / width[:, None])
+                w = torch.exp(-lam[:, None] * (rel - band * width[:, None]))
                 wt = torch.zeros(n, nbands * b, dtype=torch.float64, device=self.device)
                 idx = band.long() * b + cols[:, None]  # [b, n] column of (band, query)
                 wt.scatter_(1, idx.T, w.T)

@@ -176,6 +176,28 @@ class ResultStore:
                 (key.N, key.seed, key.model, time.time(), json.dumps(dict(info or {}))),
             )
 
+    def claim(self, key: RunKey, token: str, info: Mapping[str, Any] | None = None) -> bool:
+        """Atomically take ``key`` for the worker launch ``token``: False if it is done or already taken by a
+        worker of the same launch. Claims of an earlier (dead) launch don't count, so a rerun redoes them."""
+        with self._transaction() as c:
+            row = c.execute(
+                "SELECT status, info FROM runs WHERE size = ? AND seed = ? AND model = ?", (key.N, key.seed, key.model)
+            ).fetchone()
+            if row is not None:
+                status, old = row
+                if status == "done":
+                    return False
+                if status == "running" and json.loads(old or "{}").get("token") == token:
+                    return False
+            payload = json.dumps({**dict(info or {}), "token": token})
+            c.execute(
+                "INSERT INTO runs (size, seed, model, status, updated, info) VALUES (?, ?, ?, 'running', ?, ?) "
+                "ON CONFLICT (size, seed, model) DO UPDATE SET status = 'running', updated = excluded.updated, "
+                "info = excluded.info",
+                (key.N, key.seed, key.model, time.time(), payload),
+            )
+        return True
+
     def record_run(self, key: RunKey, rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any] | None = None) -> int:
         """Write all records of a finished run and mark it ``done``, in one transaction; returns the row count.
 

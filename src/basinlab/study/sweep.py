@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -349,7 +349,6 @@ def _execute(key: RunKey, cfg: Config, data: Any, out_dir: Path, store: ResultSt
 
     run_dir = out_dir / "runs" / key.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    store.mark_running(key, {"dir": str(run_dir.relative_to(out_dir))})
     t0 = time.perf_counter()
     info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}
     device = resolve_device(cfg.train.device)
@@ -374,10 +373,6 @@ def _execute(key: RunKey, cfg: Config, data: Any, out_dir: Path, store: ResultSt
     store.record_run(key, rows, info)
 
 
-def _clean_float(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 # ---- the sweep --------------------------------------------------------------------------------------------
 
 
@@ -388,41 +383,48 @@ def run_sweep(
     progress: bool = True,
     devices: Sequence[str] | None = None,
     on_run_done: Hook | None = None,
-    worker: tuple[int, int] | None = None,
+    launch: str | None = None,
 ) -> Path:
     """Run (or resume) the sweep of ``cfg`` into ``out_dir``; returns ``out_dir``. See the module docstring.
 
-    ``shard=(i, n)`` runs only shard ``i`` of ``n`` (a job array); ``devices=["cuda:0", "cuda:1"]`` launches one
-    worker process per device on this shard's runs and waits for them; ``on_run_done(key)`` is called after each
-    run is recorded (tests use it to interrupt a sweep). ``worker`` is the sub-shard a launched worker takes.
+    ``shard=(i, n)`` runs only shard ``i`` of ``n`` (a job array). ``devices`` (default ``sweep.devices``), when it
+    names two or more devices (``["cuda:0", "cuda:1"]``, or ``["cpu", "cpu"]`` on a CPU, one thread each), launches
+    one worker process per device on this shard's runs and waits for them; the workers take runs from the shared
+    store one at a time (a run is *claimed* in one transaction), so they balance themselves. ``on_run_done(key)``
+    is called after each run is recorded (tests use it to interrupt a sweep). ``launch`` is the claim token of a
+    launched worker (internal).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(cfg)
-    _check_or_save_config(cfg, out_dir)
-    if devices and len(devices) > 1 and worker is None:
-        return _launch_workers(cfg, out_dir, shard, list(devices), progress)
-    if devices:
+    devices = list(devices if devices is not None else (cfg.sweep.devices or []))
+    if launch is None:
+        _check_or_save_config(cfg, out_dir)
+        if len(devices) > 1:
+            return _launch_workers(out_dir, shard, devices, progress)
+    if len(devices) == 1:
         cfg = config_from_dict(cfg.to_dict())
         cfg.train.device = devices[0]
-    mine = shard_runs(shard_runs(runs, shard), worker)
+    mine = shard_runs(runs, shard)
     from basinlab.data import build_dataset
 
-    dcfg = dataclasses.replace(cfg.data, n_train=max(k.N for k in runs))
-    data = build_dataset(dcfg)
-    if max(k.N for k in runs) > data.pool_size:
+    n_max = max(k.N for k in runs)
+    data = build_dataset(dataclasses.replace(cfg.data, n_train=n_max))
+    if n_max > data.pool_size:
         raise BasinlabError(
-            f"sweep.sizes go up to N={max(k.N for k in runs)} but the training pool has {data.pool_size} sequences"
+            f"sweep.sizes go up to N={n_max} but the training pool has {data.pool_size} sequences; "
+            f"lower the sizes or enlarge the pool (data.markov_pool for Markov data)"
         )
+    token = launch or uuid.uuid4().hex
     with ResultStore(out_dir) as store:
         done = store.done_keys()
         todo = [k for k in mine if k not in done]
         if progress:
-            print(f"sweep {out_dir}: {len(mine)} runs in this shard, {len(mine) - len(todo)} done, {len(todo)} to go",
+            print(f"sweep {out_dir}: {len(mine)} runs here, {len(mine) - len(todo)} done, {len(todo)} to go",
                   file=sys.stderr)
         for i, key in enumerate(todo):
-            if store.is_done(key):  # another worker finished it meanwhile
-                continue
+            if not store.claim(key, token, {"dir": f"runs/{key.name}", "pid": os.getpid()}):
+                continue  # finished meanwhile, or another worker of this launch has it
             if progress:
                 print(f"[{i + 1}/{len(todo)}] N={key.N} seed={key.seed} model={key.model}", file=sys.stderr)
             _execute(key, cfg, data, out_dir, store, progress)
@@ -433,29 +435,56 @@ def run_sweep(
     return out_dir
 
 
-def _launch_workers(
-    cfg: Config, out_dir: Path, shard: tuple[int, int] | None, devices: list[str], progress: bool
-) -> Path:
-    """One ``basinlab sweep`` process per device, each on sub-shard ``k/len(devices)`` of this shard."""
+def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[str], progress: bool) -> Path:
+    """One ``basinlab sweep`` process per device, sharing this shard's runs through the store's claims.
+
+    CPU workers get ``OMP_NUM_THREADS = cores / CPU workers`` (small models run faster as several single-thread
+    processes than as one multi-thread one); a ``cuda:K`` worker sees all GPUs and trains on ``cuda:K``.
+    """
+    launch = uuid.uuid4().hex
+    n_cpu = sum(1 for d in devices if not str(d).startswith("cuda"))
+    threads = max(1, (os.cpu_count() or 1) // max(n_cpu, 1))
     procs = []
     for k, dev in enumerate(devices):
         cmd = [sys.executable, "-m", "basinlab.cli", "sweep", str(out_dir / CONFIG_NAME), "--out", str(out_dir),
-               f"--worker={k}/{len(devices)}", f"train.device={dev}"]
+               f"--launch={launch}", f"--devices={dev}"]
         if shard is not None:
             cmd.append(f"--shard={shard[0]}/{shard[1]}")
         if not progress:
             cmd.append("--quiet")
-        log = open(out_dir / f"worker-{k}.log", "a")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log))
+        env = dict(os.environ)
+        if not str(dev).startswith("cuda"):
+            env["OMP_NUM_THREADS"] = str(threads)
+        log_path = out_dir / f"worker-{k}.log"
+        log = open(log_path, "a")  # noqa: SIM115 - closed below
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
         if progress:
-            print(f"worker {k} on {dev}: log in {out_dir / f'worker-{k}.log'}", file=sys.stderr)
+            print(f"worker {k} on {dev}: log in {log_path}", file=sys.stderr)
     failed = []
-    for k, (p, log) in enumerate(procs):
-        if p.wait() != 0:
-            failed.append(k)
-        log.close()
+    try:
+        seen = -1
+        while any(p.poll() is None for p, _ in procs):
+            time.sleep(2.0)
+            if progress:
+                with ResultStore(out_dir) as store:
+                    n_done = len(store.done_keys())
+                if n_done != seen:
+                    print(f"{time.strftime('%H:%M:%S')} {n_done} runs done in {out_dir}", file=sys.stderr)
+                    seen = n_done
+        failed = [k for k, (p, _) in enumerate(procs) if p.wait() != 0]
+    except KeyboardInterrupt:
+        for p, _ in procs:
+            p.terminate()
+        for p, _ in procs:
+            p.wait()
+        raise
+    finally:
+        for _, log in procs:
+            log.close()
     with ResultStore(out_dir) as store:
         store.export()
     if failed:
-        raise BasinlabError(f"sweep workers {failed} failed; see {out_dir}/worker-K.log, then rerun to resume")
+        raise BasinlabError(
+            f"sweep worker(s) {failed} failed; see {out_dir}/worker-K.log, then rerun the same command to resume"
+        )
     return out_dir

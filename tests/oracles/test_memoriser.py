@@ -1,4 +1,4 @@
-"""EmpiricalDenoiser (SPEC 6) against brute-force enumeration; underflow, top-K and scale."""
+"""EmpiricalDenoiser (SPEC 6) against brute-force enumeration; near/far split, bands, top-K and scale."""
 
 import math
 
@@ -15,79 +15,90 @@ def _empirical_prior(train: torch.Tensor):
     return torch.full((train.shape[0],), -math.log(train.shape[0]), dtype=torch.float64), train
 
 
+def log_loo_reference(train: torch.Tensor, z: torch.Tensor, lam: float, V: int) -> torch.Tensor:
+    """SPEC 6 literally, in log space: ``log x_θ,l(k) = logsumexp_{n: x^n_l = k} (-λ d^(-l)_n) - norm``."""
+    L = z.shape[0]
+    mism = (train != z[None]).to(torch.float64)  # [N, L]
+    out = torch.full((L, V), -math.inf, dtype=torch.float64)
+    for l in range(L):
+        lw = -lam * (mism.sum(1) - mism[:, l])
+        for k in range(V):
+            sel = train[:, l] == k
+            if sel.any():
+                out[l, k] = torch.logsumexp(lw[sel], 0)
+        out[l] -= torch.logsumexp(out[l], 0)
+    return out
+
+
 @pytest.mark.parametrize("t", [1e-5, 0.05, 0.5, 1.0])
-@pytest.mark.parametrize("top_k", [None, 3])
-def test_memoriser_matches_enumeration(gen, t, top_k):
+@pytest.mark.parametrize("opts", [{}, {"near_k": 1}, {"near_k": 3}, {"top_k": 7}, {"chunk_size": 3, "near_k": 2}])
+def test_memoriser_matches_enumeration(gen, t, opts):
     V, L, N = 4, 6, 7
     train = torch.randint(0, V, (N, L), generator=gen)
     train[1] = train[0]  # a duplicate counts twice
     sched = LogLinearSchedule()
-    mem = EmpiricalDenoiser(train, V, sched, chunk_size=3, top_k=top_k, dtype=torch.float64)
-    if top_k is not None:
-        mem.top_k = N  # K = N takes the top-K path and must be exact
-        mem_k = EmpiricalDenoiser(train, V, sched, top_k=N, dtype=torch.float64)
-        mem_k.top_k = N
-        mem_k._log_s_exact = None  # make sure the exact path is not used
-        mem = _ForceTopK(mem_k)
+    mem = EmpiricalDenoiser(train, V, sched, dtype=torch.float64, **opts)
     a = float(sched.alpha(t))
     z = torch.cat([corrupt(train[:3], a, V, generator=gen), torch.randint(0, V, (3, L), generator=gen)])
     tt = torch.full((6,), t, dtype=torch.float64)
-    loo = mem(z, tt).exp()
-    full = bayes_log_posterior(mem(z, tt), z, a).exp()
+    log_loo = mem(z, tt)
+    loo = log_loo.exp()
+    full = bayes_log_posterior(log_loo, z, a).exp()
     log_prior, xs = _empirical_prior(train)
     for b in range(6):
         ref_loo, ref_full = brute_posteriors(log_prior, xs, z[b], a, V)
         torch.testing.assert_close(loo[b], ref_loo, atol=1e-12, rtol=1e-9)
         torch.testing.assert_close(full[b], ref_full, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(mem.full_log_posterior(z, tt).exp(), full, atol=1e-12, rtol=1e-9)
 
 
-class _ForceTopK:
-    """Calls the top-K path with K = N (exact) on an EmpiricalDenoiser."""
-
-    def __init__(self, mem: EmpiricalDenoiser) -> None:
-        self.mem = mem
-
-    def __call__(self, z, t):
-        lam = self.mem.lam(t)
-        log_s = self.mem._log_s_topk(z, lam)
-        B, L = z.shape
-        bonus = lam.reshape(B, 1, 1).expand(B, L, 1)
-        log_s = log_s + bonus
-        log_s.scatter_add_(-1, z.unsqueeze(-1), -bonus)
-        return torch.log_softmax(log_s, -1)
-
-
-def test_full_posterior_method(gen):
-    V, L = 3, 5
-    train = torch.randint(0, V, (5, L), generator=gen)
-    sched = LogLinearSchedule()
-    mem = EmpiricalDenoiser(train, V, sched, dtype=torch.float64)
-    z = torch.randint(0, V, (2, L), generator=gen)
-    a = float(sched.alpha(0.3))
-    full = mem.full_log_posterior(z, torch.full((2,), 0.3, dtype=torch.float64)).exp()
-    log_prior, xs = _empirical_prior(train)
-    for b in range(2):
-        torch.testing.assert_close(full[b], brute_posteriors(log_prior, xs, z[b], a, V)[1], atol=1e-12, rtol=1e-9)
-
-
-def test_memoriser_far_sequences_stay_finite_in_log_space():
-    """Bands: a supported token whose only carrier is ~80 mismatches away keeps a finite log-probability."""
+@pytest.mark.parametrize("near_k", [1, 2, 64])
+def test_far_rows_stay_finite_in_log_space(near_k):
+    """Rows ~20 and ~90 mismatches away from the query: bands keep every supported token finite and exact."""
     V, L = 4, 100
-    train = torch.zeros(2, L, dtype=torch.long)
-    train[1] = 1
-    train[1, :20] = 0  # row 1: distance 80 from the all-zero query
+    train = torch.zeros(3, L, dtype=torch.long)
+    train[1, :20] = 1  # distance 20
+    train[2, :90] = 2  # distance 90
     sched = LogLinearSchedule()
-    mem = EmpiricalDenoiser(train, V, sched, dtype=torch.float64)
+    mem = EmpiricalDenoiser(train, V, sched, dtype=torch.float64, near_k=near_k)
     z = torch.zeros(1, L, dtype=torch.long)
     t = torch.tensor([1e-5], dtype=torch.float64)
     out = mem(z, t)
     lam = float(mem.lam(t))
-    assert not torch.isnan(out).any()
-    # Position 50: token 1 carried only by row 1 (d^(-l) = 79) vs token 0 by row 0 (d^(-l) = 0).
-    assert out[0, 50, 1].item() == pytest.approx(-79 * lam, rel=1e-9)
-    assert out[0, 50, 0].item() == pytest.approx(0.0, abs=1e-300)
-    assert torch.isinf(out[0, 50, 2]) and out[0, 50, 2] < 0  # no training row has token 2: an exact zero
-    assert 79 * lam > 745  # this value would underflow without the bands
+    assert 89 * lam > 1000 and 70 * lam > 745  # far beyond float64's range without the log-space treatment
+    ref = log_loo_reference(train, z[0], lam, V)
+    fin = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(out[0]), fin)
+    torch.testing.assert_close(out[0][fin], ref[fin], rtol=1e-12, atol=1e-9)
+    assert out[0, 50, 2].item() == pytest.approx(-89 * lam, rel=1e-9)
+    assert torch.isneginf(out[0, 50, 3])  # no training row has token 3: an exact zero
+
+
+def test_top_k_keeps_the_nearest_rows(gen):
+    V, L, N = 5, 12, 40
+    train = torch.randint(0, V, (N, L), generator=gen)
+    sched = LogLinearSchedule()
+    mem = EmpiricalDenoiser(train, V, sched, dtype=torch.float64, top_k=4)
+    z = corrupt(train[:2], float(sched.alpha(0.2)), V, generator=gen)
+    out = mem(z, torch.full((2,), 0.2, dtype=torch.float64))
+    lam = float(mem.lam(torch.tensor([0.2], dtype=torch.float64)))
+    for b in range(2):
+        d = (train != z[b]).sum(1)
+        near = torch.topk(d, 4, largest=False).indices
+        ref = log_loo_reference(train[near], z[b], lam, V)
+        if d.sort().values[3] < d.sort().values[4]:  # no tie at the cut
+            torch.testing.assert_close(out[b], ref, rtol=1e-12, atol=1e-9)
+
+
+def test_memoriser_query_chunks_agree(gen):
+    V, L, N = 6, 10, 50
+    train = torch.randint(0, V, (N, L), generator=gen)
+    sched = LogLinearSchedule()
+    z = torch.randint(0, V, (9, L), generator=gen)
+    t = torch.rand(9, generator=gen, dtype=torch.float64)
+    whole = EmpiricalDenoiser(train, V, sched, dtype=torch.float64, near_k=4)(z, t)
+    chunked = EmpiricalDenoiser(train, V, sched, dtype=torch.float64, near_k=4, max_elements=2 * L * V)(z, t)
+    torch.testing.assert_close(whole, chunked, rtol=1e-12, atol=1e-12)
 
 
 def test_memoriser_at_scale_returns_normalised_probabilities(gen):

@@ -45,14 +45,15 @@ def test_probe_basins_with_the_memoriser_on_one_set(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--oracle", "markov", "data.source=brown"], "Markov data"),
+        (["data.source=brown", "--oracle", "markov"], "Markov data"),
         (["--oracle", "markov", "--ts", "0,2"], "--ts"),
-        (["--oracle", "markov", "a.yaml", "b.yaml"], "at most one CONFIG"),
-        (["--oracle", "markov", "data.nope=1"], "unknown config key"),
+        (["a.yaml", "b.yaml", "--oracle", "markov"], "at most one CONFIG"),
+        (["data.nope=1", "--oracle", "markov"], "unknown config key"),
         (["--oracle", "markov", "--n", "0"], "probe.m"),
     ],
 )
 def test_probe_errors_are_one_line(tmp_path, capsys, argv, message):
+    # CONFIG and key=value overrides come right after the test's name, as for `basinlab train`.
     rc = main(["probe", "basins", *_data_args(tmp_path), *argv])
     assert rc == 2
     err = capsys.readouterr().err.strip()
@@ -68,12 +69,12 @@ def test_probe_a_trained_checkpoint(tmp_path, capsys):
                              "train.device=cpu", "train.progress=false", f"out_dir={tmp_path / 'run'}"])
     train(cfg, out_dir=tmp_path / "run", progress=False)
     out = tmp_path / "probes"
-    rc = main(["probe", "fixed-points", "--checkpoint", str(tmp_path / "run"), "--device", "cpu", "--n", "4",
-               "--steps", "3", "--out", str(out), "--quiet", "probe.batch_size=2"])
+    rc = main(["probe", "fixed-points", "probe.batch_size=2", "--checkpoint", str(tmp_path / "run"), "--device",
+               "cpu", "--n", "4", "--steps", "3", "--out", str(out), "--quiet"])
     assert rc == 0
     df = pd.read_csv(out / "results.csv")
     assert set(df["metric"]) == {"fixed_point_rate"} and set(df["set"]) == {"train", "test", "random"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["denoiser"].startswith("checkpoint:") and summary["probe_config"]["batch_size"] == 2
-    rc = main(["probe", "basins", "--checkpoint", str(tmp_path / "run"), "data.n_train=5"])
+    rc = main(["probe", "basins", "data.n_train=5", "--checkpoint", str(tmp_path / "run")])
     assert rc == 2 and "probe.*" in capsys.readouterr().err

@@ -136,6 +136,8 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         data = tm.dataset()
         return tm.denoiser, data, cfg, f"checkpoint:{tm.path}"
     cfg = load_config(config, overrides)
+    if args.oracle == "markov" and cfg.data.source != "markov":
+        raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")
     from basinlab.data import build_dataset
     from basinlab.diffusion import get_schedule
     from basinlab.models import resolve_device

@@ -16,11 +16,15 @@ rows where an entry that must be positive underflowed are redone in log space (e
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from basinlab.data.markov import MarkovSource
 from basinlab.diffusion.process import emission_log_bonus
 from basinlab.diffusion.schedules import Schedule
+
+if TYPE_CHECKING:  # only ``pi``, ``P`` and ``vocab_size`` are used: importing the oracles needs torch alone
+    from basinlab.data.markov import MarkovSource
 
 _BAND = 600.0  # nats: exp(-600) ~ 1e-261 is still a normal float64
 
@@ -68,8 +72,9 @@ class MarkovDenoiser:
             out = torch.log(torch.exp(-rel) @ P) + m
         else:
             j = torch.arange(nb, dtype=torch.float64, device=a.device)
-            w = torch.where(band.unsqueeze(1) == j[None, :, None], torch.exp(-(rel.unsqueeze(1) - _BAND * j[None, :, None])), 0.0)
-            out = torch.logsumexp(torch.log(w @ P) - _BAND * j[None, :, None], dim=1) + m
+            jj = j[None, :, None]
+            w = torch.where(band.unsqueeze(1) == jj, torch.exp(-(rel.unsqueeze(1) - _BAND * jj)), 0.0)
+            out = torch.logsumexp(torch.log(w @ P) - _BAND * jj, dim=1) + m
         return out - out.amax(-1, keepdim=True)  # rescale (a constant per row cancels)
 
     def lam(self, t: torch.Tensor, batch: int) -> torch.Tensor:

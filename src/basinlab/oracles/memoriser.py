@@ -14,14 +14,18 @@ correction, so
 ``S`` for all ``(l, k)`` at once is ``W [B, N]`` times the one-hot of the training set ``[N, L·V]``, a sparse
 matrix with ``N·L`` non-zeros: the exact method costs ``O(B N L)`` and never builds an ``[N, L, V]`` tensor.
 
-Underflow. The weights are shifted per query, ``exp(-λ (d_n - d_min))``; when ``λ (d_max - d_min)`` would
-underflow float64, the distances are cut into *bands* of width ``Δ = floor(650 / λ)`` and each band is
-accumulated with its own shift, then the bands are combined by a log-sum-exp. Every ``(l, k)`` that some training
-sequence supports gets a finite log-probability however far that sequence is; only tokens that no training
-sequence has at position ``l`` get ``-inf`` (exact zeros). Nothing is ever NaN.
+Near and far. The ``K`` nearest training rows of each query (``near_k``, by full distance) are summed exactly in log
+space (a scatter log-sum-exp over ``[B, K, L]``); all the others go through the sparse product with weights
+shifted to the nearest of *them*, ``exp(-λ (d_n - d_far))``. When ``λ (d_max - d_far)`` would underflow float64
+the far rows are cut into *bands* of width ``Δ = floor(650 / λ)``, each accumulated with its own shift. The two
+parts are combined by a log-sum-exp, so every ``(l, k)`` that some training row supports gets a finite
+log-probability however far that row is (the near/far split keeps this to one sparse pass in the common cases: a
+training row queried at small ``t``, whose only near neighbour is itself, and an unseen query, whose distances
+cluster). Only tokens that no training row has at position ``l`` get ``-inf`` (exact zeros). Never NaN.
 
-``top_k`` keeps the ``K`` nearest training sequences (by full distance) per query, an approximation for huge
-``N`` (SPEC 6), computed by a scatter log-sum-exp over ``[B, K, L]``.
+``top_k`` keeps only the ``K`` nearest training rows (the near part, no far pass): an approximation for huge
+``N`` (SPEC 6). ``max_elements`` bounds the float64 work per query chunk (``chunk · L · V``), which matters for
+large ``V``.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ class EmpiricalDenoiser:
     """Leave-one-out Bayes denoiser of the empirical distribution of ``train`` (SPEC 6, "memoriser").
 
     ``denoiser(z_t: long [B, L], t: float64 [B]) -> log x_θ [B, L, V]`` (``dtype``, float32 by default; exact zeros
-    are ``-inf``). ``chunk_size`` bounds the training rows handled at once; ``max_elements`` bounds the float64
-    accumulator ``[L·V, bands·B']`` by splitting the query batch (matters for large ``V``).
+    are ``-inf``). ``chunk_size`` bounds the training rows per sparse block; ``max_elements`` the float64 work
+    ``queries · L · V`` per query chunk; ``near_k`` the rows summed exactly per query before the sparse pass.
     """
 
     def __init__(
@@ -59,15 +63,19 @@ class EmpiricalDenoiser:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         max_elements: int = 1 << 25,
+        near_k: int = 64,
     ) -> None:
         train = torch.as_tensor(train)
         if train.dim() != 2 or train.shape[0] < 1:
-            raise BasinlabError(f"EmpiricalDenoiser needs a non-empty long [N, L] training set, got {tuple(train.shape)}")
+            raise BasinlabError(
+                f"EmpiricalDenoiser needs a non-empty long [N, L] training set, got {tuple(train.shape)}"
+            )
         if train.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.bool):
             raise BasinlabError(f"EmpiricalDenoiser needs integer token ids, got {train.dtype}")
         train = train.long()
         if int(train.min()) < 0 or int(train.max()) >= vocab_size:
-            raise BasinlabError(f"training tokens must lie in [0, {vocab_size}), got [{int(train.min())}, {int(train.max())}]")
+            lo, hi = int(train.min()), int(train.max())
+            raise BasinlabError(f"training tokens must lie in [0, {vocab_size}), got [{lo}, {hi}]")
         if top_k is not None and top_k < 1:
             raise BasinlabError(f"top_k must be >= 1 or None, got {top_k}")
         self.device = torch.device(device) if device is not None else train.device
@@ -79,6 +87,7 @@ class EmpiricalDenoiser:
         self.dtype = dtype
         self.max_elements = int(max_elements)
         self.N, self.L = train.shape
+        self.near_k = max(1, min(int(near_k), self.N))
         self._blocks: list[tuple[int, int, torch.Tensor, torch.Tensor]] | None = None
 
     def __repr__(self) -> str:
@@ -147,80 +156,80 @@ class EmpiricalDenoiser:
         return self._loo(z_t, t).to(self.dtype)
 
     def _loo(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The leave-one-out log-posterior in float64."""
+        """The leave-one-out log-posterior in float64, query chunk by query chunk."""
         with torch.inference_mode():
             B, L = z_t.shape
             if L != self.L:
                 raise BasinlabError(f"query length {L} differs from the training length {self.L}")
             lam = self.lam(t)
-            if self.top_k is not None and self.top_k < self.N:
-                log_s = self._log_s_topk(z_t, lam)
-            else:
-                log_s = self._log_s_exact(z_t, lam)
-            # Leave-one-out correction: the e^λ factor of every k != z_l, then normalise over k.
-            bonus = lam.to(log_s.dtype).reshape(B, 1, 1).expand(B, L, 1)
-            log_s = log_s + bonus
-            log_s.scatter_add_(-1, z_t.unsqueeze(-1), -bonus)
-            return torch.log_softmax(log_s, dim=-1)
+            step = max(1, self.max_elements // (L * self.vocab_size))
+            if step >= B:
+                return self._loo_chunk(z_t, lam)
+            out = torch.empty(B, L, self.vocab_size, dtype=torch.float64, device=self.device)
+            for b0 in range(0, B, step):
+                out[b0 : b0 + step] = self._loo_chunk(z_t[b0 : b0 + step], lam[b0 : b0 + step])
+            return out
 
-    def _log_s_exact(self, z_t: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """``log S_l(k) + λ d_min`` for all ``(l, k)`` (``-inf`` where no training row has ``k`` at ``l``)."""
+    def _loo_chunk(self, z_t: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         B, L = z_t.shape
-        V = self.vocab_size
         d = self.distances(z_t)
-        dmin = d.min(1).values
-        span = (d.max(1).values - dmin).to(torch.float64)
-        width = torch.floor(_BAND_EXPONENT / lam.clamp_min(1e-300)).clamp_min(1.0)  # Δ per query
-        width = torch.minimum(width, torch.full_like(width, float(L + 1)))
-        nbands_b = (torch.floor(span / width) + 1).long()
-        out = torch.empty(B, L, V, dtype=torch.float64, device=self.device)
-        # Split the queries so that the accumulator [L·V, bands·b] stays under max_elements.
-        step = max(1, self.max_elements // (L * V * int(nbands_b.max())))
-        for b0 in range(0, B, step):
-            sl = slice(b0, b0 + step)
-            out[sl] = self._accumulate(d[sl], dmin[sl], lam[sl], width[sl], int(nbands_b[sl].max()))
-        return out
+        K = self.top_k if self.top_k is not None else self.near_k
+        K = min(K, self.N)
+        dk, idx = torch.topk(d, K, dim=1, largest=False, sorted=False)  # the near rows
+        dmin = dk.min(1).values
+        log_s = self._log_s_near(idx, dk - dmin[:, None], lam)  # log S_l(k) + λ d_min
+        if self.top_k is None and K < self.N:
+            far = self._log_s_far(d, idx, dmin, lam)
+            if far is not None:
+                log_s = torch.logaddexp(log_s, far)
+        # Leave-one-out correction: the e^λ factor of every k != z_l, then normalise over k.
+        bonus = lam.to(log_s.dtype).reshape(B, 1, 1).expand(B, L, 1)
+        log_s = log_s + bonus
+        log_s.scatter_add_(-1, z_t.unsqueeze(-1), -bonus)
+        return torch.log_softmax(log_s, dim=-1)
 
-    def _accumulate(
-        self, d: torch.Tensor, dmin: torch.Tensor, lam: torch.Tensor, width: torch.Tensor, nbands: int
-    ) -> torch.Tensor:
-        """Banded sums ``S_j = Σ_{n in band j} exp(-λ (d_n - d_min - jΔ)) onehot(x^n)``, combined in log space."""
-        b = d.shape[0]
+    def _log_s_near(self, idx: torch.Tensor, rel: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``log Σ_{n near} exp(-λ (d_n - d_min)) 1[x^n_l = k]``, ``[B, L, V]``: exact scatter log-sum-exp."""
+        B, K = idx.shape
         L, V = self.L, self.vocab_size
-        acc = torch.zeros(L * V, nbands * b, dtype=torch.float64, device=self.device)
-        cols = torch.arange(b, device=self.device)
+        xk = self.train[idx]  # [B, K, L]
+        flat = (xk + torch.arange(L, device=self.device) * V).reshape(B, K * L)  # index into [L·V]
+        lw = (-lam[:, None] * rel.to(torch.float64))[:, :, None].expand(B, K, L).reshape(B, K * L)
+        mx = torch.full((B, L * V), -math.inf, dtype=torch.float64, device=self.device)
+        mx.scatter_reduce_(1, flat, lw, reduce="amax", include_self=True)
+        s = torch.zeros(B, L * V, dtype=torch.float64, device=self.device)
+        s.scatter_add_(1, flat, torch.exp(lw - mx.gather(1, flat)))
+        return (torch.log(s) + mx).reshape(B, L, V)  # log 0 + (-inf) = -inf where no near row has k at l
+
+    def _log_s_far(
+        self, d: torch.Tensor, near: torch.Tensor, dmin: torch.Tensor, lam: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The far rows' ``log S_l(k) + λ d_min`` by the sparse product, banded when the range needs it."""
+        B = d.shape[0]
+        L, V = self.L, self.vocab_size
+        is_near = torch.zeros(B, self.N, dtype=torch.bool, device=self.device)
+        is_near.scatter_(1, near, True)
+        big = torch.iinfo(torch.int32).max
+        dfar = torch.where(is_near, big, d).min(1).values
+        span = (torch.where(is_near, dfar[:, None], d).max(1).values - dfar).to(torch.float64)
+        width = torch.floor(_BAND_EXPONENT / lam.clamp_min(1e-300)).clamp(1.0, float(L + 1))  # Δ per query
+        nbands = int((torch.floor(span / width) + 1).max())
+        acc = torch.zeros(L * V, nbands * B, dtype=torch.float64, device=self.device)
+        cols = torch.arange(B, device=self.device)
         for n0, n, _, at in self._sparse_blocks():
-            rel = (d[:, n0 : n0 + n] - dmin[:, None]).to(torch.float64)  # [b, n] >= 0
+            rel = (d[:, n0 : n0 + n] - dfar[:, None]).to(torch.float64).clamp_min(0.0)  # [B, n]
+            keep = ~is_near[:, n0 : n0 + n]
             if nbands == 1:
-                wt = torch.exp(-lam[:, None] * rel).T.contiguous()  # in (e^-650, 1]
+                wt = torch.where(keep, torch.exp(-lam[:, None] * rel), 0.0).T.contiguous()  # in (e^-650, 1]
             else:
-                band = torch.floor(rel / width[:, None])
-                w = torch.exp(-lam[:, None] * (rel - band * width[:, None]))
-                wt = torch.zeros(n, nbands * b, dtype=torch.float64, device=self.device)
-                idx = band.long() * b + cols[:, None]  # [b, n] column of (band, query)
-                wt.scatter_(1, idx.T, w.T)
+                band = torch.floor(rel / width[:, None]).clamp_max(nbands - 1)
+                w = torch.where(keep, torch.exp(-lam[:, None] * (rel - band * width[:, None])), 0.0)
+                wt = torch.zeros(n, nbands * B, dtype=torch.float64, device=self.device)
+                wt.scatter_(1, (band.long() * B + cols[:, None]).T, w.T)  # column of (band, query)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 acc += at @ wt
-        log_acc = torch.log(acc).reshape(L, V, nbands, b).permute(3, 0, 1, 2)  # [b, L, V, bands]
-        if nbands == 1:
-            return log_acc[..., 0]
-        shift = -(lam[:, None] * width[:, None]) * torch.arange(nbands, device=self.device, dtype=torch.float64)
+        log_acc = torch.log(acc).reshape(L, V, nbands, B).permute(3, 0, 1, 2)  # [B, L, V, bands]
+        j = torch.arange(nbands, device=self.device, dtype=torch.float64)
+        shift = -lam[:, None] * ((dfar - dmin).to(torch.float64)[:, None] + width[:, None] * j)  # [B, bands]
         return torch.logsumexp(log_acc + shift[:, None, None, :], dim=-1)
-
-    def _log_s_topk(self, z_t: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """``log S_l(k)`` restricted to the ``K`` nearest training rows: scatter log-sum-exp over ``[B, K, L]``."""
-        B, L = z_t.shape
-        V = self.vocab_size
-        d = self.distances(z_t)
-        dk, idx = torch.topk(d, self.top_k, dim=1, largest=False, sorted=False)  # [B, K]
-        xk = self.train[idx]  # [B, K, L]
-        lw = (-lam[:, None] * dk.to(torch.float64))[:, :, None].expand(B, self.top_k, L)  # log exp(-λ d_n)
-        flat = (xk + torch.arange(L, device=self.device) * V).reshape(B, -1)  # index into [L·V]
-        lw = lw.reshape(B, -1)
-        mx = torch.full((B, L * V), -math.inf, dtype=torch.float64, device=self.device)
-        mx.scatter_reduce_(1, flat, lw, reduce="amax", include_self=True)
-        m_g = mx.gather(1, flat)
-        s = torch.zeros(B, L * V, dtype=torch.float64, device=self.device)
-        s.scatter_add_(1, flat, torch.exp(lw - m_g))
-        return (torch.log(s) + mx).reshape(B, L, V)  # log 0 + (-inf) = -inf where absent

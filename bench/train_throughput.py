@@ -118,9 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         peak, peak_note = gpu_peak(device)
     else:
         peak = measure_cpu_peak()
-        peak_note = f"MEASURED fp32 matmul peak of this CPU, {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        peak_note = f"MEASURED fp32 matmul peak of this CPU, {peak / 1e9:.1f} GFLOP/s ({threads} threads)"
 
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    if device.type == "cuda":
+        dev_name = torch.cuda.get_device_name(device)
+    else:
+        dev_name = f"cpu ({torch.get_num_threads()} threads)"
     print(f"preset={args.preset} params={model.num_params() / 1e6:.2f}M (non-embedding "
           f"{model.num_params(True) / 1e6:.2f}M) V={V} L={L} batch={B} device={dev_name} "
           f"precision={'bf16' if amp else 'fp32'} compile={args.compile}")

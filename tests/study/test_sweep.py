@@ -182,7 +182,7 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 def test_cli_sweep_and_report(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["sweep", "--preset", "demo", *TOY, f"data.cache_dir={tmp_path / 'cache'}", "sweep.sizes=[8]",
-            "sweep.oracles=false", "--out", str(out), "--quiet", "--report"]
+            "sweep.oracles=false", "sweep.devices=[]", "--out", str(out), "--quiet", "--report"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "results.csv" in printed and "report.html" in printed
@@ -196,3 +196,13 @@ def test_two_cpu_workers_equal_one_process(tmp_path):
     two = run_sweep(cfg, tmp_path / "two", progress=False, devices=["cpu", "cpu"])
     assert (two / "results.csv").read_bytes() == (one / "results.csv").read_bytes()
     assert (two / "worker-0.log").exists() and (two / "worker-1.log").exists()
+
+
+def test_plan_lists_runs_with_train_commands(tmp_path, capsys):
+    out = tmp_path / "p"
+    args = ["sweep", "--preset", "demo", *TOY, f"data.cache_dir={tmp_path / 'cache'}", "--out", str(out), "--plan"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("N8-s0 ") and "todo" in lines[0]
+    assert f"data.n_train=8 train.seed=0 --out {out / 'runs' / 'N8-s0'}" in lines[0]
+    assert (out / "sweep_config.yaml").exists()

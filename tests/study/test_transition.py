@@ -34,10 +34,11 @@ def test_n_star_single_seed_with_ci_interval():
     assert tr.model == "micro" and tr.status == "inside" and tr.interval_method == "ci"
     # gap 0.40 at 64, 0.00 at 256: reaches 0.05 at frac 0.875 of log(4)
     assert tr.n_star == pytest.approx(64 * 4**0.875)
-    # pessimistic gap (train lo - test hi) = gap - 0.04: 0.36 -> -0.04, frac 0.31/0.40
-    assert tr.low == pytest.approx(64 * 4 ** (0.31 / 0.40))
-    # optimistic gap = gap + 0.04: 0.44 -> 0.04, frac 0.39/0.40
-    assert tr.high == pytest.approx(64 * 4 ** (0.39 / 0.40))
+    # the gap's half-width is hypot(0.02, 0.02) = h; gap - h: 0.40 - h -> -h, reaches 0.05 at (0.35 - h) / 0.40
+    h = math.hypot(0.02, 0.02)
+    assert tr.low == pytest.approx(64 * 4 ** ((0.35 - h) / 0.40))
+    # gap + h: 0.40 + h -> h, reaches 0.05 at (0.35 + h) / 0.40
+    assert tr.high == pytest.approx(64 * 4 ** ((0.35 + h) / 0.40))
     assert tr.low < tr.n_star < tr.high
     assert tr.sizes == [16, 64, 256] and tr.train_recovery[0] == pytest.approx(0.95)
 

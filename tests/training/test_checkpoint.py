@@ -111,3 +111,20 @@ def test_tokenizer_vocab_mismatch(run_dir, tmp_path) -> None:
     tok.save(path)
     with pytest.raises(BasinlabError, match="vocab size"):
         load_trained(run_dir, tokenizer=str(path))
+
+
+def test_text_run_saves_its_tokenizer(tmp_path) -> None:
+    words = "the a cat dog sat ran on under mat log big small red blue".split()
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(words[i] for i in torch.randint(0, len(words), (6,), generator=g).tolist()) for _ in range(300)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines))
+    cfg = markov_config(tmp_path, steps=2)
+    cfg.data.source, cfg.data.path, cfg.data.vocab_size, cfg.data.seq_len = "text", str(tmp_path / "corpus.txt"), 60, 12
+    cfg.data.n_train, cfg.data.n_test = 64, 32
+    data = build_dataset(cfg.data)
+    train(cfg, data)
+    tm = load_trained(tmp_path / "run")
+    assert (tm.path / "tokenizer.json").exists() and tm.source is None
+    assert tm.tokenizer.vocab_size == tm.vocab_size == data.vocab_size and tm.seq_len == 12
+    assert tm.decode(data.test[:2]) == data.decode(data.test[:2])
+    assert tm.dataset().vocab_size == tm.vocab_size

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated devices, one worker process each (e.g. cuda:0,cuda:1 or cpu,cpu); "
         "default: sweep.devices",
     )
+    p.add_argument("--plan", action="store_true",
+                   help="print the runs (of this shard) with their status and training commands, then exit")
     p.add_argument("--report", action="store_true", help="write OUT/report.html when the sweep finishes")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--launch", help=argparse.SUPPRESS)  # claim token of a worker launched by --devices
@@ -80,9 +82,13 @@ def _config(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from basinlab.study.sweep import parse_shard, run_sweep
+    from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
 
     cfg = _config(args)
+    if args.plan:
+        for line in plan_lines(cfg, args.out, parse_shard(args.shard)):
+            print(line)
+        return 0
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     out = run_sweep(
         cfg,

@@ -58,7 +58,7 @@ class EmpiricalDenoiser:
         train: torch.Tensor,
         vocab_size: int,
         schedule: Schedule,
-        chunk_size: int = 65_536,
+        chunk_size: int = 4096,
         top_k: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,

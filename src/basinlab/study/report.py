@@ -253,15 +253,22 @@ def _tokens_html(tokens: list[str], ref: list[int], ids: list[int], corrupted: l
 def _example_block(small: dict[str, Any], large: dict[str, Any], index: int) -> str:
     a, b = small["examples"][index], large["examples"][index]
     ref, real = a["original"], a["real"]
+
+    def note(e: dict[str, Any]) -> str:
+        d = e.get("nn_train_hamming")
+        if d == 0:
+            return ", a training sequence"
+        return "" if d is None else f", {d} tokens from the nearest training sequence"
+
     rows = [
         ("original", _tokens_html(a["tokens"]["original"], ref, a["original"], None, real).replace('class="chg"', "")),
         (f"corrupted (t = {small['t']:g})", _tokens_html(a["tokens"]["corrupted"], ref, a["corrupted"], None, real)),
         (
-            f"restored, N = {small['N']} ({a['recovered']}/{a['changed']})",
+            f"restored, N = {small['N']} ({a['recovered']}/{a['changed']}{note(a)})",
             _tokens_html(a["tokens"]["restored"], ref, a["restored"], a["corrupted"], real),
         ),
         (
-            f"restored, N = {large['N']} ({b['recovered']}/{b['changed']})",
+            f"restored, N = {large['N']} ({b['recovered']}/{b['changed']}{note(b)})",
             _tokens_html(b["tokens"]["restored"], ref, b["restored"], b["corrupted"], real),
         ),
     ]
@@ -286,7 +293,8 @@ def _examples_html(examples: list[dict[str, Any]], model: str, seed: int | None,
         f"restored by the stochastic reverse chain of the model trained on the smallest (N = {small['N']}) and the "
         f"largest (N = {large['N']}) training set. <span class='chg'>Changed</span> tokens in the corrupted line; "
         f"in the restored lines <span class='ok'>restored</span> and <span class='bad'>wrong</span> tokens. "
-        f"Counts are restored/changed tokens.</p>{blocks}"
+        f"Counts are restored/changed tokens; a model that memorises often 'restores' an unseen sentence to one of "
+        f"its training sentences (it fell into that sentence's basin).</p>{blocks}"
     )
 
 
@@ -367,7 +375,7 @@ def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> st
     )
     pc = cfg.probe
     secs = [r["info"].get("total_s") for r in runs if r["info"].get("total_s")]
-    took = f"{sum(secs) / 60:.1f} min of run time in total" if secs else ""
+    took = f"; {sum(secs) / 60:.1f} min of compute summed over runs (workers run in parallel)" if secs else ""
     return (
         f"<table><tr><th>data</th><td>{html.escape(data)}</td></tr>"
         f"<tr><th>model</th><td>{html.escape(model)} DiT "

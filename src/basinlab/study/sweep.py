@@ -259,10 +259,13 @@ def probe_denoiser(
 
 
 def restore_examples(
-    denoiser: Any, data: Any, cfg: Config, k: int = 4, t: float | None = None
+    denoiser: Any, data: Any, cfg: Config, k: int = 4, t: float | None = None, train: torch.Tensor | None = None
 ) -> dict[str, Any]:
     """``k`` test sequences, corrupted at ``t`` (default ``sweep.transition_t``) with a fixed seed, so that every
-    run of a sweep sees the same corrupted sentences, restored by the stochastic reverse chain (SPEC 3/5)."""
+    run of a sweep sees the same corrupted sentences, restored by the stochastic reverse chain (SPEC 3/5).
+
+    With ``train`` (the run's ``D_N``), each restoration also records its Hamming distance to the nearest training
+    sequence: 0 means the corrupted test sentence fell into the basin of a memorised training sentence."""
     from basinlab.diffusion import corrupt, reverse_chain
 
     t = float(cfg.sweep.transition_t if t is None else t)
@@ -273,6 +276,9 @@ def restore_examples(
     with torch.inference_mode():
         restored = reverse_chain(denoiser, z, t, steps=cfg.probe.steps, greedy=False, generator=gen).cpu()
     real = data.real_mask(x)
+    nn = None
+    if train is not None and len(train):
+        nn = torch.stack([((train != r) & data.real_mask(train)).sum(1).min() for r in restored]).tolist()
     items = []
     for i in range(x.shape[0]):
         changed = (z[i] != x[i]) & real[i]
@@ -296,6 +302,7 @@ def restore_examples(
             "changed": n_changed,
             "recovered": fixed,
             "exact": bool((restored[i][real[i]] == x[i][real[i]]).all()),
+            "nn_train_hamming": None if nn is None else int(nn[i]),
         })
     return {"t": t, "steps": cfg.probe.steps, "seed": EXAMPLE_SEED, "examples": items}
 
@@ -366,11 +373,35 @@ def _execute(key: RunKey, cfg: Config, data: Any, out_dir: Path, store: ResultSt
         network = True
     t1 = time.perf_counter()
     rows = probe_denoiser(denoiser, data, key.N, cfg, key.seed, network=network, progress=progress)
-    examples = restore_examples(denoiser, data, cfg)
+    examples = restore_examples(denoiser, data, cfg, train=data.train(key.N))
     examples.update(N=key.N, seed=key.seed, model=key.model)
     atomic_write_text(run_dir / "examples.json", json.dumps(examples, indent=1))
     info.update(probe_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
     store.record_run(key, rows, info)
+
+
+def plan_lines(cfg: Config, out_dir: str | Path, shard: tuple[int, int] | None = None) -> list[str]:
+    """One line per run of this shard: its key, its status in ``out_dir``'s store, and for trained models the
+    ``basinlab train`` command that trains it exactly as the sweep would (prefix it with
+    ``torchrun --nproc_per_node=K -m`` instead of ``basinlab`` to train one large run on K GPUs; the sweep then
+    finds the finished checkpoint and only probes it)."""
+    out_dir = Path(out_dir)
+    runs = shard_runs(plan_runs(cfg), shard)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_or_save_config(cfg, out_dir)  # the commands below read it
+    done: set[RunKey] = set()
+    if (out_dir / "results.sqlite").exists():
+        with ResultStore(out_dir) as store:
+            done = store.done_keys()
+    lines = []
+    for key in runs:
+        status = "done" if key in done else "todo"
+        line = f"{key.name:<28} {status:<5}"
+        if not key.model.startswith("oracle:"):
+            line += (f" basinlab train {out_dir / CONFIG_NAME} data.n_train={key.N} train.seed={key.seed} "
+                     f"--out {out_dir / 'runs' / key.name}")
+        lines.append(line)
+    return lines
 
 
 # ---- the sweep --------------------------------------------------------------------------------------------
@@ -394,6 +425,11 @@ def run_sweep(
     is called after each run is recorded (tests use it to interrupt a sweep). ``launch`` is the claim token of a
     launched worker (internal).
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise BasinlabError(
+            "don't run the sweep under torchrun: train a large run with `torchrun ... -m basinlab.cli train` "
+            "(see `basinlab sweep --plan`), then run the sweep in one process; it probes the finished checkpoint"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(cfg)

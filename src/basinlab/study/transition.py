@@ -4,8 +4,8 @@
   at which ``recovery(train) - recovery(test)`` has fallen to ``tol`` or below, interpolated linearly in
   ``log N`` between the last grid size above ``tol`` and the first at or below it.
 - Its interval: where the sweep ran several training seeds, the range of the per-seed ``N*``; otherwise from
-  the probes' 95% intervals, the meeting points of the pessimistic and optimistic gaps
-  (``train.ci_low - test.ci_high`` meets first, ``train.ci_high - test.ci_low`` last).
+  the probes' 95% intervals: the gap's interval is ``gap ± sqrt(h_train² + h_test²)`` (``h`` the half-widths of
+  the two means' intervals), and the bounds are where its lower and its upper end reach ``tol``.
 - The test NELBO's peak over ``N`` (a parabola in ``log N`` through the largest value and its neighbours when it
   is inside the grid), and where the entropy of real (training) data leaves zero (first rise above a threshold,
   interpolated in ``log N``), both of which the paper sees near ``N*``.
@@ -184,8 +184,12 @@ def _fill_n_star(result: Transition, basin: Any, tol: float) -> None:
     ci_te_hi = test.groupby("N")["ci_high"].mean()
     if ci_tr_lo.isna().all() or ci_te_hi.isna().all():
         return
-    pess = [float(ci_tr_lo[n] - ci_te_hi[n]) for n in sizes]
-    opt = [float(ci_tr_hi[n] - ci_te_lo[n]) for n in sizes]
+    # 95% interval of the difference of two independent means: half-width sqrt(h_train² + h_test²)
+    half = [
+        math.hypot((ci_tr_hi[n] - ci_tr_lo[n]) / 2, (ci_te_hi[n] - ci_te_lo[n]) / 2) for n in sizes
+    ]
+    pess = [g - h for g, h in zip(gap, half, strict=True)]
+    opt = [g + h for g, h in zip(gap, half, strict=True)]
     result.low, _ = crossing(sizes, pess, tol)
     result.high, _ = crossing(sizes, opt, tol)
     result.interval_method = "ci"

@@ -74,6 +74,11 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
+def _is_checkpoint_name(name: str) -> bool:
+    """``ckpt-*`` or one of our hidden temporaries ``.ckpt-*``."""
+    return name.startswith(CKPT_PREFIX) or name.startswith(f".{CKPT_PREFIX}")
+
+
 def checkpoint_name(step: int) -> str:
     return f"{CKPT_PREFIX}{step:08d}"
 
@@ -143,7 +148,7 @@ def save_checkpoint(
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     for old in out.iterdir():
-        if old.name != name and old.is_dir() and (old.name.startswith(CKPT_PREFIX) or old.name.startswith(f".{CKPT_PREFIX}")):
+        if old.name != name and old.is_dir() and _is_checkpoint_name(old.name):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -157,7 +162,7 @@ def clear_checkpoints(out_dir: str | Path) -> None:
     if pointer.exists():
         pointer.unlink()
     for old in out.iterdir():
-        if old.is_dir() and (old.name.startswith(CKPT_PREFIX) or old.name.startswith(f".{CKPT_PREFIX}")):
+        if old.is_dir() and _is_checkpoint_name(old.name):
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -305,7 +310,8 @@ def load_tokenizer(path: str | Path):
     except BasinlabError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is bad input here
-        raise BasinlabError(f"cannot read tokenizer '{path}': {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BasinlabError(f"cannot read tokenizer '{path}': {first}") from None
 
 
 # ---- the trained model -------------------------------------------------------------------------------------

@@ -345,7 +345,7 @@ def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torc
         state = ckpt_mod.load_train_state(found)
         model.load_state_dict(ckpt_mod.load_weights(found, ema=False))
         ema_state = ckpt_mod.load_weights(found, ema=True)
-        for name, e in zip(names, ema):
+        for name, e in zip(names, ema, strict=True):
             e.copy_(ema_state[name].to(device=device, dtype=e.dtype))
         opt.load_state_dict(state["optimizer"])
         rngs = state["rng"]
@@ -407,7 +407,7 @@ def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torc
                 out,
                 step=step,
                 model_state=model.state_dict(),
-                ema_state={n: e for n, e in zip(names, ema)},
+                ema_state={n: e for n, e in zip(names, ema, strict=True)},
                 config=_with_out_dir(cfg, out),
                 meta=meta_out,
                 train_state=train_state,

@@ -72,10 +72,14 @@ def test_greedy_chain_only_final_step_changes_tokens(gen):
     for t_start in (1.0, 0.25, 0.05, None):
         z = x.clone() if t_start is None else corrupt(x, float(sched.alpha(t_start)), V, generator=gen)
         seen: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
+
+        def record(k, t, zz, lx, seen=seen):
+            seen.append((k, t, zz.clone(), lx))
+
         out = reverse_chain(oracle, z, 1.0 if t_start is None else t_start, steps=T, greedy=True,
-                            final_greedy=True, callback=lambda k, t, zz, lx: seen.append((k, t, zz.clone(), lx)))
+                            final_greedy=True, callback=record)
         assert seen[-1][0] == T
-        for (k, t, z_t, log_x), (_, s, z_s, _) in zip(seen[:-1], seen[1:]):
+        for (k, t, z_t, log_x), (_, s, z_s, _) in zip(seen[:-1], seen[1:], strict=False):
             moved = z_s != z_t
             if s >= 2 / T:
                 assert not moved.any(), f"step {k} ({t} -> {s}) moved tokens"
@@ -102,7 +106,9 @@ def test_log_matmul_falls_back_when_a_supported_state_underflows():
     a = torch.tensor([[0.0, -1000.0, -float("inf")], [-5.0, -2000.0, -1e4]], dtype=torch.float64)
     out = oracle._log_matmul(a, oracle.P)
     half = -1000.0 + math.log(0.5)
-    r2 = [0.0, -1995.0 + math.log(0.5), float(torch.logaddexp(torch.tensor(-1995.0 + math.log(0.5)), torch.tensor(-9995.0)))]
+    far = float(torch.logaddexp(torch.tensor(-1995.0 + math.log(0.5), dtype=torch.float64),
+                                torch.tensor(-9995.0, dtype=torch.float64)))
+    r2 = [0.0, -1995.0 + math.log(0.5), far]
     expected = torch.tensor([[0.0, half, half], r2], dtype=torch.float64)
     torch.testing.assert_close(out, expected)
 
@@ -120,3 +126,24 @@ def test_exact_log_space_path_agrees_with_fast_path(gen):
     assert torch.equal(torch.isinf(fast), torch.isinf(exact))
     fin = torch.isfinite(exact)
     torch.testing.assert_close(fast[fin], exact[fin], atol=1e-10, rtol=1e-10)
+
+
+def test_clean_limit_uses_the_exact_path_and_conditions_on_the_neighbours(gen):
+    """α_t = 1 in float64 (λ capped at 600): the fast recursion underflows, the log-space one takes over."""
+    src = MarkovSource(vocab_size=32, successors=8, seed=0)
+    sched = LogLinearSchedule(eps=0.0)
+    oracle = MarkovDenoiser(src, sched, dtype=torch.float64)
+    x = src.sample(4, 12, generator=gen)
+    z = x.clone()
+    z[:, 5] = (x[:, 5] + 1) % 32  # a token the clean neighbours may forbid
+    t = torch.full((4,), 1e-300, dtype=torch.float64)
+    rows = []
+    exact = oracle._log_messages_exact
+    oracle._log_messages_exact = lambda log_e: rows.append(log_e.shape[0]) or exact(log_e)
+    out = oracle(z, t)
+    assert sum(rows) == 4  # every row needed the exact path
+    assert not torch.isnan(out).any()
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(4, 12, dtype=torch.float64))
+    # With (numerically) clean neighbours, position 2's prediction is p(x_2 | x_1, x_3) ∝ P[x_1, v] P[v, x_3].
+    w = src.P[z[:, 1]] * src.P[:, z[:, 3]].T
+    torch.testing.assert_close(out[:, 2].exp(), w / w.sum(1, keepdim=True), atol=1e-12, rtol=1e-9)

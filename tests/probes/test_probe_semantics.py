@@ -8,7 +8,14 @@ import torch
 from basinlab.data.markov import MarkovSource
 from basinlab.diffusion import LogLinearSchedule
 from basinlab.oracles import MarkovDenoiser
-from basinlab.probes import basin_test, conditional_entropy, fixed_point_test, likelihood, nearest_hamming, novel_ngram_rate
+from basinlab.probes import (
+    basin_test,
+    conditional_entropy,
+    fixed_point_test,
+    likelihood,
+    nearest_hamming,
+    novel_ngram_rate,
+)
 from tests.probes._helpers import TargetDenoiser
 
 V, L, M = 8, 8, 64
@@ -99,7 +106,8 @@ def test_nearest_hamming_matches_brute_force(gen):
     for i in range(7):
         j = idx[i].item()
         union = qm[i] | rm[j]
-        assert d[i].item() == pytest.approx((union.sum() - (qm[i] & rm[j] & (q[i] == r[j])).sum()).item() / union.sum().item())
+        same = (qm[i] & rm[j] & (q[i] == r[j])).sum()
+        assert d[i].item() == pytest.approx((union.sum() - same).item() / union.sum().item())
     d0, _ = nearest_hamming(r[:3], r)
     assert torch.equal(d0, torch.zeros(3, dtype=torch.float64))
 

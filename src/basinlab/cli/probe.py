@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="M <= 256 and T <= 100 (a CPU-sized run)")
     p.add_argument("--steps", type=int, help="T, the grid over [t_min, 1] (default probe.steps)")
     p.add_argument("--ts", help="comma-separated corruption levels t for the basin test (default probe.ts)")
-    p.add_argument("--samples", type=int, help="generated samples for novelty and the entropy gap (default probe.n_samples)")
+    p.add_argument("--samples", type=int,
+                   help="generated samples for novelty and the entropy gap (default probe.n_samples)")
     p.add_argument("--trajectory", action="store_true", help="entropy along the reverse chain from t = 1 as well")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", metavar="DIR", help="write results.csv, summary.json and plots to DIR")
@@ -278,9 +279,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         return
     head = ["probe", "metric", "t"] + sets
     lines = [[k[0], k[1], _fmt(k[2])] + [v.get(s, "") for s in sets] for k, v in table.items()]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
     for line in [head] + lines:
-        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)).rstrip())
 
 
 def _print_examples(ex: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # only ``pi``, ``P`` and ``vocab_size`` are used: importing t
     from basinlab.data.markov import MarkovSource
 
 _BAND = 600.0  # nats: exp(-600) ~ 1e-261 is still a normal float64
+_LAMBDA_MAX = 600.0
 
 
 class MarkovDenoiser:
@@ -80,7 +81,8 @@ class MarkovDenoiser:
     def lam(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """``λ_t`` per row, float64 ``[B]``."""
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(batch).cpu()
-        return emission_log_bonus(self.schedule.alpha(t), self.vocab_size).to(self.device)
+        # Capped: α_t -> 1 makes λ infinite (inf * 0 = NaN); e^-600 is already an exact zero for any use.
+        return emission_log_bonus(self.schedule.alpha(t), self.vocab_size).clamp(max=_LAMBDA_MAX).to(self.device)
 
     def _reach(self, L: int) -> torch.Tensor:
         """Support of the prior marginals ``π P^l`` per position, bool ``[L, V]`` (where ``f_l > 0`` must hold)."""

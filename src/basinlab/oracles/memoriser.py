@@ -49,8 +49,9 @@ class EmpiricalDenoiser:
     """Leave-one-out Bayes denoiser of the empirical distribution of ``train`` (SPEC 6, "memoriser").
 
     ``denoiser(z_t: long [B, L], t: float64 [B]) -> log x_θ [B, L, V]`` (``dtype``, float32 by default; exact zeros
-    are ``-inf``). ``chunk_size`` bounds the training rows per sparse block; ``max_elements`` the float64 work
-    ``queries · L · V`` per query chunk; ``near_k`` the rows summed exactly per query before the sparse pass.
+    are ``-inf``). ``chunk_size`` is the training rows per sparse block (default ``max(4096, 2V)``);
+    ``max_elements`` the float64 work ``queries · L · V`` per query chunk; ``near_k`` the rows summed exactly per
+    query before the sparse pass when one shift cannot cover every row.
     """
 
     def __init__(
@@ -58,7 +59,7 @@ class EmpiricalDenoiser:
         train: torch.Tensor,
         vocab_size: int,
         schedule: Schedule,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
         top_k: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
@@ -82,7 +83,9 @@ class EmpiricalDenoiser:
         self.train = train.to(self.device)
         self.vocab_size = int(vocab_size)
         self.schedule = schedule
-        self.chunk_size = int(chunk_size)
+        # Sparse blocks of ~4096 rows keep the weights in cache; large V needs bigger blocks (fewer passes
+        # over the [L·V, B] accumulator). Measured on a CPU (docs/PERFORMANCE.md).
+        self.chunk_size = int(chunk_size) if chunk_size is not None else max(4096, 2 * int(vocab_size))
         self.top_k = None if top_k is None else min(int(top_k), train.shape[0])
         self.dtype = dtype
         self.max_elements = int(max_elements)
@@ -173,18 +176,24 @@ class EmpiricalDenoiser:
     def _loo_chunk(self, z_t: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         B, L = z_t.shape
         d = self.distances(z_t)
-        K = self.top_k if self.top_k is not None else self.near_k
-        K = min(K, self.N)
-        dk, idx = torch.topk(d, K, dim=1, largest=False, sorted=False)  # the near rows
-        dmin = dk.min(1).values
-        log_s = self._log_s_near(idx, dk - dmin[:, None], lam)  # log S_l(k) + λ d_min
-        if self.top_k is None and K < self.N:
-            far = self._log_s_far(d, idx, dmin, lam)
-            if far is not None:
-                log_s = torch.logaddexp(log_s, far)
+        if self.top_k is not None:  # approximation: the K nearest rows only
+            dk, idx = torch.topk(d, min(self.top_k, self.N), dim=1, largest=False, sorted=False)
+            log_s = self._log_s_near(idx, dk - dk.min(1, keepdim=True).values, lam)
+        else:
+            dmin = d.min(1).values
+            span = (d.max(1).values - dmin).to(torch.float64)
+            if bool((lam * span <= _BAND_EXPONENT).all()) or self.near_k >= self.N:
+                # One shift covers every row (or every row is near): a single pass.
+                log_s = (self._log_s_far(d, None, dmin, lam) if self.near_k < self.N
+                         else self._log_s_near(torch.arange(self.N, device=self.device).expand(B, -1),
+                                               d - dmin[:, None], lam))
+            else:
+                dk, idx = torch.topk(d, self.near_k, dim=1, largest=False, sorted=False)  # the near rows
+                log_s = torch.logaddexp(self._log_s_near(idx, dk - dmin[:, None], lam),
+                                        self._log_s_far(d, idx, dmin, lam))
         # Leave-one-out correction: the e^λ factor of every k != z_l, then normalise over k.
         bonus = lam.to(log_s.dtype).reshape(B, 1, 1).expand(B, L, 1)
-        log_s = log_s + bonus
+        log_s.add_(bonus)
         log_s.scatter_add_(-1, z_t.unsqueeze(-1), -bonus)
         return torch.log_softmax(log_s, dim=-1)
 
@@ -202,13 +211,15 @@ class EmpiricalDenoiser:
         return (torch.log(s) + mx).reshape(B, L, V)  # log 0 + (-inf) = -inf where no near row has k at l
 
     def _log_s_far(
-        self, d: torch.Tensor, near: torch.Tensor, dmin: torch.Tensor, lam: torch.Tensor
-    ) -> torch.Tensor | None:
-        """The far rows' ``log S_l(k) + λ d_min`` by the sparse product, banded when the range needs it."""
+        self, d: torch.Tensor, near: torch.Tensor | None, dmin: torch.Tensor, lam: torch.Tensor
+    ) -> torch.Tensor:
+        """``log S_l(k) + λ d_min`` of all rows but the ``near`` ones (None: all rows) by the sparse product,
+        banded when the range needs it."""
         B = d.shape[0]
         L, V = self.L, self.vocab_size
         is_near = torch.zeros(B, self.N, dtype=torch.bool, device=self.device)
-        is_near.scatter_(1, near, True)
+        if near is not None:
+            is_near.scatter_(1, near, True)
         big = torch.iinfo(torch.int32).max
         dfar = torch.where(is_near, big, d).min(1).values
         span = (torch.where(is_near, dfar[:, None], d).max(1).values - dfar).to(torch.float64)
@@ -228,7 +239,7 @@ class EmpiricalDenoiser:
                 wt.scatter_(1, (band.long() * B + cols[:, None]).T, w.T)  # column of (band, query)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                acc += at @ wt
+                acc.addmm_(at, wt)  # in place: no [L·V, B] temporary per block
         log_acc = torch.log(acc).reshape(L, V, nbands, B).permute(3, 0, 1, 2)  # [B, L, V, bands]
         j = torch.arange(nbands, device=self.device, dtype=torch.float64)
         shift = -lam[:, None] * ((dfar - dmin).to(torch.float64)[:, None] + width[:, None] * j)  # [B, bands]

@@ -17,7 +17,9 @@ def denoiser_device(denoiser, device: torch.device | str | None = None) -> torch
     return torch.device(dev) if dev is not None else torch.device("cpu")
 
 
-def check_seqs(seqs: torch.Tensor, vocab_size: int, real_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def check_seqs(
+    seqs: torch.Tensor, vocab_size: int, real_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``seqs`` as long ``[M, L]`` on CPU and the real-token mask (all True by default), validated."""
     seqs = torch.as_tensor(seqs)
     if seqs.dim() != 2:

@@ -30,12 +30,12 @@ PROBE = "basins"
 
 def basin_radius(ts: Sequence[float], recovery: Sequence[float]) -> float:
     """The ``t`` where mean recovery first falls below 50% (linear interpolation; SPEC 5). NaN recoveries skipped."""
-    pts = sorted((float(t), float(r)) for t, r in zip(ts, recovery) if np.isfinite(r))
+    pts = sorted((float(t), float(r)) for t, r in zip(ts, recovery, strict=False) if np.isfinite(r))
     if not pts:
         return float("nan")
     if pts[0][1] < 0.5:
         return 0.0
-    for (t0, r0), (t1, r1) in zip(pts[:-1], pts[1:]):
+    for (t0, r0), (t1, r1) in zip(pts[:-1], pts[1:], strict=False):
         if r1 < 0.5:
             return t0 + (r0 - 0.5) / (r0 - r1) * (t1 - t0)
     return 1.0
@@ -46,7 +46,7 @@ def basin_area(ts: Sequence[float], recovery: Sequence[float]) -> float:
 
     Beyond the largest tested ``t`` the last recovery is held flat to ``t = 1``; points above ``t = 1`` are ignored.
     """
-    pts = sorted((float(t), float(r)) for t, r in zip(ts, recovery) if np.isfinite(r) and 0.0 < t <= 1.0)
+    pts = sorted((float(t), float(r)) for t, r in zip(ts, recovery, strict=False) if np.isfinite(r) and 0.0 < t <= 1.0)
     if not pts:
         return float("nan")
     t = [0.0] + [p[0] for p in pts]

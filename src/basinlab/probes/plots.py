@@ -3,7 +3,6 @@ histograms per set, fixed-point rates per set. PNGs are written atomically."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any

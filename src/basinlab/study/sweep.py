@@ -313,13 +313,11 @@ def _tokens(data: Any, seq: torch.Tensor) -> list[str]:
     ids = seq.tolist()
     if tok is None:
         return [str(i) for i in ids]
-    for name in ("id_to_token", "token"):
-        fn = getattr(tok, name, None)
-        if callable(fn):
-            try:
-                return [str(fn(i)) for i in ids]
-            except Exception:  # noqa: BLE001 - fall back to decoding one id at a time
-                break
+    fn = getattr(getattr(tok, "tk", tok), "id_to_token", None)  # HF tokenizers: WordPiece pieces, e.g. ##ing
+    if callable(fn):
+        pieces = [fn(i) for i in ids]
+        if all(isinstance(p, str) for p in pieces):
+            return pieces
     return [tok.decode([i]) for i in ids]
 
 

@@ -206,3 +206,20 @@ def test_plan_lists_runs_with_train_commands(tmp_path, capsys):
     assert len(lines) == 6 and lines[0].startswith("N8-s0 ") and "todo" in lines[0]
     assert f"data.n_train=8 train.seed=0 --out {out / 'runs' / 'N8-s0'}" in lines[0]
     assert (out / "sweep_config.yaml").exists()
+
+
+def test_text_data_sweep_and_report(tmp_path):
+    """Brown sentences (PAD/BOS/EOS never counted): the memoriser alone, no Markov oracle, readable examples."""
+    text = [o for o in TOY if not o.startswith("data.")] + [
+        "data.source=brown", "data.mode=sentence", "data.seq_len=16", "data.tokenizer=wordpiece",
+        "data.vocab_size=512", "data.n_test=40", f"data.cache_dir={tmp_path / 'cache'}", "sweep.sizes=[8, 16]",
+    ]
+    cfg = load_config(None, text)
+    out = run_sweep(cfg, tmp_path / "text", progress=False)
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["model"]) == {"micro", ORACLE_EMPIRICAL}
+    ex = json.loads((out / "runs" / "N8-s0" / "examples.json").read_text())["examples"][0]
+    assert ex["text"]["original"] and not ex["real"][0]  # BOS is not a real token
+    assert len(ex["tokens"]["original"]) == 16 and all(isinstance(t, str) for t in ex["tokens"]["original"])
+    html = write_report(out).read_text()
+    assert "brown corpus" in html and "oracle" not in html.split("<h2>Setup")[0]

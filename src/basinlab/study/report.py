@@ -261,7 +261,7 @@ def _example_block(small: dict[str, Any], large: dict[str, Any], index: int) -> 
         return "" if d is None else f", {d} tokens from the nearest training sequence"
 
     rows = [
-        ("original", _tokens_html(a["tokens"]["original"], ref, a["original"], None, real).replace('class="chg"', "")),
+        ("original", _tokens_html(a["tokens"]["original"], ref, a["original"], None, real)),
         (f"corrupted (t = {small['t']:g})", _tokens_html(a["tokens"]["corrupted"], ref, a["corrupted"], None, real)),
         (
             f"restored, N = {small['N']} ({a['recovered']}/{a['changed']}{note(a)})",
@@ -293,8 +293,9 @@ def _examples_html(examples: list[dict[str, Any]], model: str, seed: int | None,
         f"restored by the stochastic reverse chain of the model trained on the smallest (N = {small['N']}) and the "
         f"largest (N = {large['N']}) training set. <span class='chg'>Changed</span> tokens in the corrupted line; "
         f"in the restored lines <span class='ok'>restored</span> and <span class='bad'>wrong</span> tokens. "
-        f"Counts are restored/changed tokens; a model that memorises often 'restores' an unseen sentence to one of "
-        f"its training sentences (it fell into that sentence's basin).</p>{blocks}"
+        f"Counts are restored/changed tokens, with the restoration's Hamming distance to the nearest training "
+        f"sequence: a model that memorises rewrites an unseen sentence instead of restoring it, and a restoration "
+        f"at distance 0 fell into the basin of a training sentence.</p>{blocks}"
     )
 
 

@@ -14,14 +14,15 @@ correction, so
 ``S`` for all ``(l, k)`` at once is ``W [B, N]`` times the one-hot of the training set ``[N, L·V]``, a sparse
 matrix with ``N·L`` non-zeros: the exact method costs ``O(B N L)`` and never builds an ``[N, L, V]`` tensor.
 
-Near and far. The ``K`` nearest training rows of each query (``near_k``, by full distance) are summed exactly in log
-space (a scatter log-sum-exp over ``[B, K, L]``); all the others go through the sparse product with weights
-shifted to the nearest of *them*, ``exp(-λ (d_n - d_far))``. When ``λ (d_max - d_far)`` would underflow float64
-the far rows are cut into *bands* of width ``Δ = floor(650 / λ)``, each accumulated with its own shift. The two
-parts are combined by a log-sum-exp, so every ``(l, k)`` that some training row supports gets a finite
-log-probability however far that row is (the near/far split keeps this to one sparse pass in the common cases: a
-training row queried at small ``t``, whose only near neighbour is itself, and an unseen query, whose distances
-cluster). Only tokens that no training row has at position ``l`` get ``-inf`` (exact zeros). Never NaN.
+Underflow. The weights are shifted per query, ``exp(-λ (d_n - d_min))``. When one shift covers every row
+(``λ (d_max - d_min) <= 650``) that is all: one sparse pass. Otherwise (small ``t``, large ``λ``) the ``K``
+nearest rows of each query (``near_k``) are summed exactly in log space (a scatter log-sum-exp over ``[B, K, L]``)
+and the others go through the sparse product shifted to the nearest of *them*, cut into *bands* of width
+``Δ = floor(650 / λ)`` with their own shifts if their range still needs it; the parts are combined by a
+log-sum-exp. So every ``(l, k)`` that some training row supports gets a finite log-probability however far that row
+is, at the cost of one sparse pass in the common cases (a training row queried at small ``t``, whose only near
+neighbour is itself; an unseen query, whose distances cluster). Only tokens that no training row has at position
+``l`` get ``-inf`` (exact zeros). Never NaN.
 
 ``top_k`` keeps only the ``K`` nearest training rows (the near part, no far pass): an approximation for huge
 ``N`` (SPEC 6). ``max_elements`` bounds the float64 work per query chunk (``chunk · L · V``), which matters for

@@ -72,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     amp = autocast_dtype(args.precision, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        torch.set_flush_denormal(True)
     torch.manual_seed(0)
     model = build_model(args.preset, args.vocab, args.seq_len).to(device)
     flops_tok = model.flops_per_token(args.seq_len)

@@ -1,5 +1,8 @@
 import os
 
+# OpenMP threads spin-wait by default: on a busy 2-core machine that slows torch by 10x or more.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

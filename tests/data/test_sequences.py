@@ -191,8 +191,8 @@ def test_markov_follows_the_source(tmp_path):
 def test_markov_short_sequences_dedup(tmp_path):
     # L=2 with 2 successors over 4 states: only 8 distinct sequences, so the training part is all duplicates
     # of test rows and must be emptied -> a clear error.
-    cfg = DataConfig(source="markov", seq_len=2, markov_vocab=4, markov_successors=2, markov_pool=400,
-                     n_test=100, cache_dir=str(tmp_path))
+    cfg = DataConfig(source="markov", seq_len=2, markov_vocab=4, markov_successors=2, markov_pool=1000,
+                     n_test=800, cache_dir=str(tmp_path))
     with pytest.raises(BasinlabError):
         build_dataset(cfg)
 

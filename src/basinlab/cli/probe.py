@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -312,8 +311,8 @@ def _write(out: Path, result, examples, cfg, pc, label, args, names, data) -> No
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.csv", result.to_frame().to_csv(index=False))
     summary = {
-        "command": "basinlab " + " ".join(sys.argv[1:]) if sys.argv else "basinlab probe",
         "probe": args.which,
+        "options": {k: v for k, v in vars(args).items() if k != "func"},
         "denoiser": label,
         "seed": args.seed,
         "sets": {k: int(min(pc.m, _set_size(data, k, cfg.data.n_train))) for k in names},

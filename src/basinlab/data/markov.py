@@ -66,10 +66,12 @@ class MarkovSource:
         cdf_P = torch.cumsum(self.P, 1)
         V = self.vocab_size
         u = torch.rand(n, length, generator=generator, dtype=torch.float64)
-        out[:, 0] = torch.searchsorted(cdf_pi, u[:, :1].contiguous(), right=True).squeeze(1).clamp_max(V - 1)
+        # u is scaled by each row's total, so rounding in the cumulative sums never selects a zero-probability state.
+        out[:, 0] = torch.searchsorted(cdf_pi, (u[:, :1] * cdf_pi[-1]).contiguous(), right=True).squeeze(1)
         for l in range(1, length):
             rows = cdf_P[out[:, l - 1]]
-            out[:, l] = torch.searchsorted(rows, u[:, l : l + 1].contiguous(), right=True).squeeze(1).clamp_max(V - 1)
+            out[:, l] = torch.searchsorted(rows, (u[:, l : l + 1] * rows[:, -1:]).contiguous(), right=True).squeeze(1)
+        out.clamp_(max=V - 1)
         return out
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -109,9 +109,12 @@ def sample_posterior(
     x_i = x.gather(-1, z_t.unsqueeze(-1)).squeeze(-1)
     stay, draw, _ = mixture_weights(x_i, alpha_t, alpha_s, V)
     u = torch.rand(B, L, generator=generator, device=z_t.device, dtype=torch.float64)
-    from_x = torch.multinomial(x.reshape(B * L, V), 1, generator=generator).reshape(B, L)
     from_u = torch.randint(0, V, (B, L), generator=generator, device=z_t.device)
-    return torch.where(u < stay, z_t, torch.where(u < stay + draw, from_x, from_u))
+    z_s = torch.where(u < stay, z_t, from_u)
+    take_x = (u >= stay) & (u < stay + draw)
+    if take_x.any():  # draw from x_theta only where that branch was taken (rare for small steps)
+        z_s[take_x] = torch.multinomial(x[take_x], 1, generator=generator).squeeze(-1)
+    return z_s
 
 
 def greedy_posterior(

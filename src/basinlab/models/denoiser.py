@@ -80,8 +80,6 @@ class NetworkDenoiser:
         self.precision = precision
         self.amp_dtype = autocast_dtype(precision, self.device)
         self.batch_size = batch_size
-        if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # denormal weights/activations slow CPU arithmetic down ~25x
 
     def __call__(self, z_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         out_device = z_t.device

@@ -313,10 +313,6 @@ def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torc
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    else:
-        # adaLN-zero and the zero head give denormal gradients and Adam moments early on, which slow CPU
-        # arithmetic down ~25x; flushing them to zero changes nothing measurable (process-wide setting).
-        torch.set_flush_denormal(True)
 
     # model, EMA, optimiser (identical init on every rank)
     torch.manual_seed(tc.seed)

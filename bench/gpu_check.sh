@@ -24,16 +24,16 @@ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
 
 # 1. the GPU-relevant tests (they skip on CPU): bf16 denoiser, CUDA training, anything named cuda/gpu elsewhere
-run 240 "$PY" -m pytest -q -x -rs -k "cuda or gpu" tests
+run 180 "$PY" -m pytest -q -x -rs -k "cuda or gpu" tests
 
 # 2. training throughput, bf16, L = 128 (eager, then compiled for small)
 run 60 "$PY" bench/train_throughput.py --preset tiny --seq-len 128 --batch 256 --steps 20 --precision bf16 --vocab 8192
 run 60 "$PY" bench/train_throughput.py --preset small --seq-len 128 --batch 128 --steps 10 --precision bf16 --vocab 30522
-run 150 "$PY" bench/train_throughput.py --preset small --seq-len 128 --batch 128 --steps 10 --warmup 3 --precision bf16 --vocab 30522 --compile
+run 120 "$PY" bench/train_throughput.py --preset small --seq-len 128 --batch 128 --steps 10 --warmup 3 --precision bf16 --vocab 30522 --compile
 
 # 3. probes
 if [ -f bench/probe_throughput.py ]; then
-  run 120 "$PY" bench/probe_throughput.py
+  run 120 "$PY" bench/probe_throughput.py --preset tiny --mem-vocab 32 8192
 else
   echo "bench/probe_throughput.py not present: skipped"
 fi

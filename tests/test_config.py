@@ -47,3 +47,14 @@ def test_bad_inputs(tmp_path):
 def test_quick_probe_settings():
     cfg = load_config(None, ["probe.quick=true"])
     assert cfg.probe.m == 256 and cfg.probe.steps == 100
+
+
+def test_scientific_notation_becomes_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  t_eps: 2e-4\n  steps: 10\n")
+    cfg = load_config(path, ["train.eps=1e-4", "train.ema=1"])
+    assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
+    assert cfg.train.t_eps == 2e-4 and cfg.train.eps == 1e-4
+    assert isinstance(cfg.train.ema, float) and cfg.train.steps == 10
+    with pytest.raises(BasinlabError, match="needs a number"):
+        load_config(None, ["train.lr=fast"])

@@ -8,6 +8,7 @@ An unknown key is an error that names the valid keys (SPEC-independent plumbing)
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -140,7 +141,28 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
                 raise BasinlabError(f"config key '{where}{key}' is a section: give a mapping, not {value!r}")
             _apply(current, value, f"{where}{key}.")
         else:
-            setattr(obj, key, value)
+            setattr(obj, key, _coerce(value, typing.get_type_hints(type(obj))[key], f"{where}{key}"))
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string: give float (and int) fields numbers, or fail with a clear line."""
+    if not isinstance(value, str):
+        if isinstance(value, int) and not isinstance(value, bool) and _accepts(hint, float) and not _accepts(hint, int):
+            return float(value)
+        return value
+    for kind in (int, float):
+        if _accepts(hint, kind) and not _accepts(hint, str):
+            try:
+                return kind(value) if kind is float else int(value)
+            except ValueError:
+                if kind is int and _accepts(hint, float):
+                    continue
+                raise BasinlabError(f"config key '{name}' needs a number, got {value!r}") from None
+    return value
+
+
+def _accepts(hint: Any, kind: type) -> bool:
+    return hint is kind or kind in typing.get_args(hint)
 
 
 def preset_path(name: str) -> Path:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         cfg.out_dir = args.out
     res = train(cfg, out_dir=cfg.out_dir, resume=not args.no_resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     if res.steps > res.start_step or not res.resumed:
         print(f"trained to step {res.steps} (final loss {res.final_loss:.4f}); checkpoint: {res.checkpoint_path}")
     else:

@@ -9,12 +9,17 @@ from basinlab.probes import ROW_KEYS, ProbeResult, basin_area, basin_radius, sum
 
 
 def test_summarize_mean_std_interval():
-    x = np.array([1.0, 2.0, 3.0, 4.0, float("nan")])
+    x = np.array([1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, float("nan")])
     s = summarize(x)
-    assert s["n"] == 4 and s["value"] == pytest.approx(2.5)
-    assert s["std"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
-    h = 3.182 * s["std"] / 2  # t_{0.975, 3} * se
-    assert s["ci_low"] == pytest.approx(2.5 - h) and s["ci_high"] == pytest.approx(2.5 + h)
+    assert s["n"] == 12 and s["value"] == pytest.approx(2.5)
+    assert s["std"] == pytest.approx(np.std([1, 2, 3, 4] * 3, ddof=1))
+    h = 2.201 * s["std"] / math.sqrt(12)  # t_{0.975, 11} * se
+    assert s["ci_low"] == pytest.approx(2.5 - h, rel=1e-3) and s["ci_high"] == pytest.approx(2.5 + h, rel=1e-3)
+    # the interval of a mean never leaves the range of the values: a rate's stays in [0, 1]
+    rate = summarize(np.array([1.0] * 15 + [0.0]))
+    assert rate["ci_high"] == 1.0 and 0.0 <= rate["ci_low"] < rate["value"] < 1.0
+    few = summarize(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert few["ci_low"] == 1.0 and few["ci_high"] == 4.0  # t_{0.975,3} * se = 2.05 > 1.5
     big = summarize(np.arange(1000.0))
     assert big["ci_high"] - big["value"] == pytest.approx(1.959964 * big["std"] / math.sqrt(1000))
     assert summarize([])["value"] is None and summarize([5.0])["std"] is None

@@ -40,7 +40,8 @@ def summarize(values: Any, weights: Any = None) -> dict[str, float | int | None]
 
     ``weights`` (e.g. tokens per sequence) give the weighted mean with the ratio-estimator standard error
     ``sqrt(n/(n-1) Σ w_i² (x_i - μ)²) / Σ w_i``; without weights this is the usual ``std / sqrt(n)``. The interval
-    is ``μ ± t_{0.975, n-1} · se`` (Student-t). Returns ``value, std, ci_low, ci_high, n``; with ``n = 0`` the
+    is ``μ ± t_{0.975, n-1} · se`` (Student-t), clipped to the range of the values (a rate's stays in [0, 1]).
+    Returns ``value, std, ci_low, ci_high, n``; with ``n = 0`` the
     value is None, with ``n = 1`` std and interval are None.
     """
     x = _to_numpy(values).astype(np.float64).reshape(-1)
@@ -61,7 +62,9 @@ def summarize(values: Any, weights: Any = None) -> dict[str, float | int | None]
     std = float(math.sqrt(np.sum(wn * (x - mu) ** 2) / (n - 1)))
     se = float(math.sqrt(n / (n - 1) * np.sum(w**2 * (x - mu) ** 2)) / np.sum(w))
     h = t_quantile_975(n - 1) * se
-    return {"value": mu, "std": std, "ci_low": mu - h, "ci_high": mu + h, "n": n}
+    # A mean of values in [min, max] lies in [min, max]: clip the interval there (rates stay in [0, 1]).
+    return {"value": mu, "std": std, "ci_low": max(mu - h, float(x.min())), "ci_high": min(mu + h, float(x.max())),
+            "n": n}
 
 
 def make_row(

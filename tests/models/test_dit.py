@@ -41,8 +41,8 @@ def test_forward_shapes_and_dtype() -> None:
 def test_adaln_zero_init() -> None:
     model = _small()
     for block in model.blocks:
-        assert torch.count_nonzero(block.adaLN[-1].weight) == 0
-        assert torch.count_nonzero(block.adaLN[-1].bias) == 0
+        assert torch.count_nonzero(block.adaLN.weight) == 0
+        assert torch.count_nonzero(block.adaLN.bias) == 0
     assert torch.count_nonzero(model.final.head.weight) == 0
     # every block is the identity at initialisation, and the logits are zero (uniform x_theta)
     x = torch.randn(2, 16, 32)

@@ -5,10 +5,12 @@ As plain as nanoGPT's ``model.py``. ``DiT.forward(z_t, sigma_t)`` returns logits
 training objective teaches it (the network sees every noisy token, the current one included).
 
 - token embedding (untied from the output head), no absolute positions: rotary embeddings in every attention;
-- conditioning ``c = MLP(sinusoidal(sigma_t))``, with ``sigma_t = -log alpha_t`` (SPEC 2);
+- conditioning ``c = SiLU(MLP(sinusoidal(sigma_t)))``, with ``sigma_t = -log alpha_t`` (SPEC 2); the SiLU is
+  applied once, here, as Duo does (DiT applies it once inside its adaLN layers instead);
 - blocks: ``x += gate * Attn(modulate(LN(x)))``, ``x += gate * MLP(modulate(LN(x)))`` where shift, scale and
   gate come from ``c`` through a zero-initialised linear layer (adaLN-zero, as DiT), so every block starts as
-  the identity;
+  the identity; ``LN`` has a learnable gain, no bias and eps 1e-5, exactly Duo's ``LayerNorm``, so that Duo and
+  UDLM checkpoints load into this network without any change to their weights (``basinlab.interop.duo``);
 - final adaLN (zero-initialised) and a zero-initialised linear head, as Duo: at initialisation ``x_theta`` is
   uniform;
 - attention through ``torch.nn.functional.scaled_dot_product_attention`` (bidirectional, no mask);
@@ -60,7 +62,7 @@ def timestep_embedding(sigma: torch.Tensor, dim: int = FREQ_DIM, max_period: flo
 
 
 class TimestepEmbedder(nn.Module):
-    """``c = MLP(sinusoidal(sigma_t))``: the conditioning vector of every adaLN layer."""
+    """``MLP(sinusoidal(sigma_t))``; ``DiT.forward`` applies SiLU once to it to get ``c``, the adaLN input."""
 
     def __init__(self, d_cond: int, freq_dim: int = FREQ_DIM) -> None:
         super().__init__()
@@ -109,6 +111,19 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return (xf * cos + rot * sin).to(x.dtype)
 
 
+class LayerNorm(nn.Module):
+    """Layer norm with a learnable gain and no bias, computed in float32 (Duo's ``LayerNorm``, eps 1e-5)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: ``x (1 + scale) + shift`` with per-sequence ``shift``, ``scale`` ``[B, 1, d]``."""
     return x * (1 + scale) + shift
@@ -148,11 +163,11 @@ class DiTBlock(nn.Module):
 
     def __init__(self, d_model: int, n_head: int, d_cond: int, seq_len: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.norm1 = LayerNorm(d_model)
         self.attn = SelfAttention(d_model, n_head, seq_len)
-        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm(d_model)
         self.mlp = MLP(d_model)
-        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(d_cond, 6 * d_model))
+        self.adaLN = nn.Linear(d_cond, 6 * d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -168,8 +183,8 @@ class FinalLayer(nn.Module):
 
     def __init__(self, d_model: int, d_cond: int, vocab_size: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(d_cond, 2 * d_model))
+        self.norm = LayerNorm(d_model)
+        self.adaLN = nn.Linear(d_cond, 2 * d_model)
         self.head = nn.Linear(d_model, vocab_size)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -218,10 +233,10 @@ class DiT(nn.Module):
         for lin in (self.sigma_map.mlp[0], self.sigma_map.mlp[2]):
             nn.init.normal_(lin.weight, std=0.02)
         for block in self.blocks:
-            nn.init.zeros_(block.adaLN[-1].weight)
-            nn.init.zeros_(block.adaLN[-1].bias)
-        nn.init.zeros_(self.final.adaLN[-1].weight)
-        nn.init.zeros_(self.final.adaLN[-1].bias)
+            nn.init.zeros_(block.adaLN.weight)
+            nn.init.zeros_(block.adaLN.bias)
+        nn.init.zeros_(self.final.adaLN.weight)
+        nn.init.zeros_(self.final.adaLN.bias)
         nn.init.zeros_(self.final.head.weight)
         nn.init.zeros_(self.final.head.bias)
 
@@ -241,12 +256,15 @@ class DiT(nn.Module):
         return n - self.embed.weight.numel() if non_embedding else n
 
     def param_groups(self) -> dict[str, int]:
-        """Parameter counts by role: ``embedding``, ``blocks`` (attention + MLP), ``adaln``, ``cond``, ``head``."""
-        groups = {"embedding": self.embed.weight.numel(), "blocks": 0, "adaln": 0, "cond": 0, "head": 0}
+        """Parameter counts by role: ``embedding``, ``blocks`` (attention + MLP), ``norm`` (LayerNorm gains),
+        ``adaln``, ``cond``, ``head``."""
+        groups = {"embedding": self.embed.weight.numel(), "blocks": 0, "norm": 0, "adaln": 0, "cond": 0, "head": 0}
         for name, p in self.named_parameters():
             if name.startswith("embed."):
                 continue
-            if ".adaLN." in name or name.startswith("final.adaLN"):
+            if ".norm" in name or name.startswith("final.norm"):
+                groups["norm"] += p.numel()
+            elif ".adaLN." in name or name.startswith("final.adaLN"):
                 groups["adaln"] += p.numel()
             elif name.startswith("sigma_map."):
                 groups["cond"] += p.numel()

@@ -8,6 +8,11 @@ source tree with only torch installed::
 
     python bench/probe_throughput.py --preset micro --seq-len 128 --vocab 8192 --batch 64 --steps 10
     python bench/probe_throughput.py --skip-dit --mem-n 65536 --mem-vocab 32 8192
+    python bench/probe_throughput.py --skip-dit --threads 1 --mem-vocab 30522 --mem-ts 0.1 0.5 --mem-reps 2
+
+The memoriser lines give the time of the *irreducible pass* (the ``B x N`` Hamming distances by a chunked dense
+comparison, ``EmpiricalDenoiser.distances_dense``) and of a memoriser call on the same queries in the same run, and
+their ratio (issue 9's target: at most 3 at N = 65,536, L = 128, V = 30,522, B = 64, t = 0.1 and 0.5).
 """
 
 from __future__ import annotations
@@ -66,30 +71,64 @@ def bench_dit(args: argparse.Namespace, device: torch.device) -> None:
               f"{rate:10.1f} sequence-steps/s")
 
 
+def _timed(fn, device: torch.device, reps: int):
+    """(seconds per call, last result) of ``fn()``, after one untimed call."""
+    out = fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        del out
+        out = fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / reps, out
+
+
+def _legacy_check(train, V: int, z: torch.Tensor, tt: torch.Tensor, out: torch.Tensor) -> str:
+    """Compare with the pre-issue-9 memoriser (tests/oracles/_memoriser_legacy.py), float64: the contract is
+    1e-6 relative above -30, exact zeros stay -inf, dropped entries below e^-66."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.oracles._memoriser_legacy import LegacyEmpiricalDenoiser
+
+    t0 = time.perf_counter()
+    old = LegacyEmpiricalDenoiser(train, V, LogLinearSchedule(), dtype=torch.float64)(z.cpu(), tt.cpu())
+    dt = time.perf_counter() - t0
+    new = out.cpu().double()
+    big = old > -30
+    rel = ((new[big] - old[big]).abs() / old[big].abs().clamp_min(1e-300)).max().item()
+    absd = (new[big] - old[big]).abs().max().item()
+    zeros_ok = bool(torch.isneginf(new[torch.isneginf(old)]).all())
+    dropped = torch.isneginf(new) & torch.isfinite(old)
+    worst = old[dropped].max().item() if dropped.any() else float("-inf")
+    return (f"legacy {dt:.1f} s: above -30 max rel {rel:.2e} max abs {absd:.2e}; exact zeros kept {zeros_ok}; "
+            f"{int(dropped.sum())} entries dropped, largest {worst:.1f}")
+
+
 def bench_memoriser(args: argparse.Namespace, device: torch.device) -> None:
+    """Memoriser call vs the irreducible pass (the dense chunked B x N Hamming distances), same run, same queries."""
     for V in args.mem_vocab:
         g = torch.Generator().manual_seed(0)
         train = torch.randint(0, V, (args.mem_n, args.seq_len), generator=g)
         t0 = time.perf_counter()
         mem = EmpiricalDenoiser(train, V, LogLinearSchedule(), device=device, top_k=args.top_k)
-        mem._sparse_blocks()
+        mem.index()
         _sync(device)
-        build = time.perf_counter() - t0
-        print(f"memoriser N={args.mem_n} L={args.seq_len} V={V}: index built in {build:.2f} s")
-        x = train[: args.batch].to(device)
-        for t in args.mem_ts:
-            z = corrupt(x, float(mem.schedule.alpha(t)), V, generator=torch.Generator(device=device).manual_seed(1))
-            tt = torch.full((args.batch,), t, dtype=torch.float64, device=device)
-            mem(z, tt)  # warm-up
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.mem_reps):
-                out = mem(z, tt)
-            _sync(device)
-            dt = (time.perf_counter() - t0) / args.mem_reps
-            assert not torch.isnan(out).any()
-            print(f"memoriser N={args.mem_n} L={args.seq_len} V={V} B={args.batch} t={t:<6g}: {dt:7.3f} s/call, "
-                  f"{args.batch / dt:9.1f} sequence-steps/s")
+        print(f"memoriser N={args.mem_n} L={args.seq_len} V={V}: index built in {time.perf_counter() - t0:.2f} s")
+        for kind in args.mem_queries:
+            x = train[: args.batch] if kind == "train" else torch.randint(0, V, (args.batch, args.seq_len), generator=g)
+            for t in args.mem_ts:
+                gz = torch.Generator(device=device).manual_seed(1)
+                z = corrupt(x.to(device), float(mem.schedule.alpha(t)), V, generator=gz)
+                tt = torch.full((args.batch,), t, dtype=torch.float64, device=device)
+                t_dist, _ = _timed(lambda: mem.distances_dense(z), device, args.mem_reps)
+                t_mem, out = _timed(lambda: mem(z, tt), device, args.mem_reps)
+                assert not torch.isnan(out).any()
+                print(f"memoriser N={args.mem_n} L={args.seq_len} V={V} B={args.batch} {kind} t={t:<6g}: "
+                      f"irreducible pass {t_dist:7.3f} s, memoriser {t_mem:7.3f} s/call, ratio {t_mem / t_dist:5.2f}, "
+                      f"{args.batch / t_mem:9.1f} sequence-steps/s", flush=True)
+                if args.mem_legacy:
+                    print("    " + _legacy_check(train, V, z, tt, out), flush=True)
+                del out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-vocab", type=int, nargs="+", default=[32], help="memoriser vocabularies to time")
     ap.add_argument("--mem-ts", type=float, nargs="+", default=[1e-5, 0.1, 0.5], help="times t of the queries")
     ap.add_argument("--mem-reps", type=int, default=3)
+    ap.add_argument("--mem-queries", nargs="+", default=["train"], choices=["train", "unseen"],
+                    help="memoriser queries: corrupted training rows and/or corrupted unseen random rows")
+    ap.add_argument("--mem-legacy", action="store_true",
+                    help="also run the pre-issue-9 memoriser on the same queries and compare (slow)")
     ap.add_argument("--top-k", type=int, default=None, help="memoriser top-K (default exact)")
     ap.add_argument("--skip-dit", action="store_true")
     ap.add_argument("--skip-memoriser", action="store_true")

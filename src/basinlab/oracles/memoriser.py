@@ -9,30 +9,42 @@ with ``d^(-l)_n`` the Hamming distance between ``z_t`` and ``x^n`` over all posi
 ``d^(-l)_n = d_n - 1[x^n_l != z_l]`` (``d_n`` the full distance), every ``n`` with ``x^n_l = k`` has the same
 correction, so
 
-    x_θ,l(k) ∝ S_l(k) · (e^λ if k != z_l else 1),   S_l(k) = Σ_n exp(-λ d_n) 1[x^n_l = k].
+    x_θ,l(k) ∝ S_l(k) · (e^λ if k != z_l else 1),   S_l(k) = Σ_n exp(-λ (d_n - d_min)) 1[x^n_l = k]
 
-``S`` for all ``(l, k)`` at once is ``W [B, N]`` times the one-hot of the training set ``[N, L·V]``, a sparse
-matrix with ``N·L`` non-zeros: the exact method costs ``O(B N L)`` and never builds an ``[N, L, V]`` tensor.
+(the shift by the query's nearest distance ``d_min`` cancels in the normalisation). The exact method is one pass
+over the ``N·L`` training entries per query: a scatter-add of the row weights into ``[L, V]``.
 
-Underflow. The weights are shifted per query, ``exp(-λ (d_n - d_min))``. When one shift covers every row
-(``λ (d_max - d_min) <= 650``) that is all: one sparse pass. Otherwise (small ``t``, large ``λ``) the ``K``
-nearest rows of each query (``near_k``) are summed exactly in log space (a scatter log-sum-exp over ``[B, K, L]``)
-and the others go through the sparse product shifted to the nearest of *them*, cut into *bands* of width
-``Δ = floor(650 / λ)`` with their own shifts if their range still needs it; the parts are combined by a
-log-sum-exp. So every ``(l, k)`` that some training row supports gets a finite log-probability however far that row
-is, at the cost of one sparse pass in the common cases (a training row queried at small ``t``, whose only near
-neighbour is itself; an unseen query, whose distances cluster). Only tokens that no training row has at position
-``l`` get ``-inf`` (exact zeros). Never NaN.
+**Rows that cannot matter are skipped (the bound).** Let ``C = log N + 30 + log 10^16`` and
+``D = ceil(C / λ)``; only rows with ``d_n <= d_min + D`` are summed. Proof that this changes nothing measurable:
+a skipped row has ``d_n >= d_min + D + 1``, so ``d^(-l)_n >= d_n - 1 >= d_min + D`` at every ``l``, while the
+nearest row ``n*`` has ``d^(-l)_{n*} <= d_min``. Its leave-one-out weight relative to the nearest row's is
+therefore at most ``exp(-λ D) <= exp(-C)``, and all skipped rows together carry at most
+``N exp(-C) = 10^-16 e^-30`` of the total ``T_l = Σ_n w^(l)_n`` at every position. Hence
 
-``top_k`` keeps only the ``K`` nearest training rows (the near part, no far pass): an approximation for huge
-``N`` (SPEC 6). ``max_elements`` bounds the float64 work per query chunk (``chunk · L · V``), which matters for
-large ``V``.
+- an entry ``p = x_θ,l(k) >= e^-30`` changes by a factor within ``1 ± 2·10^-16`` (numerator and denominator each
+  lose at most ``10^-16 e^-30 T_l <= 10^-16 p T_l``): its log-probability moves by less than ``3·10^-16``,
+  below float64's resolution;
+- an entry supported *only* by skipped rows had ``p <= N e^-C < e^-66``; it becomes ``-inf``. Entries that no
+  training row supports (exact zeros) stay ``-inf``; every position keeps its nearest row, so no row of the
+  output is empty and nothing is NaN.
+
+Every kept weight is ``exp(-λ (d_n - d_min)) >= exp(-(C + λ))``, a normal float64 for ``λ <= 600`` (``λ_t`` is capped
+there; ``C + λ < 708``), so the sums need no log-space or banded accumulation.
+
+**How it is computed.** Distances ``d [B, N]``: from the inverted index of the training set (for each ``(l, k)``
+the rows holding ``k`` at ``l``) when the query's tokens are rare there, which costs ``Σ_l |rows(l, z_l)|`` per
+query instead of ``N·L``; else by a chunked dense comparison. Then per query either the *sparse* path (few kept
+rows: their ``K·L`` entries are summed by key in float64 and normalised per position, and only those entries are
+written) or the *dense* path (many kept rows: a float64 ``bincount`` over the ``N·L`` entries in key order, then a
+float64 log-softmax over ``[L, V]``). The output ``[B, L, V]`` in ``dtype`` (float32 by default) is filled with
+``-inf`` first; the cost of a call on a training-like query is that of writing the output.
+
+``top_k`` keeps only the ``K`` nearest rows (intersected with the bound above): an approximation for huge ``N``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
@@ -40,19 +52,27 @@ from basinlab.diffusion.process import bayes_log_posterior, emission_log_bonus
 from basinlab.diffusion.schedules import Schedule
 from basinlab.errors import BasinlabError
 
-# Largest exponent range accumulated in one band: exp(-650) ~ 1e-282 stays a normal float64.
-_BAND_EXPONENT = 650.0
-# Cap on λ so that a band is at least one distance level wide (α_t -> 1 makes λ -> inf).
+# Cap on λ (α_t -> 1 makes λ -> inf): keeps every kept weight a normal float64 (see the module docstring).
 _LAMBDA_MAX = 600.0
+# The skipped rows carry at most 10^-16 e^-30 of each position's total: log of the inverse.
+_CUT_EXPONENT = 30.0 + math.log(1e16)
+# Training rows per block of the dense distance comparison (a [B, rows, L] int16 temporary stays in cache).
+_DENSE_ROWS = 256
+
+
+def keep_radius(lam: torch.Tensor, n_rows: int, length: int) -> torch.Tensor:
+    """``D = ceil((log N + 30 + log 1e16) / λ)`` per query (long ``[B]``, at most ``L``): rows with
+    ``d_n <= d_min + D`` are summed, the others carry less than ``1e-16 e^-30`` of any position's mass."""
+    c = math.log(n_rows) + _CUT_EXPONENT
+    return torch.ceil(c / lam.clamp_min(1e-300)).clamp(max=float(length)).long()
 
 
 class EmpiricalDenoiser:
     """Leave-one-out Bayes denoiser of the empirical distribution of ``train`` (SPEC 6, "memoriser").
 
     ``denoiser(z_t: long [B, L], t: float64 [B]) -> log x_θ [B, L, V]`` (``dtype``, float32 by default; exact zeros
-    are ``-inf``). ``chunk_size`` is the training rows per sparse block (default ``max(4096, 2V)``);
-    ``max_elements`` the float64 work ``queries · L · V`` per query chunk; ``near_k`` the rows summed exactly per
-    query before the sparse pass when one shift cannot cover every row.
+    and entries below ``e^-66`` carried only by far rows are ``-inf``, see the module docstring).
+    ``max_elements`` bounds the index and pair arrays built per group of queries.
     """
 
     def __init__(
@@ -60,12 +80,10 @@ class EmpiricalDenoiser:
         train: torch.Tensor,
         vocab_size: int,
         schedule: Schedule,
-        chunk_size: int | None = None,
         top_k: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-        max_elements: int = 1 << 25,
-        near_k: int = 64,
+        max_elements: int = 1 << 24,
     ) -> None:
         train = torch.as_tensor(train)
         if train.dim() != 2 or train.shape[0] < 1:
@@ -84,61 +102,67 @@ class EmpiricalDenoiser:
         self.train = train.to(self.device)
         self.vocab_size = int(vocab_size)
         self.schedule = schedule
-        # Sparse blocks of ~4096 rows keep the weights in cache; large V needs bigger blocks (fewer passes
-        # over the [L·V, B] accumulator). Measured on a CPU (docs/PERFORMANCE.md).
-        self.chunk_size = int(chunk_size) if chunk_size is not None else max(4096, 2 * int(vocab_size))
         self.top_k = None if top_k is None else min(int(top_k), train.shape[0])
         self.dtype = dtype
         self.max_elements = int(max_elements)
         self.N, self.L = train.shape
-        self.near_k = max(1, min(int(near_k), self.N))
-        self._blocks: list[tuple[int, int, torch.Tensor, torch.Tensor]] | None = None
+        # A query goes the dense way when it keeps more rows than this (speed only: both ways are exact).
+        self.dense_above = (self.N + 8 * self.vocab_size) // 16
+        self._index: dict[str, torch.Tensor] | None = None
 
     def __repr__(self) -> str:
         return f"EmpiricalDenoiser(N={self.N}, L={self.L}, V={self.vocab_size}, top_k={self.top_k})"
 
     # ----------------------------------------------------------------------------------------------------------
-    def _sparse_blocks(self) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """Per chunk of ``N``: the one-hot ``[n, L·V]`` (float32, for distances) and its transpose (float64)."""
-        if self._blocks is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-                blocks = []
-                L, V = self.L, self.vocab_size
-                offs = torch.arange(L, device=self.device) * V
-                for n0 in range(0, self.N, self.chunk_size):
-                    x = self.train[n0 : n0 + self.chunk_size]
-                    n = x.shape[0]
-                    cols = (x + offs).reshape(-1)  # row-major: row r has L entries, one per position
-                    crow = torch.arange(0, n * L + 1, L, device=self.device)
-                    a = torch.sparse_csr_tensor(
-                        crow, cols, torch.ones(n * L, dtype=torch.float32, device=self.device), size=(n, L * V)
-                    )
-                    # Transpose: rows are (l, k), columns the training rows holding k at l.
-                    order = torch.argsort(cols, stable=True)
-                    counts = torch.bincount(cols, minlength=L * V)
-                    crow_t = torch.zeros(L * V + 1, dtype=torch.long, device=self.device)
-                    crow_t[1:] = torch.cumsum(counts, 0)
-                    at = torch.sparse_csr_tensor(
-                        crow_t, order // L, torch.ones(n * L, dtype=torch.float64, device=self.device),
-                        size=(L * V, n),
-                    )
-                    blocks.append((n0, n, a, at))
-                self._blocks = blocks
-        return self._blocks
+    def index(self) -> dict[str, torch.Tensor]:
+        """The training entries in key order (``key = l·V + k``): ``keys``, ``rows`` (int32 ``[N·L]``), ``crow``
+        (``[L·V + 1]``, where each key's rows start), and the tokens as int16/int32 ``narrow [N, L]``."""
+        if self._index is None:
+            L, V = self.L, self.vocab_size
+            cols = (self.train + torch.arange(L, device=self.device) * V).reshape(-1)  # entry e = n·L + l
+            order = torch.argsort(cols, stable=True)
+            crow = torch.zeros(L * V + 1, dtype=torch.long, device=self.device)
+            crow[1:] = torch.cumsum(torch.bincount(cols, minlength=L * V), 0)
+            narrow = torch.int16 if V <= 32767 else torch.int32
+            self._index = {
+                "keys": cols[order].to(torch.int32 if L * V < 2**31 else torch.long),
+                "rows": (order // L).to(torch.int32),
+                "crow": crow,
+                "narrow": self.train.to(narrow),
+            }
+        return self._index
 
     def distances(self, z_t: torch.Tensor) -> torch.Tensor:
         """Full Hamming distances ``d [B, N]`` (int32) between each query and every training sequence."""
-        B, L = z_t.shape
-        V = self.vocab_size
-        oz = torch.zeros(L * V, B, dtype=torch.float32, device=self.device)
-        rows = (z_t + torch.arange(L, device=self.device) * V).T.reshape(-1)
-        oz[rows, torch.arange(B, device=self.device).repeat(L)] = 1.0
+        z_t = z_t.to(self.device).long()
+        ix = self.index()
+        keys = z_t + torch.arange(self.L, device=self.device) * self.vocab_size
+        counts = (ix["crow"][keys + 1] - ix["crow"][keys]).reshape(-1)  # rows sharing each query token
+        if int(counts.sum()) * 4 <= z_t.shape[0] * self.N * self.L and int(counts.sum()) <= self.max_elements:
+            return self._distances_inverted(keys.reshape(-1), counts, z_t.shape[0])
+        return self.distances_dense(z_t)
+
+    def distances_dense(self, z_t: torch.Tensor) -> torch.Tensor:
+        """``d [B, N]`` by comparing every training entry with the query, in blocks of rows: the irreducible
+        ``O(B N L)`` pass of a memoriser that does not index its training set."""
+        x = self.index()["narrow"]
+        z = z_t.to(self.device).to(x.dtype)
+        B = z.shape[0]
         d = torch.empty(B, self.N, dtype=torch.int32, device=self.device)
-        for n0, n, a, _ in self._sparse_blocks():
-            matches = (a @ oz).T  # [B, n], exact small integers
-            d[:, n0 : n0 + n] = L - matches.to(torch.int32)  # float32 sums of ones <= L are exact
+        for n0 in range(0, self.N, _DENSE_ROWS):
+            d[:, n0 : n0 + _DENSE_ROWS] = (x[None, n0 : n0 + _DENSE_ROWS] != z[:, None]).sum(-1, dtype=torch.int32)
         return d
+
+    def _distances_inverted(self, keys: torch.Tensor, counts: torch.Tensor, B: int) -> torch.Tensor:
+        """``d = L - matches``, the matches counted from the rows listed under each query token."""
+        ix = self.index()
+        total = int(counts.sum())
+        seg = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)  # (b, l) per entry
+        first = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(total, device=self.device) - first[seg] + ix["crow"][keys][seg]
+        hits = (seg // self.L) * self.N + ix["rows"][pos]
+        matches = torch.bincount(hits, minlength=B * self.N).reshape(B, self.N)
+        return (self.L - matches).to(torch.int32)
 
     def lam(self, t: torch.Tensor) -> torch.Tensor:
         """``λ_t`` per row, float64 ``[B]``, capped at a large finite value."""
@@ -149,7 +173,7 @@ class EmpiricalDenoiser:
         """``log p(x_l | z_t)``, float64 ``[B, L, V]``: the Bayes combination of the leave-one-out one (SPEC 3, 4)."""
         z_t = z_t.to(self.device).long()
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(z_t.shape[0])
-        log_x = self._loo(z_t, t)
+        log_x = self._loo(z_t, t, torch.float64)
         return bayes_log_posterior(log_x, z_t, self.schedule.alpha(t.cpu()).to(self.device))
 
     # ----------------------------------------------------------------------------------------------------------
@@ -159,92 +183,82 @@ class EmpiricalDenoiser:
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(z_t.shape[0])
         return self._loo(z_t, t, self.dtype)
 
-    def _loo(self, z_t: torch.Tensor, t: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The leave-one-out log-posterior, query chunk by query chunk. Sums run in float64; the final
-        normalisation in ``dtype`` (float32 halves the memory traffic of the ``[B, L, V]`` passes)."""
+    def _loo(self, z_t: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The leave-one-out log-posterior, written into a ``-inf``-filled ``[B, L, V]`` output."""
         with torch.inference_mode():
             B, L = z_t.shape
             if L != self.L:
                 raise BasinlabError(f"query length {L} differs from the training length {self.L}")
             lam = self.lam(t)
-            step = max(1, self.max_elements // (L * self.vocab_size))
-            if step >= B:
-                return self._loo_chunk(z_t, lam, dtype)
-            out = torch.empty(B, L, self.vocab_size, dtype=dtype, device=self.device)
+            out = torch.full((B, L, self.vocab_size), -math.inf, dtype=dtype, device=self.device)
+            step = max(1, self.max_elements // self.N)  # queries per distance matrix
             for b0 in range(0, B, step):
-                out[b0 : b0 + step] = self._loo_chunk(z_t[b0 : b0 + step], lam[b0 : b0 + step], dtype)
+                sl = slice(b0, min(B, b0 + step))
+                self._loo_chunk(z_t[sl], lam[sl], out[sl])
             return out
 
-    def _loo_chunk(self, z_t: torch.Tensor, lam: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        B, L = z_t.shape
+    def kept_rows(self, d: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(keep [B, N] bool, d_min [B])``: the rows within the bound of the module docstring (and the ``top_k``
+        nearest when set)."""
+        dmin = d.min(1).values
+        keep = d <= (dmin + keep_radius(lam, self.N, self.L))[:, None]
+        if self.top_k is not None and self.top_k < self.N:
+            idx = torch.topk(d, self.top_k, dim=1, largest=False).indices
+            keep &= torch.zeros_like(keep).scatter_(1, idx, True)
+        return keep, dmin
+
+    def _loo_chunk(self, z_t: torch.Tensor, lam: torch.Tensor, out: torch.Tensor) -> None:
         d = self.distances(z_t)
-        if self.top_k is not None:  # approximation: the K nearest rows only
-            dk, idx = torch.topk(d, min(self.top_k, self.N), dim=1, largest=False, sorted=False)
-            log_s = self._log_s_near(idx, dk - dk.min(1, keepdim=True).values, lam)
-        else:
-            dmin = d.min(1).values
-            span = (d.max(1).values - dmin).to(torch.float64)
-            if bool((lam * span <= _BAND_EXPONENT).all()) or self.near_k >= self.N:
-                # One shift covers every row (or every row is near): a single pass.
-                log_s = (self._log_s_far(d, None, dmin, lam) if self.near_k < self.N
-                         else self._log_s_near(torch.arange(self.N, device=self.device).expand(B, -1),
-                                               d - dmin[:, None], lam))
-            else:
-                dk, idx = torch.topk(d, self.near_k, dim=1, largest=False, sorted=False)  # the near rows
-                log_s = torch.logaddexp(self._log_s_near(idx, dk - dmin[:, None], lam),
-                                        self._log_s_far(d, idx, dmin, lam))
-        # Leave-one-out correction: the e^λ factor of every k != z_l, then normalise over k. Relative to d_min the
-        # dominant entries are O(1), so the work dtype loses nothing that matters.
-        log_s = log_s.to(dtype if dtype == torch.float64 else torch.float32).contiguous()
-        bonus = lam.to(log_s.dtype).reshape(B, 1, 1).expand(B, L, 1)
-        log_s.add_(bonus)
-        log_s.scatter_add_(-1, z_t.unsqueeze(-1), -bonus)
-        return torch.log_softmax(log_s, dim=-1)
+        keep, dmin = self.kept_rows(d, lam)
+        rel = (d - dmin[:, None]).to(torch.float64)
+        n_keep = keep.sum(1)
+        dense = n_keep > self.dense_above
+        for b in torch.nonzero(dense).flatten().tolist():
+            w = torch.where(keep[b], torch.exp(-lam[b] * rel[b]), 0.0)
+            self._dense_query(z_t[b], w, lam[b], out[b])
+        sparse = torch.nonzero(~dense).flatten()
+        if sparse.numel() == 0:
+            return
+        # Groups of sparse queries whose kept entries fit in max_elements; each writes only its supported entries.
+        cost = torch.cumsum(n_keep[sparse] * self.L, 0)
+        group = torch.div(cost - 1, max(self.max_elements, self.L), rounding_mode="floor")
+        for gid in torch.unique(group).tolist():
+            qs = sparse[group == gid]
+            qb, n = torch.nonzero(keep[qs], as_tuple=True)
+            qb = qs[qb]
+            self._sparse_queries(z_t, qb, n, torch.exp(-lam[qb] * rel[qb, n]), lam, out)
 
-    def _log_s_near(self, idx: torch.Tensor, rel: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """``log Σ_{n near} exp(-λ (d_n - d_min)) 1[x^n_l = k]``, ``[B, L, V]``: exact scatter log-sum-exp."""
-        B, K = idx.shape
+    def _dense_query(self, z: torch.Tensor, w: torch.Tensor, lam: torch.Tensor, out: torch.Tensor) -> None:
+        """One query's ``log x_θ`` into ``out [L, V]`` from its row weights ``w [N]`` (float64, zero for skipped
+        rows). The normaliser ``Z_l = e^λ Σ_{k != z_l} S_l(k) + S_l(z_l)`` comes from row sums (no exp pass)."""
+        ix = self.index()
         L, V = self.L, self.vocab_size
-        xk = self.train[idx]  # [B, K, L]
-        flat = (xk + torch.arange(L, device=self.device) * V).reshape(B, K * L)  # index into [L·V]
-        lw = (-lam[:, None] * rel.to(torch.float64))[:, :, None].expand(B, K, L).reshape(B, K * L)
-        mx = torch.full((B, L * V), -math.inf, dtype=torch.float64, device=self.device)
-        mx.scatter_reduce_(1, flat, lw, reduce="amax", include_self=True)
-        s = torch.zeros(B, L * V, dtype=torch.float64, device=self.device)
-        s.scatter_add_(1, flat, torch.exp(lw - mx.gather(1, flat)))
-        return (torch.log(s) + mx).reshape(B, L, V)  # log 0 + (-inf) = -inf where no near row has k at l
+        s = torch.bincount(ix["keys"], weights=torch.index_select(w, 0, ix["rows"]), minlength=L * V).reshape(L, V)
+        at = (torch.arange(L, device=self.device), z)
+        s_z = s[at]
+        s[at] = 0.0
+        log_z = torch.logaddexp(torch.log(s.sum(1)) + lam, torch.log(s_z))
+        s[at] = s_z
+        log_s = torch.log(s, out=s)
+        log_s.sub_((log_z - lam)[:, None])  # log S + λ - log Z for every k != z_l ...
+        log_s[at] -= lam  # ... and log S - log Z at z_l
+        out.copy_(log_s)
 
-    def _log_s_far(
-        self, d: torch.Tensor, near: torch.Tensor | None, dmin: torch.Tensor, lam: torch.Tensor
-    ) -> torch.Tensor:
-        """``log S_l(k) + λ d_min`` of all rows but the ``near`` ones (None: all rows) by the sparse product,
-        banded when the range needs it."""
-        B = d.shape[0]
+    def _sparse_queries(
+        self, z: torch.Tensor, qb: torch.Tensor, n: torch.Tensor, w: torch.Tensor, lam: torch.Tensor,
+        out: torch.Tensor,
+    ) -> None:
+        """Write ``log x_θ`` of the queries in ``qb`` into ``out [B, L, V]`` (``-inf``-filled) from their kept pairs
+        (query ``qb``, row ``n``, weight ``w``): the entries summed by key in float64, normalised per position."""
         L, V = self.L, self.vocab_size
-        is_near = torch.zeros(B, self.N, dtype=torch.bool, device=self.device)
-        if near is not None:
-            is_near.scatter_(1, near, True)
-        big = torch.iinfo(torch.int32).max
-        dfar = torch.where(is_near, big, d).min(1).values
-        span = (torch.where(is_near, dfar[:, None], d).max(1).values - dfar).to(torch.float64)
-        width = torch.floor(_BAND_EXPONENT / lam.clamp_min(1e-300)).clamp(1.0, float(L + 1))  # Δ per query
-        nbands = int((torch.floor(span / width) + 1).max())
-        acc = torch.zeros(L * V, nbands * B, dtype=torch.float64, device=self.device)
-        cols = torch.arange(B, device=self.device)
-        for n0, n, _, at in self._sparse_blocks():
-            rel = (d[:, n0 : n0 + n] - dfar[:, None]).to(torch.float64).clamp_min(0.0)  # [B, n]
-            keep = ~is_near[:, n0 : n0 + n]
-            if nbands == 1:
-                wt = torch.where(keep, torch.exp(-lam[:, None] * rel), 0.0).T.contiguous()  # in (e^-650, 1]
-            else:
-                band = torch.floor(rel / width[:, None]).clamp_max(nbands - 1)
-                w = torch.where(keep, torch.exp(-lam[:, None] * (rel - band * width[:, None])), 0.0)
-                wt = torch.zeros(n, nbands * B, dtype=torch.float64, device=self.device)
-                wt.scatter_(1, (band.long() * B + cols[:, None]).T, w.T)  # column of (band, query)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                acc.addmm_(at, wt)  # in place: no [L·V, B] temporary per block
-        log_acc = torch.log(acc).reshape(L, V, nbands, B).permute(3, 0, 1, 2)  # [B, L, V, bands]
-        j = torch.arange(nbands, device=self.device, dtype=torch.float64)
-        shift = -lam[:, None] * ((dfar - dmin).to(torch.float64)[:, None] + width[:, None] * j)  # [B, bands]
-        return torch.logsumexp(log_acc + shift[:, None, None, :], dim=-1)
+        key = ((qb[:, None] * L + torch.arange(L, device=self.device)) * V + self.train[n]).reshape(-1)
+        uniq, inv = torch.unique(key, return_inverse=True)  # sorted: the keys of one position are contiguous
+        s = torch.zeros(uniq.numel(), dtype=torch.float64, device=self.device)
+        s.index_add_(0, inv, w[:, None].expand(-1, L).reshape(-1))
+        pos = torch.div(uniq, V, rounding_mode="floor")  # b·L + l
+        log_s = torch.log(s) + torch.where(uniq - pos * V != z.reshape(-1)[pos], lam[pos // L], 0.0)
+        mx = torch.full((z.numel(),), -math.inf, dtype=torch.float64, device=self.device)
+        mx.scatter_reduce_(0, pos, log_s, reduce="amax")
+        tot = torch.zeros(z.numel(), dtype=torch.float64, device=self.device)
+        tot.index_add_(0, pos, torch.exp(log_s - mx[pos]))
+        out.view(-1)[uniq] = (log_s - (mx + torch.log(tot))[pos]).to(out.dtype)

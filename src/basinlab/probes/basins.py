@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from basinlab.diffusion import corrupt, n_denoiser_calls, reverse_chain
+from basinlab.diffusion.packed import chain_keys, packed_chains
+from basinlab.errors import BasinlabError
 from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar
 from basinlab.probes.results import ProbeResult, child_seed, summarize
 
@@ -72,12 +74,18 @@ def basin_test(
     final_greedy: bool = True,
     n_boot: int = 200,
     device: torch.device | str | None = None,
+    engine: str = "auto",
 ) -> ProbeResult:
     """Perturb-and-restore test of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
     ``.arrays``: ``ts`` ``[n_t]``, per sequence ``recovery`` (NaN where nothing changed), ``exact``, ``unstable``
     ``[n_t, M]``; per token ``changed``, ``recovered``, ``failed`` (bool) and ``corrupted``, ``restored`` (ids)
     ``[n_t, M, L]``; ``real_mask [M, L]``.
+
+    ``engine``: ``loop`` runs each ``t``'s chains batch by batch with one generator per ``t``; ``packed`` runs all
+    ``n_t · M`` chains through :func:`~basinlab.diffusion.packed.packed_chains` (full batches across ``t``, per-chain
+    RNG, no host synchronisation per step: the fast path on a GPU; stochastic chains only). Both draw from the same
+    distributions, with different random numbers. ``auto``: ``packed`` on CUDA for stochastic chains, else ``loop``.
     """
     V = denoiser.vocab_size
     seqs, mask = check_seqs(seqs, V, real_mask)
@@ -91,22 +99,19 @@ def basin_test(
     unstable = torch.full((nt, M), float("nan"), dtype=torch.float64)
     changed_all = torch.zeros(nt, M, L, dtype=torch.bool)
     ok_all = torch.zeros(nt, M, L, dtype=torch.bool)
-    z_all = torch.zeros(nt, M, L, dtype=torch.long)
-    out_all = torch.zeros(nt, M, L, dtype=torch.long)
-    total = sum(n_denoiser_calls(steps, t) for t in ts) * len(range(0, M, batch_size))
-    bar = progress_bar(total, f"basins {set_name}".strip(), progress)
+    if engine == "auto":
+        engine = "packed" if dev.type == "cuda" and not greedy else "loop"
+    if engine == "packed":
+        if greedy:
+            raise BasinlabError("engine='packed' runs stochastic chains; use engine='loop' for greedy=True")
+        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev)
+    elif engine == "loop":
+        z_all, out_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress,
+                               set_name)
+    else:
+        raise BasinlabError(f"unknown basin-test engine '{engine}'; use auto, loop or packed")
     with torch.inference_mode():
         for i, t in enumerate(ts):
-            g = make_generator(child_seed(seed, PROBE, t), dev)
-            a_t = float(denoiser.schedule.alpha(t))
-            for sl in batches(M, batch_size):
-                x = seqs[sl].to(dev)
-                z = corrupt(x, a_t, V, generator=g)
-                out = reverse_chain(
-                    denoiser, z, t, steps, greedy=greedy, final_greedy=final_greedy, generator=g,
-                    callback=lambda *_: bar.update(1),
-                )
-                z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
             changed_all[i] = (z_all[i] != seqs) & mask
             ok_all[i] = out_all[i] == seqs
             n_changed = changed_all[i].sum(1)
@@ -121,7 +126,6 @@ def basin_test(
             res.add(PROBE, set_name, t, "n_unchanged", {"value": int((n_changed == 0).sum()), "n": M})
             pooled = float((changed_all[i] & ok_all[i]).sum()) / max(1, int(n_changed.sum()))
             res.add(PROBE, set_name, t, "recovery_rate_tokens", {"value": pooled, "n": int(n_changed.sum())})
-    bar.close()
     means = [float(torch.nanmean(rec[i])) if (~rec[i].isnan()).any() else float("nan") for i in range(nt)]
     radius, area = basin_radius(ts, means), basin_area(ts, means)
     boot_r, boot_a = _bootstrap(ts, rec, n_boot, child_seed(seed, PROBE, "bootstrap"))
@@ -133,6 +137,48 @@ def basin_test(
         corrupted=z_all, restored=out_all, real_mask=mask,
     )
     return res
+
+
+def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress, set_name):
+    """``(z_all, out_all)`` ``[n_t, M, L]``: each ``t``'s chains batch by batch (one generator per ``t``)."""
+    M, L = seqs.shape
+    z_all = torch.zeros(len(ts), M, L, dtype=torch.long)
+    out_all = torch.zeros(len(ts), M, L, dtype=torch.long)
+    total = sum(n_denoiser_calls(steps, t) for t in ts) * len(range(0, M, batch_size))
+    bar = progress_bar(total, f"basins {set_name}".strip(), progress)
+    with torch.inference_mode():
+        for i, t in enumerate(ts):
+            g = make_generator(child_seed(seed, PROBE, t), dev)
+            a_t = float(denoiser.schedule.alpha(t))
+            for sl in batches(M, batch_size):
+                x = seqs[sl].to(dev)
+                z = corrupt(x, a_t, denoiser.vocab_size, generator=g)
+                out = reverse_chain(
+                    denoiser, z, t, steps, greedy=greedy, final_greedy=final_greedy, generator=g,
+                    callback=lambda *_: bar.update(1),
+                )
+                z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
+    bar.close()
+    return z_all, out_all
+
+
+def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev):
+    """``(z_all, out_all)`` ``[n_t, M, L]``: every chain of every ``t`` packed into full batches, longest first;
+    chain ``(i, m)`` has key ``chain_keys(seed', i·M + m)`` whatever the packing."""
+    M, L = seqs.shape
+    nt = len(ts)
+    order = sorted(range(nt), key=lambda i: -ts[i])  # chains from large t are the longest: start them first
+    x = torch.cat([seqs for _ in order]).to(dev)
+    ids = torch.cat([torch.arange(M) + i * M for i in order])
+    keys = chain_keys(child_seed(seed, PROBE, "packed"), ids)
+    t_starts = [ts[i] for i in order for _ in range(M)]
+    with torch.inference_mode():
+        z, out = packed_chains(denoiser, x, t_starts, keys, steps, batch_size, final_greedy)
+    z_all = torch.zeros(nt, M, L, dtype=torch.long)
+    out_all = torch.zeros(nt, M, L, dtype=torch.long)
+    for j, i in enumerate(order):
+        z_all[i], out_all[i] = z[j * M : (j + 1) * M].cpu(), out[j * M : (j + 1) * M].cpu()
+    return z_all, out_all
 
 
 def _bootstrap(ts: list[float], rec: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

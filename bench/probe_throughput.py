@@ -72,15 +72,16 @@ def bench_dit(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def _timed(fn, device: torch.device, reps: int):
-    """(seconds per call, last result) of ``fn()``, after one untimed call."""
+    """(wall seconds per call, CPU seconds of this process per call, last result) of ``fn()``, after one untimed
+    call. On a shared CPU the CPU time of a single-threaded run is the steadier figure."""
     out = fn()
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(reps):
         del out
         out = fn()
     _sync(device)
-    return (time.perf_counter() - t0) / reps, out
+    return (time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps, out
 
 
 def _legacy_check(train, V: int, z: torch.Tensor, tt: torch.Tensor, out: torch.Tensor) -> str:
@@ -120,11 +121,12 @@ def bench_memoriser(args: argparse.Namespace, device: torch.device) -> None:
                 gz = torch.Generator(device=device).manual_seed(1)
                 z = corrupt(x.to(device), float(mem.schedule.alpha(t)), V, generator=gz)
                 tt = torch.full((args.batch,), t, dtype=torch.float64, device=device)
-                t_dist, _ = _timed(lambda: mem.distances_dense(z), device, args.mem_reps)
-                t_mem, out = _timed(lambda: mem(z, tt), device, args.mem_reps)
+                t_dist, c_dist, _ = _timed(lambda m=mem, q=z: m.distances_dense(q), device, args.mem_reps)
+                t_mem, c_mem, out = _timed(lambda m=mem, q=z, u=tt: m(q, u), device, args.mem_reps)
                 assert not torch.isnan(out).any()
                 print(f"memoriser N={args.mem_n} L={args.seq_len} V={V} B={args.batch} {kind} t={t:<6g}: "
-                      f"irreducible pass {t_dist:7.3f} s, memoriser {t_mem:7.3f} s/call, ratio {t_mem / t_dist:5.2f}, "
+                      f"irreducible pass {t_dist:7.3f} s (cpu {c_dist:.3f}), memoriser {t_mem:7.3f} s/call "
+                      f"(cpu {c_mem:.3f}), ratio {t_mem / t_dist:5.2f} wall, {c_mem / max(c_dist, 1e-9):5.2f} cpu, "
                       f"{args.batch / t_mem:9.1f} sequence-steps/s", flush=True)
                 if args.mem_legacy:
                     print("    " + _legacy_check(train, V, z, tt, out), flush=True)

@@ -7,8 +7,13 @@ tokens with times drawn as in training. Runs from the source tree with only torc
     python bench/train_throughput.py --preset tiny --seq-len 128 --batch 64 --steps 20 --precision bf16
 
 MFU = achieved FLOP/s / peak FLOP/s, with FLOPs per token = 6 N + 12 n_layer d L (PaLM/nanoGPT; see
-``basinlab.models.dit.count_flops_per_token``). Peak: ``--peak-tflops``, else 989 TFLOP/s (H100/H200 bf16
-dense) on those GPUs, 312 on A100; on a CPU the peak is MEASURED with a large fp32 matmul and said so.
+``basinlab.models.dit.count_flops_per_token``). Peak: ``--peak-tflops``, else MEASURED in the same run: a large
+bf16 matmul on a GPU (issue 9: MFU against the measured peak; the datasheet figure is printed beside it), a large
+fp32 matmul on a CPU.
+
+``--compile``: ``none`` (eager), ``model`` (``torch.compile`` of the network alone, as ``train.compile`` does
+today) or ``step`` (the network, the log-softmax and the loss compiled together, so the ``[B, L, V]`` passes of
+the NELBO integrand fuse; backward, clipping and the fused AdamW stay as in the trainer).
 """
 
 from __future__ import annotations
@@ -51,6 +56,23 @@ def gpu_peak(device: torch.device) -> tuple[float | None, str]:
     return None, f"{name}: unknown peak, pass --peak-tflops"
 
 
+def measure_gpu_peak(device: torch.device, n: int = 8192, reps: int = 30) -> float:
+    """bf16 matmul FLOP/s of this GPU, measured: the best of three timings of ``reps`` ``n x n x n`` products."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        torch.cuda.synchronize(device)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="micro", choices=list(PRESETS))
@@ -61,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--compile", nargs="?", const="model", default="none", choices=["none", "model", "step"],
+                    help="torch.compile: none, model (the network alone) or step (network + loss); bare = model")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's default)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU, in TFLOP/s")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args(argv)
@@ -76,8 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.preset, args.vocab, args.seq_len).to(device)
     flops_tok = model.flops_per_token(args.seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, **({"fused": True} if device.type == "cuda" else {}))
-    step_fn = model if not args.compile else torch.compile(model)
+    fwd = torch.compile(model, mode=args.compile_mode) if args.compile == "model" else model
     sched = LogLinearSchedule()
+
+    def loss_fn(z, sigma, x, a, da):
+        with autocast(device, amp):
+            logits = fwd(z, sigma)
+        return nelbo_integrand(x, z, torch.log_softmax(logits.float(), -1), a, da).mean()
+
+    loss_step = torch.compile(loss_fn, mode=args.compile_mode) if args.compile == "step" else loss_fn
     g = torch.Generator().manual_seed(0)
     B, L, V = args.batch, args.seq_len, args.vocab
     x = torch.randint(0, V, (B, L), generator=g).to(device)
@@ -87,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         a = sched.alpha(t)
         keep = torch.rand(B, L, generator=g, dtype=torch.float64) < a[:, None]
         z = torch.where(keep.to(device), x, torch.randint(0, V, (B, L), generator=g).to(device))
-        with autocast(device, amp):
-            logits = step_fn(z, sched.sigma(t).float().to(device))
-        f = nelbo_integrand(x, z, torch.log_softmax(logits.float(), -1), a.to(device), sched.dalpha(t).to(device))
-        f.mean().backward()
+        loss = loss_step(z, sched.sigma(t).float().to(device), x, a.to(device), sched.dalpha(t).to(device))
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -113,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.peak_tflops:
         peak, peak_note = args.peak_tflops * 1e12, f"given: {args.peak_tflops:g} TFLOP/s"
     elif device.type == "cuda":
-        peak, peak_note = gpu_peak(device)
+        sheet, sheet_note = gpu_peak(device)
+        peak = measure_gpu_peak(device)
+        peak_note = f"MEASURED bf16 matmul peak {peak / 1e12:.0f} TFLOP/s; datasheet {sheet_note}"
+        if sheet:
+            peak_note += f" (MFU vs datasheet {100 * achieved / sheet:.1f}%)"
     else:
         peak = measure_cpu_peak()
         threads = torch.get_num_threads()
@@ -125,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         dev_name = f"cpu ({torch.get_num_threads()} threads)"
     print(f"preset={args.preset} params={model.num_params() / 1e6:.2f}M (non-embedding "
           f"{model.num_params(True) / 1e6:.2f}M) V={V} L={L} batch={B} device={dev_name} "
-          f"precision={'bf16' if amp else 'fp32'} compile={args.compile}")
+          f"precision={'bf16' if amp else 'fp32'} compile={args.compile}"
+          f"{'' if args.compile_mode is None else ' mode=' + args.compile_mode}")
     print(f"step {dt * 1000:.1f} ms  tokens/s {tok_s:,.0f}  model FLOPs/token {flops_tok / 1e6:.1f}M  "
           f"achieved {achieved / 1e12:.3f} TFLOP/s")
     if peak:

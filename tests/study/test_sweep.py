@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from basinlab.study.store import ResultStore, RunKey
 from basinlab.study.sweep import (
     ORACLE_EMPIRICAL,
     ORACLE_MARKOV,
+    expand_devices,
     geometric_sizes,
     parse_shard,
     plan_runs,
@@ -190,10 +192,24 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
 
 
+def test_device_lists_expand():
+    assert expand_devices(["cuda:0*3", "cuda:1"]) == ["cuda:0"] * 3 + ["cuda:1"]
+    assert expand_devices(["cpu", "cpu"]) == ["cpu", "cpu"]
+    auto = expand_devices(["auto*64"])
+    if torch.cuda.is_available():
+        assert auto == ["cuda:0"] * 64
+    else:
+        assert auto == ["cpu"] * min(64, os.cpu_count() or 1)  # at most one CPU worker per core
+    assert expand_devices(["auto"]) == ["cuda:0" if torch.cuda.is_available() else "cpu"]
+    for bad in ("cpu*0", "cpu*x", "*2"):
+        with pytest.raises(BasinlabError, match="DEVICE\\*K"):
+            expand_devices([bad])
+
+
 def test_two_cpu_workers_equal_one_process(tmp_path):
     cfg = toy_cfg(tmp_path, ["sweep.sizes=[8, 16]", "sweep.oracles=false"])
     one = run_sweep(cfg, tmp_path / "one", progress=False)
-    two = run_sweep(cfg, tmp_path / "two", progress=False, devices=["cpu", "cpu"])
+    two = run_sweep(cfg, tmp_path / "two", progress=False, devices=["cpu*2"])
     assert (two / "results.csv").read_bytes() == (one / "results.csv").read_bytes()
     assert (two / "worker-0.log").exists() and (two / "worker-1.log").exists()
 

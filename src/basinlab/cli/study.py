@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", help="run only shard i of n (i/n, 0-based), e.g. for a cluster job array")
     p.add_argument(
         "--devices",
-        help="comma-separated devices, one worker process each (e.g. cuda:0,cuda:1 or cpu,cpu); "
-        "default: sweep.devices",
+        help="comma-separated devices, one worker process each (e.g. cuda:0,cuda:1 or cpu,cpu; DEV*K repeats, "
+        "e.g. cuda:0*4 for four workers on one GPU; auto = cuda:0 if available else cpu); default: sweep.devices",
     )
     p.add_argument("--plan", action="store_true",
                    help="print the runs (of this shard) with their status and training commands, then exit")

@@ -13,7 +13,8 @@ mode). Draws, all exact (SPEC 3): the corruption ``z_t ~ q_t(. | x)``; each reve
 host synchronisation, one pass over ``[B, L, V]``); the final step (argmax or drawn) of SPEC 3.
 
 The slot bookkeeping depends only on the ``t_start`` of the chains, so it lives on the host and the device is never
-waited for inside the loop. Stochastic chains only (greedy chains use :func:`~basinlab.diffusion.sampler.reverse_chain`).
+waited for inside the loop. Stochastic chains only (greedy chains use
+:func:`~basinlab.diffusion.sampler.reverse_chain`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,16 @@ def final_chains(
     return categorical_blocks(logits, chain_uniform(keys, step, CAT_BLOCK, L), chain_uniform(keys, step, CAT_INNER, L))
 
 
+_COMPILED: dict[str, object] = {}
+
+
+def _compiled_step():
+    """``step_chains`` through ``torch.compile`` (made once per process)."""
+    if "step" not in _COMPILED:
+        _COMPILED["step"] = torch.compile(step_chains, dynamic=False)
+    return _COMPILED["step"]
+
+
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     """A small host array on ``device`` without a host synchronisation (pinned memory, non-blocking copy)."""
     t = torch.from_numpy(np.ascontiguousarray(a))
@@ -137,10 +148,13 @@ def packed_chains(
     batch_size: int = 256,
     final_greedy: bool = True,
     t_min: float = T_MIN,
+    compile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt each ``x[i]`` at ``t_starts[i]`` and run its stochastic reverse chain plus the final step, packed
     ``batch_size`` chains per denoiser call (module docstring). ``keys [M]`` (int64, :func:`chain_keys`) seed each
-    chain. Returns ``(z_t, restored)``, long ``[M, L]`` on ``x``'s device."""
+    chain. ``compile``: the reverse step through ``torch.compile`` (static shapes; its ``[B, L, V]`` passes fuse
+    into one). Returns ``(z_t, restored)``, long ``[M, L]`` on ``x``'s device."""
+    step_fn = _compiled_step() if compile else step_chains
     M, L = x.shape
     dev = x.device
     sched = denoiser.schedule
@@ -178,6 +192,6 @@ def packed_chains(
             chain[fin] = -1
         a_t = _to_device(alphas[kc], dev)
         a_s = _to_device(alphas[np.minimum(kc + 1, steps)], dev)
-        z = step_chains(z, log_x, a_t, a_s, slot_keys, step_t)
+        z = step_fn(z, log_x, a_t, a_s, slot_keys, step_t)
         kk = np.where(active, kk + 1, kk)
     return z0, restored

@@ -60,6 +60,11 @@ class NetworkDenoiser:
     under ``torch.inference_mode()``, in chunks of ``batch_size`` sequences, in eval mode (dropout off; the
     module's mode is restored afterwards), with bf16 autocast on CUDA when ``precision`` allows. The output is
     ``log_softmax(logits.float())``, float32, on the input's device.
+
+    ``compile=True`` compiles the forward and the log-softmax together (``torch.compile``, static shapes, mode
+    ``max-autotune-no-cudagraphs`` on CUDA, or the mode given as a string): the fast path of the basin test on a
+    GPU (docs/PERFORMANCE.md). Feed it full batches of one size (the packed chains do) or each new size compiles
+    again.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class NetworkDenoiser:
         device: str | torch.device | None = None,
         precision: str = "auto",
         batch_size: int | None = 512,
+        compile: bool | str = False,
     ) -> None:
         self.model = model
         self.schedule = schedule
@@ -80,6 +86,17 @@ class NetworkDenoiser:
         self.precision = precision
         self.amp_dtype = autocast_dtype(precision, self.device)
         self.batch_size = batch_size
+        self.compiled = bool(compile)
+        self._log_probs = self._log_probs_eager
+        if compile:
+            mode = compile if isinstance(compile, str) else (
+                "max-autotune-no-cudagraphs" if self.device.type == "cuda" else None)
+            self._log_probs = torch.compile(self._log_probs_eager, dynamic=False, mode=mode)
+
+    def _log_probs_eager(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp_dtype):
+            logits = self.model(z, sigma)
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def __call__(self, z_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         out_device = z_t.device
@@ -87,17 +104,17 @@ class NetworkDenoiser:
         t = torch.as_tensor(t, dtype=torch.float64)
         if t.dim() == 0:
             t = t.expand(B)
-        sigma = self.schedule.sigma(t.cpu()).to(torch.float32)
+        # sigma on the model's device: a t already there (packed chains) costs no host synchronisation.
+        sigma = self.schedule.sigma(t.to(self.device)).to(torch.float32)
         step = self.batch_size or B
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+            with torch.inference_mode():
                 chunks = []
                 for b0 in range(0, B, step):
                     z = z_t[b0 : b0 + step].to(self.device, non_blocking=True)
-                    logits = self.model(z, sigma[b0 : b0 + step].to(self.device))
-                    chunks.append(torch.log_softmax(logits.float(), dim=-1).to(out_device))
+                    chunks.append(self._log_probs(z, sigma[b0 : b0 + step]).to(out_device))
         finally:
             self.model.train(was_training)
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

@@ -75,6 +75,7 @@ def basin_test(
     n_boot: int = 200,
     device: torch.device | str | None = None,
     engine: str = "auto",
+    compile_steps: bool | None = None,
 ) -> ProbeResult:
     """Perturb-and-restore test of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
@@ -86,6 +87,7 @@ def basin_test(
     ``n_t · M`` chains through :func:`~basinlab.diffusion.packed.packed_chains` (full batches across ``t``, per-chain
     RNG, no host synchronisation per step: the fast path on a GPU; stochastic chains only). Both draw from the same
     distributions, with different random numbers. ``auto``: ``packed`` on CUDA for stochastic chains, else ``loop``.
+    ``compile_steps`` (packed only): compile the reverse step (default: on CUDA).
     """
     V = denoiser.vocab_size
     seqs, mask = check_seqs(seqs, V, real_mask)
@@ -104,7 +106,8 @@ def basin_test(
     if engine == "packed":
         if greedy:
             raise BasinlabError("engine='packed' runs stochastic chains; use engine='loop' for greedy=True")
-        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev)
+        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev,
+                                 dev.type == "cuda" if compile_steps is None else compile_steps)
     elif engine == "loop":
         z_all, out_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress,
                                set_name)
@@ -162,7 +165,7 @@ def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev
     return z_all, out_all
 
 
-def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev):
+def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps):
     """``(z_all, out_all)`` ``[n_t, M, L]``: every chain of every ``t`` packed into full batches, longest first;
     chain ``(i, m)`` has key ``chain_keys(seed', i·M + m)`` whatever the packing."""
     M, L = seqs.shape
@@ -173,7 +176,7 @@ def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev):
     keys = chain_keys(child_seed(seed, PROBE, "packed"), ids)
     t_starts = [ts[i] for i in order for _ in range(M)]
     with torch.inference_mode():
-        z, out = packed_chains(denoiser, x, t_starts, keys, steps, batch_size, final_greedy)
+        z, out = packed_chains(denoiser, x, t_starts, keys, steps, batch_size, final_greedy, compile=compile_steps)
     z_all = torch.zeros(nt, M, L, dtype=torch.long)
     out_all = torch.zeros(nt, M, L, dtype=torch.long)
     for j, i in enumerate(order):

@@ -148,6 +148,27 @@ def shard_runs(runs: Sequence[RunKey], shard: tuple[int, int] | None) -> list[Ru
     return list(runs[i::n])
 
 
+def expand_devices(devices: Sequence[str]) -> list[str]:
+    """The worker devices of ``sweep.devices``/``--devices``: ``DEV*K`` repeats ``DEV`` K times (several workers on
+    one device: small models leave a GPU mostly idle); ``auto`` is ``cuda:0`` when CUDA is available, else ``cpu``,
+    and ``auto*K`` on a CPU gives at most one worker per core. Other entries pass through unchanged."""
+    out: list[str] = []
+    for entry in devices:
+        dev, _, reps = str(entry).strip().partition("*")
+        try:
+            k = int(reps) if reps else 1
+        except ValueError:
+            k = 0
+        if k < 1 or not dev:
+            raise BasinlabError(f"device entry '{entry}' must be DEVICE or DEVICE*K with K >= 1, e.g. cuda:0*4")
+        if dev == "auto":
+            dev = "cuda:0" if torch.cuda.is_available() else "cpu"
+            if dev == "cpu" and reps:
+                k = min(k, os.cpu_count() or 1)
+        out.extend([dev] * k)
+    return out
+
+
 # ---- configuration ----------------------------------------------------------------------------------------
 
 
@@ -418,7 +439,8 @@ def run_sweep(
 
     ``shard=(i, n)`` runs only shard ``i`` of ``n`` (a job array). ``devices`` (default ``sweep.devices``), when it
     names two or more devices (``["cuda:0", "cuda:1"]``, or ``["cpu", "cpu"]`` on a CPU, one thread each), launches
-    one worker process per device on this shard's runs and waits for them; the workers take runs from the shared
+    one worker process per device on this shard's runs and waits for them (``cuda:0*4``: four workers on one GPU;
+    ``auto*4``: see :func:`expand_devices`); the workers take runs from the shared
     store one at a time (a run is *claimed* in one transaction), so they balance themselves. ``on_run_done(key)``
     is called after each run is recorded (tests use it to interrupt a sweep). ``launch`` is the claim token of a
     launched worker (internal).
@@ -431,7 +453,7 @@ def run_sweep(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(cfg)
-    devices = list(devices if devices is not None else (cfg.sweep.devices or []))
+    devices = expand_devices(devices if devices is not None else (cfg.sweep.devices or []))
     if launch is None:
         _check_or_save_config(cfg, out_dir)
         if len(devices) > 1:

@@ -103,16 +103,14 @@ def basin_test(
     ok_all = torch.zeros(nt, M, L, dtype=torch.bool)
     if engine == "auto":
         engine = "packed" if dev.type == "cuda" and not greedy else "loop"
-    if engine == "packed":
-        if greedy:
-            raise BasinlabError("engine='packed' runs stochastic chains; use engine='loop' for greedy=True")
-        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev,
-                                 dev.type == "cuda" if compile_steps is None else compile_steps)
+    if engine == "packed" and not greedy:
+        compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
+        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps)
     elif engine == "loop":
         z_all, out_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress,
                                set_name)
     else:
-        raise BasinlabError(f"unknown basin-test engine '{engine}'; use auto, loop or packed")
+        raise BasinlabError(f"basin-test engine '{engine}' (greedy={greedy}): use auto, loop, or packed (stochastic)")
     with torch.inference_mode():
         for i, t in enumerate(ts):
             changed_all[i] = (z_all[i] != seqs) & mask

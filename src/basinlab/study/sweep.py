@@ -495,7 +495,8 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
     """One ``basinlab sweep`` process per device, sharing this shard's runs through the store's claims.
 
     CPU workers get ``OMP_NUM_THREADS = cores / CPU workers`` (small models run faster as several single-thread
-    processes than as one multi-thread one); a ``cuda:K`` worker sees all GPUs and trains on ``cuda:K``.
+    processes than as one multi-thread one); a ``cuda:K`` worker sees all GPUs and trains on ``cuda:K`` (workers
+    sharing one GPU get ``cores / workers`` threads unless OMP_NUM_THREADS is set).
     """
     launch = uuid.uuid4().hex
     n_cpu = sum(1 for d in devices if not str(d).startswith("cuda"))
@@ -511,6 +512,8 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
         env = dict(os.environ)
         if not str(dev).startswith("cuda"):
             env["OMP_NUM_THREADS"] = str(threads)
+        elif devices.count(dev) > 1:  # several workers share this GPU: share the host's cores too
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(devices))))
         log_path = out_dir / f"worker-{k}.log"
         log = open(log_path, "a")  # noqa: SIM115 - closed below
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ts", type=float, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0])
     ap.add_argument("--m", type=int, default=2000, help="sequences of the timed fast run")
     ap.add_argument("--eager-m", type=int, default=256, help="sequences of the timed eager run")
+    ap.add_argument("--eager-ts", type=float, nargs="+", default=None,
+                    help="t of the timed eager run (default --ts; its rate per sequence-step hardly depends on t)")
     ap.add_argument("--full-m", type=int, default=5000, help="M of the default test the projections are for")
     ap.add_argument("--batch", type=int, default=512, help="sequences per denoiser call")
     ap.add_argument("--device", default="auto")
@@ -91,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_eager:
         eager = NetworkDenoiser(model, sched, device=device, precision=args.precision, batch_size=args.batch)
         timed_basin(eager, seqs[: min(8, args.eager_m)], args.ts, 2, args.batch, "loop", device)  # warm-up
-        dt, ct = timed_basin(eager, seqs[: args.eager_m], args.ts, args.steps, args.batch, "loop", device)
-        rate_e = seq_steps(args.eager_m, args.ts, args.steps) / dt
-        cpu_e = ct / seq_steps(args.eager_m, args.ts, args.steps)
-        print(f"eager  (loop, no compile): M={args.eager_m}: {dt:8.2f} s (cpu {ct:.2f} s), {rate_e:10.1f} "
+        ets = args.eager_ts or args.ts
+        dt, ct = timed_basin(eager, seqs[: args.eager_m], ets, args.steps, args.batch, "loop", device)
+        rate_e = seq_steps(args.eager_m, ets, args.steps) / dt
+        cpu_e = ct / seq_steps(args.eager_m, ets, args.steps)
+        print(f"eager  (loop, no compile): M={args.eager_m} ts={ets}: {dt:8.2f} s (cpu {ct:.2f} s), {rate_e:10.1f} "
               f"sequence-steps/s, projected default test {full / rate_e:8.1f} s", flush=True)
 
     mode = None if args.compile == "none" else args.compile

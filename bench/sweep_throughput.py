@@ -6,8 +6,8 @@ Runs ``basinlab sweep --preset P [overrides] --devices DEV*K`` into a fresh temp
 to one worker. Small models leave a GPU mostly idle (a step of the markov preset is launch-bound), so several
 workers per GPU should finish more runs per hour; on a CPU, ``cpu*K`` gives each worker ``cores / K`` threads::
 
-    python bench/sweep_throughput.py --preset markov --device cuda:0 --workers 1 4 train.steps=200 probe.m=128
-    python bench/sweep_throughput.py --preset markov --device cpu --workers 1 2 train.steps=50 probe.m=32
+    python bench/sweep_throughput.py --preset markov --device cuda:0 --workers 1,4 train.steps=200 probe.m=128
+    python bench/sweep_throughput.py --preset markov --device cpu --workers 1,2 train.steps=50 probe.m=32
 
 Runs from the source tree (it puts ``src`` on ``PYTHONPATH`` for the workers).
 """
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="markov")
     ap.add_argument("--device", default="cuda:0", help="the one device all workers share (cuda:0 or cpu)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 4], help="worker counts to compare")
+    ap.add_argument("--workers", default="1,4", help="worker counts to compare, comma-separated (first = baseline)")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides of the preset (shorten it)")
     args = ap.parse_args(argv)
     base = None
     with tempfile.TemporaryDirectory(prefix="sweep_bench_") as tmp:
         cache = f"data.cache_dir={Path(tmp) / 'cache'}"
-        for k in args.workers:
+        for k in [int(w) for w in args.workers.split(",")]:
             dt, runs = run_sweep(args.preset, args.device, k, [*args.overrides, cache], Path(tmp) / f"w{k}")
             rate = runs * 3600 / dt
             base = base or rate

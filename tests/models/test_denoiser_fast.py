@@ -40,3 +40,22 @@ def test_compiled_denoiser_matches_eager(gen):
         comp = NetworkDenoiser(model, sched, device=dev, precision=precision, batch_size=8, compile=True)(z, t)
         tol = 1e-4 if precision == "fp32" else 5e-2
         torch.testing.assert_close(comp, eager, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled reverse step is the CUDA fast path")
+def test_compiled_packed_step_matches_eager():
+    """The compiled reverse step draws the same tokens as the eager one (same uniforms; float rounding may move a
+    draw that sits on a CDF boundary, so almost all, not all)."""
+    from basinlab.diffusion.packed import _compiled_step, chain_keys, step_chains
+
+    B, L, V = 64, 32, 1000
+    g = torch.Generator(device="cuda").manual_seed(0)
+    log_x = torch.log_softmax(torch.randn(B, L, V, device="cuda", generator=g), -1)
+    z = torch.randint(0, V, (B, L), device="cuda", generator=g)
+    a_t = torch.full((B,), 0.3, dtype=torch.float64, device="cuda")
+    a_s = torch.full((B,), 0.31, dtype=torch.float64, device="cuda")
+    keys = chain_keys(0, torch.arange(B, device="cuda"))
+    step = torch.zeros(B, dtype=torch.long, device="cuda")
+    eager = step_chains(z, log_x, a_t, a_s, keys, step)
+    comp = _compiled_step()(z, log_x, a_t, a_s, keys, step)
+    assert (eager == comp).float().mean() > 0.999

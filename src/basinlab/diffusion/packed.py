@@ -19,6 +19,7 @@ waited for inside the loop. Stochastic chains only (greedy chains use
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 
 from basinlab.diffusion.process import emission_log_bonus, mixture_weights
 from basinlab.diffusion.sampler import T_MIN, Denoiser, start_index, time_grid
+
+logger = logging.getLogger(__name__)
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -192,6 +195,13 @@ def packed_chains(
             chain[fin] = -1
         a_t = _to_device(alphas[kc], dev)
         a_s = _to_device(alphas[np.minimum(kc + 1, steps)], dev)
-        z = step_fn(z, log_x, a_t, a_s, slot_keys, step_t)
+        try:
+            z = step_fn(z, log_x, a_t, a_s, slot_keys, step_t)
+        except Exception as err:  # a compiler that fails here must not cost the probe: the eager step is exact
+            if step_fn is step_chains:
+                raise
+            logger.warning("compiled reverse step failed (%s: %s); continuing eagerly", type(err).__name__, err)
+            step_fn = step_chains
+            z = step_fn(z, log_x, a_t, a_s, slot_keys, step_t)
         kk = np.where(active, kk + 1, kk)
     return z0, restored

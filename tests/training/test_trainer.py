@@ -115,7 +115,7 @@ def test_bad_training_input(tmp_path) -> None:
     with pytest.raises(BasinlabError, match="unknown train.objective"):
         train(cfg, data)
     cfg = markov_config(tmp_path, batch_size=10, grad_accum=4)
-    with pytest.raises(BasinlabError, match="divisible"):
+    with pytest.raises(BasinlabError, match="multiple of train.grad_accum"):
         train(cfg, data)
     cfg = markov_config(tmp_path, lr="1e-3")  # YAML reads 1e-3 as a string: accepted as a number
     assert train(cfg, data).steps == 6

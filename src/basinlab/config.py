@@ -491,13 +491,13 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
 
 def _read_yaml(source: str | Path) -> dict[str, Any]:
     path = Path(source)
-    if not path.exists() and path.suffix == "" and "/" not in str(source):
-        path = preset_path(str(source))
-    if not path.exists():
-        raise BasinlabError(f"config file '{source}' not found; give a YAML path or a preset name")
-    if not path.is_file():
-        raise BasinlabError(f"config '{source}' is a directory, not a YAML file; give a YAML path or a preset name")
     try:
+        if not path.exists() and path.suffix == "" and "/" not in str(source):
+            path = preset_path(str(source))
+        if not path.exists():
+            raise BasinlabError(f"config file '{source}' not found; give a YAML path or a preset name")
+        if not path.is_file():
+            raise BasinlabError(f"config '{source}' is a directory, not a YAML file; give a YAML path or a preset name")
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
         raise BasinlabError(f"config file '{path}' is not text (binary or not UTF-8); give a YAML file") from None

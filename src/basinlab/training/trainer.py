@@ -498,6 +498,7 @@ def train(
     """
     cfg.validate()
     out = Path(out_dir or cfg.out_dir)
+    created = not out.exists()
     dd, device = _setup_distributed(cfg.train.device)
     try:
         if cfg.train.batch_size % (dd.world * cfg.train.grad_accum):
@@ -512,6 +513,10 @@ def train(
 
             data = build_dataset(cfg.data)
         return _train(cfg, data, out, resume, progress, dd, device)
+    except BasinlabError:
+        if created and dd.main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty run directory behind
+        raise
     finally:
         if dd.owns_group and dist.is_initialized():
             dist.destroy_process_group()

@@ -251,7 +251,7 @@ def _build_text(cfg: DataConfig) -> dict:
         )
     test_sents, train_sents = shuffled[:k], shuffled[k:]
     tok = get_tokenizer(cfg, train_sents, cache_root(cfg))
-    ids = tok.encode_batch(test_sents + train_sents)
+    ids = tok.encode_batch(test_sents + train_sents, max_tokens=cfg.seq_len - 2 if cfg.mode == "sentence" else None)
     test_ids, train_ids = ids[:k], ids[k:]
     L = cfg.seq_len
     if cfg.mode == "sentence":

@@ -18,8 +18,11 @@ Layout of a run directory (``out_dir``)::
 
 Atomicity: a checkpoint is written into a hidden temporary directory, every file fsynced, then renamed to
 ``ckpt-<step>/`` (a checkpoint directory is complete or absent), then ``latest`` is replaced atomically, then
-older checkpoints are deleted. Loads verify each file read against the manifest, so a truncated or corrupt file
-is a :class:`~basinlab.errors.BasinlabError`, never a silently wrong model.
+older checkpoints are deleted: only what basinlab wrote, by exact name (``ckpt-`` and 8 digits, with a manifest;
+its own hidden temporaries), never a folder of the user's. A folder with a checkpoint's name but no manifest
+stops training with one line rather than being overwritten. ``latest`` must name a checkpoint of its own run
+directory (not a path, not a link leading elsewhere). Loads verify each file read against the manifest, so a
+truncated or corrupt file is a :class:`~basinlab.errors.BasinlabError`, never a silently wrong model.
 """
 
 from __future__ import annotations

@@ -25,6 +25,12 @@ Objectives (never cross-entropy on all positions, SPEC 4):
 
 Training counts every position (BOS/EOS/PAD included: the model generates whole length-``L`` sequences); the
 NELBO *reported* by ``estimate_nelbo`` counts real tokens only.
+
+The loop (:func:`_train`) reads at once; its named steps are :func:`_prepare` (the model's own
+``configure_optimizers``, the EMA, the generators), :func:`_restore`, :func:`_train_step`, :func:`_log` (one
+``metrics.csv`` row: mean loss and gradient norm over the steps since the previous row, a window that checkpoints
+carry) and :func:`_save`. Ctrl-C lets the running step finish, then checkpoints and stops, so that the checkpoint
+holds the state at a step boundary (weights, optimiser and every RNG) and a rerun equals an uninterrupted run.
 """
 
 from __future__ import annotations

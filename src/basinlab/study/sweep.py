@@ -214,12 +214,13 @@ def probe_denoiser(
     common = {"seed": seed, "batch_size": pc.batch_size, "progress": progress}
     rows: list[dict[str, Any]] = []
     basins: dict[str, Any] = {}
+    found: dict[str, dict[str, Any]] = {"train": {}, "test": {}}  # per-sequence results for membership_auc
     for name in ("train", "test"):
         seqs = sets[name]
         res = probes.basin_test(
             denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=list(pc.ts), steps=pc.steps, **common
         )
-        basins[name] = res
+        basins[name] = found[name]["basins"] = res
         rows += res.rows
     for name in ("train", "test", "random"):
         seqs = sets[name]
@@ -227,6 +228,7 @@ def probe_denoiser(
             denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), t_start=pc.t_start, steps=pc.steps,
             **common,
         )
+        found.get(name, {})["fixed_points"] = res
         rows += res.rows
     samples = None
     if pc.n_samples > 0:
@@ -249,12 +251,18 @@ def probe_denoiser(
             basin=basins[name], generated=gen, generated_mask=None if gen is None else data.real_mask(gen),
             **common,
         )
+        found[name]["entropy"] = res
         rows += res.rows
     if network or getattr(denoiser, "source", None) is not None:
         for name in ("train", "test"):
             seqs = sets[name]
             res = probes.likelihood(denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), **common)
+            found[name]["likelihood"] = res
             rows += res.rows
+    # membership AUC of the training set against the test set, one row per score (issue 8)
+    from basinlab.probes.audit import membership_rows_from_results
+
+    rows += membership_rows_from_results(found["train"], found["test"], t_start=pc.t_start)
     return [dict(r) for r in rows]
 
 

@@ -175,3 +175,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     lines = err.err.strip().splitlines()
     assert len(lines) == 1 and expect in lines[0], lines
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("ckpt-*"))
+
+
+def test_converted_dir_works_in_probe_sample_nll(tmp_path, capsys):
+    params = random_duo_params(V, D, C, NB, NH, seed=8)
+    src = write_hf(tmp_path / "hf", params)
+    run = str(tmp_path / "run")
+    assert main(["convert", str(src), "data.markov_pool=300", "data.n_test=30", "data.n_train=16",
+                 f"data.cache_dir={tmp_path / 'cache'}", "--out", run]) == 0
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", run, "--n", "2", "--steps", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["nll", "--checkpoint", run, "--set", "test", "--n", "4", "--times", "1"]) == 0
+    assert "NELBO" in capsys.readouterr().out
+    assert main(["probe", "all", "--checkpoint", run, "--n", "4", "--steps", "3", "--samples", "2", "--quiet",
+                 "--out", str(tmp_path / "probes")]) == 0
+    assert (tmp_path / "probes" / "results.csv").exists()

@@ -165,3 +165,19 @@ def test_audit_bad_input(tmp_path, capsys, case):
     rc = main(["audit", "--checkpoint", str(run), "--texts", str(f), "--format", fmt, "--out", str(tmp_path / "a")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and expect in lines[0], lines
+
+
+def test_audit_cli_train_vs_test_on_a_converted_run(tmp_path):
+    """--train-vs-test audits the run's own data; convert's key=value overrides set that data (Markov, V = 37)."""
+    from tests.interop.duo_reference import random_duo_params
+    from tests.interop.test_duo import NB, NH, C, D, V, write_hf
+
+    src = write_hf(tmp_path / "hf", random_duo_params(V, D, C, NB, NH, seed=12))
+    assert main(["convert", str(src), "data.markov_pool=300", "data.n_test=30", "data.n_train=20",
+                 f"data.cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "run")]) == 0
+    out = tmp_path / "audit"
+    assert main(["audit", "--checkpoint", str(tmp_path / "run"), "--train-vs-test", "10", "--out", str(out),
+                 "--steps", "3", "--nelbo-times", "1", "--quiet"]) == 0
+    csv = pd.read_csv(out / "scores.csv")
+    assert list(csv["group"]) == ["member"] * 10 + ["nonmember"] * 10
+    assert set(json.loads((out / "auc.json").read_text())["scores"]) >= {"entropy", "fixed_point", "nelbo"}

@@ -79,6 +79,9 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--members", metavar="FILE", help="texts believed to be in the training set, one per line")
     p.add_argument("--nonmembers", metavar="FILE", help="texts believed not to be, one per line")
     p.add_argument("--texts", metavar="FILE", help="further texts to score, one per line")
+    p.add_argument("--train-vs-test", type=int, metavar="M",
+                   help="members = the first M sequences of the run's own training subset, non-members = M of its "
+                        "test set (instead of --members/--nonmembers; the sweep's membership AUC for one run)")
     p.add_argument("--reference", metavar="FILE", help="reference texts for the nearest-neighbour distance")
     p.add_argument("--format", default="text", choices=("text", "ids"),
                    help="text (encoded with the run's tokenizer) or ids (whitespace-separated token ids, L per line)")
@@ -175,15 +178,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     files = [("member", args.members), ("nonmember", args.nonmembers), ("text", args.texts)]
     files = [(g, f) for g, f in files if f]
-    if not files:
-        raise BasinlabError("give texts to audit: --members and --nonmembers (for the AUC) and/or --texts")
-    for name in ("steps", "nelbo_times", "batch_size"):
-        if getattr(args, name) < 1:
+    own = args.train_vs_test
+    if own is not None and (args.members or args.nonmembers):
+        raise BasinlabError("--train-vs-test replaces --members/--nonmembers: give one or the other")
+    if not files and own is None:
+        raise BasinlabError("give texts to audit: --members and --nonmembers (for the AUC), --train-vs-test M, "
+                            "and/or --texts")
+    for name in ("steps", "nelbo_times", "batch_size", "train_vs_test"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise BasinlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     ts = _parse_ts(args.ts)
     lines = {g: read_lines(f) for g, f in files}
     tm = basinlab.load(args.checkpoint, device=args.device, ema=not args.raw, batch_size=args.batch_size)
     enc = {g: encode_lines(lines[g], args.format, tm, f) for g, f in files}
+    if own is not None:
+        data = tm.dataset()
+        for g, seqs_g in (("member", data.train(tm.config.data.n_train)[:own]), ("nonmember", data.test[:own])):
+            enc[g], lines[g] = (seqs_g, data.real_mask(seqs_g)), data.decode(seqs_g)
+        files = [("member", "train"), ("nonmember", "test"), *files]
     seqs = torch.cat([enc[g][0] for g, _ in files])
     mask = torch.cat([enc[g][1] for g, _ in files])
     groups = [g for g, _ in files for _ in lines[g]]

@@ -221,6 +221,15 @@ def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | No
     return fig
 
 
+def _membership_section(df: Any, model: str, oracles: list[str], tr: Transition | None, add: Any, sfx: str) -> list:
+    if not (df[df["model"] == model]["metric"] == "membership_auc").any():
+        return []
+    return ["<h2>Membership</h2>", add(
+        f"membership{sfx}", plot_membership(df, model, oracles, tr),
+        "ROC AUC of each per-sequence score telling the model's training sequences from test ones (DeLong 95% "
+        "bands): 1 = members look more memorised, 0.5 = indistinguishable.")]
+
+
 def plot_novelty(df: Any, model: str, tr: Transition | None) -> Any:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -489,11 +498,7 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
             df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
             "NELBO (nats/token)", "NELBO on train and test", tr),
             "NELBO per real token of the final model; the generaliser's line is the true entropy rate."))
-        if (df[(df["model"] == m)]["metric"] == "membership_auc").any():
-            sec.append("<h2>Membership</h2>")
-            sec.append(add(f"membership{sfx}", plot_membership(df, m, oracles, tr),
-                           "ROC AUC of each per-sequence score telling the model's training sequences from test "
-                           "ones (DeLong 95% bands): 1 = members look more memorised, 0.5 = indistinguishable."))
+        sec += _membership_section(df, m, oracles, tr, add, sfx)
         if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
             sec.append("<h2>Novelty of generated samples</h2>")
             sec.append(add(f"novelty{sfx}", plot_novelty(df, m, tr),

@@ -16,7 +16,15 @@ from basinlab.config import load_config
 from basinlab.data import build_dataset
 from basinlab.diffusion import get_schedule
 from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
-from basinlab.probes.audit import auc_table, audit, membership_auc, membership_rows_from_results, roc_curve
+from basinlab.probes.audit import (
+    auc_table,
+    audit,
+    membership_auc,
+    membership_rows_from_arrays,
+    membership_rows_from_results,
+    roc_curve,
+)
+from basinlab.probes.results import ProbeResult
 
 
 def _brute(pos, neg):
@@ -92,6 +100,11 @@ def test_membership_rows_from_probe_results(markov):
             "entropy": probes.conditional_entropy(den, seqs, ts=[1e-5]),
         }
     rows = membership_rows_from_results(res["train"], res["test"], t_start=1.0)
+    combined = ProbeResult()
+    for name in ("train", "test"):
+        for probe, r in res[name].items():
+            combined.extend(r, prefix=f"{probe}/{name}/")
+    assert membership_rows_from_arrays(combined.arrays, t_start=1.0) == rows
     assert [(r["probe"], r["t"]) for r in rows] == [("entropy", 1e-5), ("basins", 0.25), ("fixed_points", 1.0)]
     assert all(r["metric"] == "membership_auc" and r["set"] == "train_vs_test" for r in rows)
     assert rows[0]["value"] == 1.0

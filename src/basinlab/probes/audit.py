@@ -126,6 +126,20 @@ def membership_rows_from_results(train: Mapping[str, ProbeResult], test: Mapping
     return membership_rows(a, b, set_name)
 
 
+def membership_rows_from_arrays(arrays: Mapping[str, Any], t_start: float | None = None, members: str = "train",
+                                nonmembers: str = "test", set_name: str = "train_vs_test") -> list[dict]:
+    """The same rows from a combined result's arrays keyed ``"{probe}/{set}/{name}"`` (as ``ProbeResult.extend``
+    with a prefix writes them)."""
+    def view(probe: str, s: str) -> ProbeResult | None:
+        pre = f"{probe}/{s}/"
+        sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
+        return ProbeResult(arrays=sub) if sub else None
+
+    keys = ("basins", "fixed_points", "entropy", "likelihood")
+    return membership_rows_from_results({k: view(k, members) for k in keys}, {k: view(k, nonmembers) for k in keys},
+                                        set_name, t_start)
+
+
 def audit(
     denoiser,
     seqs: torch.Tensor,

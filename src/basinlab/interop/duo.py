@@ -436,6 +436,8 @@ def convert(
     if tok is not None and tokenizer_vocab_size(tok) != hf["vocab_size"]:
         raise BasinlabError(f"tokenizer '{tok_name}' has {tokenizer_vocab_size(tok)} tokens but the model has "
                             f"vocab_size {hf['vocab_size']}; give the tokenizer it was trained with")
+    if not hf.get("model_length") and not any(o.strip().startswith("data.seq_len=") for o in overrides):
+        raise BasinlabError(f"{src} does not say its sequence length (model_length); pass data.seq_len=L")
     cfg = _run_config(hf, hf.get("model_length"), tok_name, list(overrides))
     seq_len = int(hf.get("model_length") or cfg.data.seq_len)
     if seq_len != cfg.data.seq_len:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from basinlab.config import ProbeConfig
+from basinlab.probes.audit import audit, membership_auc
 from basinlab.probes.basins import basin_area, basin_radius, basin_test
 from basinlab.probes.entropy import conditional_entropy, token_entropy
 from basinlab.probes.fixed_points import fixed_point_test, greedy_restore
@@ -111,6 +112,7 @@ __all__ = [
     "PROBES",
     "ROW_KEYS",
     "ProbeResult",
+    "audit",
     "basin_area",
     "basin_radius",
     "basin_test",
@@ -120,6 +122,7 @@ __all__ = [
     "greedy_restore",
     "likelihood",
     "make_row",
+    "membership_auc",
     "nearest_hamming",
     "novel_ngram_rate",
     "novelty",

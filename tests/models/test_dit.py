@@ -120,7 +120,8 @@ def test_preset_parameter_counts() -> None:
         g = model.param_groups()
         body = g["blocks"] + g["adaln"] + g["cond"]  # the transformer without embedding and head
         ref = 12 * n_layer * d * d
-        assert abs(body / ref - 1) < 0.2, (name, body, ref)
+        # adaLN adds d_cond * 6 d per block: 25% of 12 d^2 for tiny (d_cond 128, d 256), 8% for small
+        assert abs(body / ref - 1) < 0.3, (name, body, ref)
         assert abs(g["blocks"] / ref - 1) < 0.01
 
 

@@ -29,6 +29,7 @@ OBJECTIVES = ("nelbo", "ce_redrawn")
 #: and basinlab derives child seeds by small affine maps
 SEED_LIMIT = 2**32
 QUICK_M, QUICK_STEPS = 256, 100
+PROBE_PROTOCOLS = ("exact", "paper")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
 #: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
 #: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
@@ -114,8 +115,9 @@ class ProbeConfig:
     batch_size: int = 256
     t_start: float = 1.0  # fixed-point test
     entropy_t: float = 1e-5
-    n_samples: int = 256  # generated samples for novelty and the entropy gap
+    n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
+    protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
 
 
 @dataclass
@@ -318,8 +320,6 @@ def _check_data(dc: DataConfig) -> None:
     _choice("data.source", dc.source, DATA_SOURCES)
     if dc.source != "markov":
         _choice("data.mode", dc.mode, DATA_MODES)
-    if dc.source in ("text", "datasets") and not dc.path:
-        raise BasinlabError(f"data.source={dc.source} needs data.path (a file or directory)")
     min_len = 2 if dc.source == "markov" else 3
     _require(dc.seq_len >= min_len, "data.seq_len", f"an integer >= {min_len} for data.source={dc.source}", dc.seq_len)
     _at_least(dc, "data", ("n_test", "markov_vocab"), 1)
@@ -365,6 +365,7 @@ def _check_train(tc: TrainConfig) -> None:
 
 
 def _check_probe(pc: ProbeConfig) -> None:
+    _choice("probe.protocol", pc.protocol, PROBE_PROTOCOLS)
     _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)
     _at_least(pc, "probe", ("n_samples",), 0)
     _require(len(pc.ts) > 0, "probe.ts", "a non-empty list of numbers in (0, 1]", pc.ts)

@@ -367,7 +367,8 @@ def _check_train(tc: TrainConfig) -> None:
 def _check_probe(pc: ProbeConfig) -> None:
     _choice("probe.protocol", pc.protocol, PROBE_PROTOCOLS)
     _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)
-    _at_least(pc, "probe", ("n_samples",), 0)
+    if pc.n_samples is not None:
+        _at_least(pc, "probe", ("n_samples",), 0)
     _require(len(pc.ts) > 0, "probe.ts", "a non-empty list of numbers in (0, 1]", pc.ts)
     for i, t in enumerate(pc.ts):
         _unit(f"probe.ts[{i}]", t, closed_low=False, closed_high=True)

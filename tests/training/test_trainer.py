@@ -143,18 +143,15 @@ def test_cuda_training_bf16_and_cpu_load(tmp_path) -> None:
     assert float((gpu.exp() - out.exp()).abs().max()) < 0.05
 
 
-def test_metrics_after_a_resume_equal_an_uninterrupted_run(tmp_path) -> None:
-    """ckpt_every not a multiple of log_every: the row after a resume averages the same steps (issue 10, item 10)."""
-    cfg = markov_config(tmp_path, steps=8, ckpt_every=3, log_every=2)
+
+def test_metrics_csv_has_one_line_ending(tmp_path) -> None:
+    """The header and the rows end in \\n alike, before and after a resume (issue 10, item 10); the rows after a
+    kill between a checkpoint and a metrics row are checked in tests/reliability/test_resume_faults.py."""
+    cfg = markov_config(tmp_path, steps=4, ckpt_every=3, log_every=2)
     data = build_dataset(cfg.data)
-    train(cfg, data, out_dir=tmp_path / "full")
-    train(markov_config(tmp_path, steps=3, ckpt_every=3, log_every=2), data, out_dir=tmp_path / "split")
-    train(cfg, data, out_dir=tmp_path / "split")
-    full, split = (tmp_path / "full" / "metrics.csv").read_bytes(), (tmp_path / "split" / "metrics.csv").read_bytes()
-    assert b"\r" not in full and b"\r" not in split  # one line ending throughout
-
-    def columns(text: bytes) -> list[list[bytes]]:
-        return [row.split(b",")[:6] for row in text.splitlines()]  # step, epoch, objective, loss, lr, grad_norm
-
-    assert columns(split) == columns(full)
-    assert [int(r[0]) for r in columns(full)[1:]] == [2, 4, 6, 8]
+    train(cfg, data)
+    cfg.train.steps = 6
+    train(cfg, data)
+    text = (tmp_path / "run" / "metrics.csv").read_bytes()
+    assert b"\r" not in text and text.endswith(b"\n")
+    assert [int(line.split(b",")[0]) for line in text.splitlines()[1:]] == [2, 4, 6]

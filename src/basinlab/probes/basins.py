@@ -8,6 +8,11 @@ default), then the final step (greedy). Per sequence, over its *real* tokens:
 - ``exact_match``: the restore equals ``x`` on every real position;
 - ``unstable_rate``: fraction of the unchanged real positions that the restore changed.
 
+Options for the ``paper`` protocol (SPEC 5 "Protocols", :mod:`basinlab.probes.protocol`): ``final_greedy=False``
+draws the final step; ``count_special=True`` counts every position (BOS/EOS/PAD too), ignoring ``real_mask``;
+``restored_entropy=True`` also records the entropy of ``x_θ`` on the restored sequence at ``t_min``
+(``.arrays["restored_entropy"]``), for :func:`~basinlab.probes.entropy.conditional_entropy` ``split="restored"``.
+
 Also ``recovery_rate_tokens`` (changed tokens restored, pooled over the set). Summary rows (``t = None``): the
 *basin radius*, the ``t`` where mean recovery crosses 50% (linear interpolation on the tested ``t``; 0 if below 50%
 at the smallest ``t``, 1 if never below), and the *basin area* under recovery over ``[0, 1]`` (trapezoids, recovery
@@ -21,10 +26,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from basinlab.diffusion import corrupt, n_denoiser_calls, reverse_chain
+from basinlab.diffusion import T_MIN, corrupt, n_denoiser_calls, reverse_chain
 from basinlab.diffusion.packed import chain_keys, packed_chains
 from basinlab.errors import BasinlabError
-from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar
+from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar, tvec
+from basinlab.probes.entropy import token_entropy
 from basinlab.probes.results import ProbeResult, child_seed, summarize
 
 PROBE = "basins"
@@ -74,6 +80,8 @@ def basin_test(
     final_greedy: bool = True,
     n_boot: int = 200,
     device: torch.device | str | None = None,
+    count_special: bool = False,
+    restored_entropy: bool = False,
     engine: str = "auto",
     compile_steps: bool | None = None,
 ) -> ProbeResult:
@@ -81,7 +89,8 @@ def basin_test(
 
     ``.arrays``: ``ts`` ``[n_t]``, per sequence ``recovery`` (NaN where nothing changed), ``exact``, ``unstable``
     ``[n_t, M]``; per token ``changed``, ``recovered``, ``failed`` (bool) and ``corrupted``, ``restored`` (ids)
-    ``[n_t, M, L]``; ``real_mask [M, L]``.
+    ``[n_t, M, L]``; ``real_mask [M, L]`` (the positions counted); with ``restored_entropy``, ``restored_entropy``
+    (float64 ``[n_t, M, L]``).
 
     ``engine``: ``loop`` runs each ``t``'s chains batch by batch with one generator per ``t``; ``packed`` runs all
     ``n_t · M`` chains through :func:`~basinlab.diffusion.packed.packed_chains` (full batches across ``t``, per-chain
@@ -90,62 +99,71 @@ def basin_test(
     ``compile_steps`` (packed only): compile the reverse step (default: on CUDA).
     """
     V = denoiser.vocab_size
-    seqs, mask = check_seqs(seqs, V, real_mask)
+    seqs, mask = check_seqs(seqs, V, None if count_special else real_mask)
     dev = denoiser_device(denoiser, device)
     M, L = seqs.shape
     ts = [float(t) for t in ts]
     nt = len(ts)
     res = ProbeResult()
-    rec = torch.full((nt, M), float("nan"), dtype=torch.float64)
-    exact = torch.zeros(nt, M, dtype=torch.bool)
-    unstable = torch.full((nt, M), float("nan"), dtype=torch.float64)
-    changed_all = torch.zeros(nt, M, L, dtype=torch.bool)
-    ok_all = torch.zeros(nt, M, L, dtype=torch.bool)
     if engine == "auto":
         engine = "packed" if dev.type == "cuda" and not greedy else "loop"
     if engine == "packed" and not greedy:
         compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
         z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps)
+        h_all = _restored_entropy(denoiser, out_all, batch_size, dev) if restored_entropy else None
     elif engine == "loop":
-        z_all, out_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress,
-                               set_name)
+        z_all, out_all, h_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev,
+                                      progress, set_name, restored_entropy)
     else:
         raise BasinlabError(f"basin-test engine '{engine}' (greedy={greedy}): use auto, loop, or packed (stochastic)")
-    with torch.inference_mode():
-        for i, t in enumerate(ts):
-            changed_all[i] = (z_all[i] != seqs) & mask
-            ok_all[i] = out_all[i] == seqs
-            n_changed = changed_all[i].sum(1)
-            unchanged = (z_all[i] == seqs) & mask
-            n_unchanged_pos = unchanged.sum(1)
-            rec[i] = (changed_all[i] & ok_all[i]).sum(1) / n_changed.to(torch.float64)  # NaN where 0/0
-            unstable[i] = (unchanged & ~ok_all[i]).sum(1) / n_unchanged_pos.to(torch.float64)
-            exact[i] = (ok_all[i] | ~mask).all(1)
-            res.add(PROBE, set_name, t, "recovery_rate", summarize(rec[i]))
-            res.add(PROBE, set_name, t, "exact_match", summarize(exact[i].to(torch.float64)))
-            res.add(PROBE, set_name, t, "unstable_rate", summarize(unstable[i]))
-            res.add(PROBE, set_name, t, "n_unchanged", {"value": int((n_changed == 0).sum()), "n": M})
-            pooled = float((changed_all[i] & ok_all[i]).sum()) / max(1, int(n_changed.sum()))
-            res.add(PROBE, set_name, t, "recovery_rate_tokens", {"value": pooled, "n": int(n_changed.sum())})
+    arrays = _outcomes(res, set_name, ts, seqs, mask, z_all, out_all)
+    rec = arrays["recovery"]
     means = [float(torch.nanmean(rec[i])) if (~rec[i].isnan()).any() else float("nan") for i in range(nt)]
     radius, area = basin_radius(ts, means), basin_area(ts, means)
     boot_r, boot_a = _bootstrap(ts, rec, n_boot, child_seed(seed, PROBE, "bootstrap"))
     res.add(PROBE, set_name, None, "basin_radius", _boot_stats(radius, boot_r, M))
     res.add(PROBE, set_name, None, "basin_area", _boot_stats(area, boot_a, M))
-    res.arrays.update(
-        ts=torch.tensor(ts, dtype=torch.float64), recovery=rec, exact=exact, unstable=unstable,
-        changed=changed_all, recovered=changed_all & ok_all, failed=changed_all & ~ok_all,
-        corrupted=z_all, restored=out_all, real_mask=mask,
-    )
+    res.arrays.update(ts=torch.tensor(ts, dtype=torch.float64), corrupted=z_all, restored=out_all, real_mask=mask,
+                      **arrays)
+    if h_all is not None:
+        res.arrays["restored_entropy"] = h_all
     return res
 
 
-def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress, set_name):
-    """``(z_all, out_all)`` ``[n_t, M, L]``: each ``t``'s chains batch by batch (one generator per ``t``)."""
+def _outcomes(res: ProbeResult, set_name: str, ts: list[float], seqs: torch.Tensor, mask: torch.Tensor,
+              z_all: torch.Tensor, out_all: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-``t`` rows (recovery, exact match, instability) and the per-sequence / per-token outcome arrays."""
+    nt, M, _ = z_all.shape
+    rec = torch.full((nt, M), float("nan"), dtype=torch.float64)
+    exact = torch.zeros(nt, M, dtype=torch.bool)
+    unstable = torch.full((nt, M), float("nan"), dtype=torch.float64)
+    changed_all = (z_all != seqs) & mask
+    ok_all = out_all == seqs
+    for i, t in enumerate(ts):
+        n_changed = changed_all[i].sum(1)
+        unchanged = (z_all[i] == seqs) & mask
+        n_unchanged_pos = unchanged.sum(1)
+        rec[i] = (changed_all[i] & ok_all[i]).sum(1) / n_changed.to(torch.float64)  # NaN where 0/0
+        unstable[i] = (unchanged & ~ok_all[i]).sum(1) / n_unchanged_pos.to(torch.float64)
+        exact[i] = (ok_all[i] | ~mask).all(1)
+        res.add(PROBE, set_name, t, "recovery_rate", summarize(rec[i]))
+        res.add(PROBE, set_name, t, "exact_match", summarize(exact[i].to(torch.float64)))
+        res.add(PROBE, set_name, t, "unstable_rate", summarize(unstable[i]))
+        res.add(PROBE, set_name, t, "n_unchanged", {"value": int((n_changed == 0).sum()), "n": M})
+        pooled = float((changed_all[i] & ok_all[i]).sum()) / max(1, int(n_changed.sum()))
+        res.add(PROBE, set_name, t, "recovery_rate_tokens", {"value": pooled, "n": int(n_changed.sum())})
+    return {"recovery": rec, "exact": exact, "unstable": unstable, "changed": changed_all,
+            "recovered": changed_all & ok_all, "failed": changed_all & ~ok_all}
+
+
+def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress, set_name,
+          restored_entropy):
+    """``(z_all, out_all, h_all)`` ``[n_t, M, L]``: each ``t``'s chains batch by batch (one generator per ``t``)."""
     M, L = seqs.shape
     z_all = torch.zeros(len(ts), M, L, dtype=torch.long)
     out_all = torch.zeros(len(ts), M, L, dtype=torch.long)
-    total = sum(n_denoiser_calls(steps, t) for t in ts) * len(range(0, M, batch_size))
+    h_all = torch.zeros(len(ts), M, L, dtype=torch.float64) if restored_entropy else None
+    total = sum(n_denoiser_calls(steps, t) + restored_entropy for t in ts) * len(range(0, M, batch_size))
     bar = progress_bar(total, f"basins {set_name}".strip(), progress)
     with torch.inference_mode():
         for i, t in enumerate(ts):
@@ -159,8 +177,22 @@ def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev
                     callback=lambda *_: bar.update(1),
                 )
                 z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
+                if h_all is not None:  # the study's entropy: x_θ of the restored sequence at t_min
+                    h_all[i, sl] = token_entropy(denoiser(out, tvec(T_MIN, out.shape[0], dev))).cpu()
+                    bar.update(1)
     bar.close()
-    return z_all, out_all
+    return z_all, out_all, h_all
+
+
+def _restored_entropy(denoiser, out_all: torch.Tensor, batch_size: int, dev: torch.device) -> torch.Tensor:
+    """Per-token entropy of ``x_θ`` of the restored sequences at ``t_min`` (float64 ``[n_t, M, L]``)."""
+    h_all = torch.zeros(out_all.shape, dtype=torch.float64)
+    with torch.inference_mode():
+        for i in range(out_all.shape[0]):
+            for sl in batches(out_all.shape[1], batch_size):
+                out = out_all[i, sl].to(dev)
+                h_all[i, sl] = token_entropy(denoiser(out, tvec(T_MIN, out.shape[0], dev))).cpu()
+    return h_all
 
 
 def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps):

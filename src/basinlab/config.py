@@ -91,8 +91,9 @@ class ProbeConfig:
     batch_size: int = 256
     t_start: float = 1.0  # fixed-point test
     entropy_t: float = 1e-5
-    n_samples: int = 256  # generated samples for novelty and the entropy gap
+    n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
+    protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
 
 
 @dataclass
@@ -214,6 +215,8 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
 
 
 def _resolved_probe(probe: ProbeConfig) -> ProbeConfig:
+    if probe.protocol not in ("exact", "paper"):
+        raise BasinlabError(f"probe.protocol must be 'exact' or 'paper', got {probe.protocol!r}")
     if probe.quick:
         probe.m = min(probe.m, 256)
         probe.steps = min(probe.steps, 100)

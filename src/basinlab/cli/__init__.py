@@ -14,7 +14,7 @@ import sys
 from basinlab import __version__
 from basinlab.errors import BasinlabError
 
-_MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study")
+_MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study", "basinlab.cli.interop")
 
 
 def build_parser() -> argparse.ArgumentParser:

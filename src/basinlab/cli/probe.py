@@ -109,8 +109,8 @@ def _probe_config(cfg, args: argparse.Namespace):
     for name in ("m", "steps", "batch_size"):
         if int(getattr(pc, name)) < 1:
             raise BasinlabError(f"probe.{name} must be >= 1, got {getattr(pc, name)}")
-    if pc.n_samples < 0:
-        raise BasinlabError(f"probe.n_samples must be >= 0, got {pc.n_samples}")
+    if pc.n_samples is not None and pc.n_samples < 0:
+        raise BasinlabError(f"probe.n_samples must be >= 0 (or null for the default), got {pc.n_samples}")
     return pc
 
 
@@ -196,10 +196,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     progress = not args.quiet
     samples = samples_mask = None
     if "novelty" in which or ("entropy" in which and args.which == "all"):
-        from basinlab.probes import generate_samples
+        from basinlab.probes import generate_samples, protocol_options, resolve_n_samples
+        from basinlab.probes._common import denoiser_device
 
-        samples = generate_samples(denoiser, pc.n_samples, data.seq_len, steps=pc.steps, seed=args.seed,
-                                   batch_size=pc.batch_size, progress=progress)
+        n_samples = resolve_n_samples(pc.n_samples, pc.protocol, denoiser_device(denoiser))
+        samples = generate_samples(denoiser, n_samples, data.seq_len, steps=pc.steps, seed=args.seed,
+                                   batch_size=pc.batch_size, progress=progress,
+                                   **protocol_options(pc.protocol)["generate"])
         samples_mask = data.real_mask(samples)
     result = run_all(
         denoiser, sets, masks, pc, probes=which, train=train_all, train_mask=data.real_mask(train_all),
@@ -259,7 +262,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     """One line per (probe, metric, t), one column per set: value [ci_low, ci_high]."""
     keep = {
         "recovery_rate", "exact_match", "unstable_rate", "basin_radius", "basin_area", "fixed_point_rate",
-        "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "nelbo", "ppl_bound", "copy_rate",
+        "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "entropy_stable", "entropy_unstable",
+        "nelbo", "ppl_bound", "copy_rate",
         "nn_hamming_train", "nn_hamming_test", "novel_4gram_rate", "sample_fixed_point_rate", "spurious_rate",
     }
     sets: list[str] = []

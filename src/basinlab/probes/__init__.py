@@ -13,11 +13,14 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from basinlab.config import ProbeConfig
+from basinlab.probes import _common
+from basinlab.probes.audit import audit, membership_auc
 from basinlab.probes.basins import basin_area, basin_radius, basin_test
 from basinlab.probes.entropy import conditional_entropy, token_entropy
 from basinlab.probes.fixed_points import fixed_point_test, greedy_restore
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, nearest_hamming, novel_ngram_rate, novelty
+from basinlab.probes.protocol import PROTOCOLS, protocol_options, resolve_n_samples
 from basinlab.probes.results import ROW_KEYS, ProbeResult, make_row, rows_to_frame, summarize
 
 PROBES = ("basins", "fixed_points", "entropy", "novelty", "likelihood")
@@ -55,10 +58,12 @@ def run_all(
     ``basins`` (``cfg.ts``, ``cfg.steps``), ``fixed_points`` (``cfg.t_start``), ``entropy`` (at ``cfg.entropy_t``,
     split by that set's basin result when basins ran, with the gap to the generated samples when novelty ran),
     ``likelihood`` per set; ``novelty`` once, on ``samples`` (or ``cfg.n_samples`` generated ones) against ``train``
-    (the whole training subset; default: the ``train`` set) and ``test``. Returns one :class:`ProbeResult`: all rows,
-    arrays keyed ``"{probe}/{set}/{name}"`` (``generated_samples`` holds the samples).
+    (the whole training subset; default: the ``train`` set) and ``test``. ``cfg.protocol`` (``exact`` or ``paper``)
+    picks the definitions (:func:`~basinlab.probes.protocol.protocol_options`). Returns one :class:`ProbeResult`: all
+    rows, arrays keyed ``"{probe}/{set}/{name}"`` (``generated_samples`` holds the samples).
     """
     cfg = resolve_probe_config(cfg)
+    opts = protocol_options(cfg.protocol)
     probes = [p.replace("-", "_") for p in probes]
     unknown = sorted(set(probes) - set(PROBES))
     if unknown:
@@ -74,8 +79,9 @@ def run_all(
         ref = train if train is not None else sets.get("train")
         L = ref.shape[1] if ref is not None else next(iter(sets.values())).shape[1]
         if samples is None:
-            samples = generate_samples(denoiser, cfg.n_samples, L, steps=cfg.steps, seed=seed,
-                                       batch_size=cfg.batch_size, device=device, progress=progress)
+            n_samples = resolve_n_samples(cfg.n_samples, cfg.protocol, _common.denoiser_device(denoiser, device))
+            samples = generate_samples(denoiser, n_samples, L, steps=cfg.steps, seed=seed, batch_size=cfg.batch_size,
+                                       device=device, progress=progress, **opts["generate"])
             samples_mask = None
         gen = samples
         out.arrays["generated_samples"] = samples
@@ -92,7 +98,7 @@ def run_all(
         kw = dict(common, set_name=name, real_mask=mask)
         basin = None
         if "basins" in probes:
-            basin = basin_test(denoiser, seqs, ts=cfg.ts, steps=cfg.steps, **kw)
+            basin = basin_test(denoiser, seqs, ts=cfg.ts, steps=cfg.steps, **kw, **opts["basins"])
             out.extend(basin, prefix=f"basins/{name}/")
         if "fixed_points" in probes:
             out.extend(fixed_point_test(denoiser, seqs, t_start=cfg.t_start, steps=cfg.steps, **kw),
@@ -100,17 +106,19 @@ def run_all(
         if "entropy" in probes:
             r = conditional_entropy(denoiser, seqs, ts=(cfg.entropy_t,), steps=cfg.steps, basin=basin,
                                     generated=gen, generated_mask=samples_mask if gen is not None else None,
-                                    trajectory=trajectory, **kw)
+                                    trajectory=trajectory, **kw, **opts["entropy"])
             out.extend(r, prefix=f"entropy/{name}/")
         if "likelihood" in probes:
-            out.extend(likelihood(denoiser, seqs, **kw), prefix=f"likelihood/{name}/")
+            out.extend(likelihood(denoiser, seqs, **kw, **opts["likelihood"]), prefix=f"likelihood/{name}/")
     return out
 
 
 __all__ = [
     "PROBES",
+    "PROTOCOLS",
     "ROW_KEYS",
     "ProbeResult",
+    "audit",
     "basin_area",
     "basin_radius",
     "basin_test",
@@ -120,9 +128,12 @@ __all__ = [
     "greedy_restore",
     "likelihood",
     "make_row",
+    "membership_auc",
     "nearest_hamming",
     "novel_ngram_rate",
     "novelty",
+    "protocol_options",
+    "resolve_n_samples",
     "resolve_probe_config",
     "rows_to_frame",
     "run_all",

@@ -208,18 +208,23 @@ def probe_denoiser(
     for the Markov oracle (not for the memoriser, whose NELBO on unseen data is infinite).
     """
     from basinlab import probes
+    from basinlab.probes._common import denoiser_device
 
     pc = cfg.probe
+    opts = probes.protocol_options(pc.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
+    n_samples = probes.resolve_n_samples(pc.n_samples, pc.protocol, denoiser_device(denoiser))
     sets = _probe_sets(data, n, pc.m, seed)
     common = {"seed": seed, "batch_size": pc.batch_size, "progress": progress}
     rows: list[dict[str, Any]] = []
     basins: dict[str, Any] = {}
+    found: dict[str, dict[str, Any]] = {"train": {}, "test": {}}  # per-sequence results for membership_auc
     for name in ("train", "test"):
         seqs = sets[name]
         res = probes.basin_test(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=list(pc.ts), steps=pc.steps, **common
+            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=list(pc.ts), steps=pc.steps, **common,
+            **opts["basins"],
         )
-        basins[name] = res
+        basins[name] = found[name]["basins"] = res
         rows += res.rows
     for name in ("train", "test", "random"):
         seqs = sets[name]
@@ -227,12 +232,13 @@ def probe_denoiser(
             denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), t_start=pc.t_start, steps=pc.steps,
             **common,
         )
+        found.get(name, {})["fixed_points"] = res
         rows += res.rows
     samples = None
-    if pc.n_samples > 0:
+    if n_samples > 0:
         samples = probes.generate_samples(
-            denoiser, pc.n_samples, data.seq_len, steps=pc.steps, seed=seed, batch_size=pc.batch_size,
-            progress=progress,
+            denoiser, n_samples, data.seq_len, steps=pc.steps, seed=seed, batch_size=pc.batch_size,
+            progress=progress, **opts["generate"],
         )
         train_all = data.train(n)
         res = probes.novelty(
@@ -247,14 +253,21 @@ def probe_denoiser(
         res = probes.conditional_entropy(
             denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=[pc.entropy_t], steps=pc.steps,
             basin=basins[name], generated=gen, generated_mask=None if gen is None else data.real_mask(gen),
-            **common,
+            **common, **opts["entropy"],
         )
+        found[name]["entropy"] = res
         rows += res.rows
     if network or getattr(denoiser, "source", None) is not None:
         for name in ("train", "test"):
             seqs = sets[name]
-            res = probes.likelihood(denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), **common)
+            res = probes.likelihood(denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), **common,
+                                    **opts["likelihood"])
+            found[name]["likelihood"] = res
             rows += res.rows
+    # membership AUC of the training set against the test set, one row per score (issue 8)
+    from basinlab.probes.audit import membership_rows_from_results
+
+    rows += membership_rows_from_results(found["train"], found["test"], t_start=pc.t_start)
     return [dict(r) for r in rows]
 
 

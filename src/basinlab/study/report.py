@@ -315,7 +315,7 @@ def _tokens_html(tokens: list[str], ref: list[int], ids: list[int], corrupted: l
         body = piece.lstrip(" ")
         lead = " " * (len(piece) - len(body))
         if cls and not body.strip():  # a changed space or special token (decodes to nothing): make it visible
-            body = "␣" if piece else f"⟨{tok}⟩"
+            body = f"⟨{tok}⟩" if tok.startswith("[") and tok.endswith("]") else "␣"
         text = html.escape(lead) + (f'<span class="{cls}">{html.escape(body)}</span>' if cls else html.escape(body))
         out.append(text)
     return ("" if surface is not None else " ").join(out)

@@ -291,7 +291,8 @@ def restore_examples(
     real = data.real_mask(x)
     nn = None
     if train is not None and len(train):
-        nn = torch.stack([((train != r) & data.real_mask(train)).sum(1).min() for r in restored]).tolist()
+        nn = torch.stack([((train != r) & (data.real_mask(train) | data.real_mask(r[None]))).sum(1).min()
+                          for r in restored]).tolist()  # positions real in either: short rows are not near
     items = []
     for i in range(x.shape[0]):
         changed = (z[i] != x[i]) & real[i]

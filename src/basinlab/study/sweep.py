@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from basinlab.config import Config, config_from_dict
+from basinlab.config import Config, geometric_sizes, resolve_sizes, resumable_keys  # noqa: F401 (the grid)
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text
 from basinlab.study.store import ResultStore, RunKey
@@ -47,64 +47,10 @@ ORACLE_MARKOV = "oracle:markov"
 CONFIG_NAME = "sweep_config.yaml"
 #: Seed of the corruption of the example sentences: the same corrupted test sentences in every run.
 EXAMPLE_SEED = 20_240_917
-#: Config keys that may differ between the sweep that created a directory and one that resumes it.
-_FREE_KEYS = {
-    "train": {"device", "progress", "log_every", "ckpt_every", "compile", "precision", "grad_accum"},
-    "probe": {"batch_size"},
-    "data": {"cache_dir"},
-}
-
 Hook = Callable[[RunKey], None]
 
 
 # ---- the grid ----------------------------------------------------------------------------------------------
-
-
-def geometric_sizes(start: int, stop: int, factor: float = 2.0) -> list[int]:
-    """``start, start·f, start·f², ...`` up to ``stop`` inclusive, rounded to integers, e.g. ``2^4 .. 2^15``."""
-    if start < 1 or stop < start or factor <= 1:
-        raise BasinlabError(f"geometric grid needs 1 <= start <= stop and factor > 1, got {start}, {stop}, {factor}")
-    out: list[int] = []
-    k = 0
-    while True:
-        n = int(round(start * factor**k))
-        if n > stop * (1 + 1e-9):
-            break
-        if not out or n != out[-1]:
-            out.append(n)
-        k += 1
-    return out
-
-
-def resolve_sizes(spec: Any) -> list[int]:
-    """The grid of ``sweep.sizes``: a list of ints, ``"16:32768"`` / ``"16:32768:4"`` (geometric, factor 2 or
-    given), or a mapping ``{start: 16, stop: 32768, factor: 2}``. Sorted, without duplicates."""
-    if isinstance(spec, str):
-        parts = spec.split(":")
-        try:
-            nums = [float(p) for p in parts]
-        except ValueError:
-            nums = []
-        if len(nums) not in (2, 3):
-            raise BasinlabError(f"sweep.sizes '{spec}' is not 'start:stop' or 'start:stop:factor'")
-        sizes = geometric_sizes(int(nums[0]), int(nums[1]), nums[2] if len(nums) == 3 else 2.0)
-    elif isinstance(spec, dict):
-        try:
-            sizes = geometric_sizes(int(spec["start"]), int(spec["stop"]), float(spec.get("factor", 2.0)))
-        except KeyError:
-            raise BasinlabError("sweep.sizes as a mapping needs 'start' and 'stop' (and optionally 'factor')") from None
-    elif isinstance(spec, (list, tuple)):
-        try:
-            sizes = sorted({int(n) for n in spec})
-        except (TypeError, ValueError):
-            raise BasinlabError(f"sweep.sizes must be integers, got {spec!r}") from None
-    elif isinstance(spec, int):
-        sizes = [spec]
-    else:
-        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {spec!r}")
-    if not sizes or sizes[0] < 1:
-        raise BasinlabError(f"sweep.sizes must be positive integers, got {spec!r}")
-    return sizes
 
 
 def plan_runs(cfg: Config) -> list[RunKey]:
@@ -155,7 +101,7 @@ def _comparable(cfg: Config) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("sweep", None)
     d.pop("out_dir", None)
-    for section, keys in _FREE_KEYS.items():
+    for section, keys in resumable_keys(sweep=True).items():
         for k in keys:
             d.get(section, {}).pop(k, None)
     return d
@@ -362,11 +308,7 @@ def _tokens(data: Any, seq: torch.Tensor) -> list[str]:
 
 
 def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
-    c = config_from_dict(cfg.to_dict())
-    c.data.n_train = key.N
-    c.train.seed = key.seed
-    c.out_dir = str(run_dir)
-    return c
+    return cfg.with_values(data__n_train=key.N, train__seed=key.seed, out_dir=str(run_dir))
 
 
 def _oracle(key: RunKey, data: Any, cfg: Config, device: torch.device) -> Any:
@@ -465,6 +407,7 @@ def run_sweep(
             "don't run the sweep under torchrun: train a large run with `torchrun ... -m basinlab.cli train` "
             "(see `basinlab sweep --plan`), then run the sweep in one process; it probes the finished checkpoint"
         )
+    cfg.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(cfg)
@@ -474,8 +417,7 @@ def run_sweep(
         if len(devices) > 1:
             return _launch_workers(out_dir, shard, devices, progress)
     if len(devices) == 1:
-        cfg = config_from_dict(cfg.to_dict())
-        cfg.train.device = devices[0]
+        cfg = cfg.with_values(train__device=devices[0])
     mine = shard_runs(runs, shard)
     from basinlab.data import build_dataset
 

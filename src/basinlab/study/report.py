@@ -100,6 +100,22 @@ def _mark_nstar(ax: Any, tr: Transition | None) -> None:
         ax.axvspan(lo, hi, color="crimson", alpha=0.08, lw=0)
 
 
+def _mark_nelbo_peak(fig: Any, tr: Transition | None) -> Any:
+    """On the NELBO plot: the test NELBO's peak over N and its 95% range, when the peak is inside the grid."""
+    if tr is None or tr.nelbo_peak_status != "inside" or tr.nelbo_peak_n is None:
+        return fig
+    ax = fig.axes[0]
+    ax.axvline(tr.nelbo_peak_n, color="tab:purple", ls="--", lw=1.2,
+               label=f"test NELBO peak ≈ {tr.nelbo_peak_n:.0f}")
+    xs = ax.get_xlim()
+    lo = tr.nelbo_peak_low if tr.nelbo_peak_low is not None else xs[0]
+    hi = tr.nelbo_peak_high if tr.nelbo_peak_high is not None else xs[1]
+    ax.axvspan(lo, hi, color="tab:purple", alpha=0.07, lw=0)
+    ax.set_xlim(xs)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
 def _setup_ax(ax: Any, ylabel: str, title: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training-set size N")
@@ -270,24 +286,44 @@ def _pick_examples(examples: list[dict[str, Any]], model: str, seed: int | None)
     return mine[0], mine[-1]
 
 
+def _mark(ids: list[int], ref: list[int], corrupted: list[int] | None, i: int) -> str:
+    """CSS class of position ``i``: ``chg`` on the corrupted line where it differs from the original; on a restored
+    line ``ok`` (a changed token put back), ``bad`` (a changed token left wrong, or an unchanged one broken)."""
+    if corrupted is None:  # the corrupted line itself
+        return "chg" if ids[i] != ref[i] else ""
+    if corrupted[i] != ref[i]:
+        return "ok" if ids[i] == ref[i] else "bad"
+    return "bad" if ids[i] != ref[i] else ""
+
+
 def _tokens_html(tokens: list[str], ref: list[int], ids: list[int], corrupted: list[int] | None,
-                 real: list[bool]) -> str:
-    """One line of tokens; corrupted positions marked, restored ones green if right and red if wrong."""
+                 real: list[bool], surface: list[str] | None = None) -> str:
+    """One line of a sequence; corrupted positions marked, restored ones green if right and red if wrong.
+
+    With ``surface`` (text data: each position's decoded text, leading space included) the line is the decoded
+    sentence, each token's span marked in place; otherwise the token pieces joined by spaces (Markov states)."""
     out = []
     for i, tok in enumerate(tokens):
         if not real[i]:
             continue
-        text = html.escape(tok)
-        if corrupted is None:  # the corrupted line itself
-            cls = "chg" if ids[i] != ref[i] else ""
-        else:
-            was = corrupted[i] != ref[i]
-            if was:
-                cls = "ok" if ids[i] == ref[i] else "bad"
-            else:
-                cls = "bad" if ids[i] != ref[i] else ""
-        out.append(f'<span class="{cls}">{text}</span>' if cls else text)
-    return " ".join(out)
+        cls = _mark(ids, ref, corrupted, i)
+        if surface is None:
+            text = html.escape(tok)
+            out.append(f'<span class="{cls}">{text}</span>' if cls else text)
+            continue
+        piece = surface[i]
+        body = piece.lstrip(" ")
+        lead = " " * (len(piece) - len(body))
+        if cls and not body.strip():  # a changed space or special token (decodes to nothing): make it visible
+            body = f"⟨{tok}⟩" if tok.startswith("[") and tok.endswith("]") else "␣"
+        text = html.escape(lead) + (f'<span class="{cls}">{html.escape(body)}</span>' if cls else html.escape(body))
+        out.append(text)
+    return ("" if surface is not None else " ").join(out)
+
+
+def _line(e: dict[str, Any], which: str, ref: list[int], corrupted: list[int] | None, real: list[bool]) -> str:
+    surface = (e.get("surface") or {}).get(which)
+    return _tokens_html(e["tokens"][which], ref, e[which], corrupted, real, surface)
 
 
 def _example_block(small: dict[str, Any], large: dict[str, Any], index: int) -> str:
@@ -301,18 +337,15 @@ def _example_block(small: dict[str, Any], large: dict[str, Any], index: int) -> 
         return "" if d is None else f", {d} tokens from the nearest training sequence"
 
     rows = [
-        ("original", _tokens_html(a["tokens"]["original"], ref, a["original"], None, real)),
-        (f"corrupted (t = {small['t']:g})", _tokens_html(a["tokens"]["corrupted"], ref, a["corrupted"], None, real)),
-        (
-            f"restored, N = {small['N']} ({a['recovered']}/{a['changed']}{note(a)})",
-            _tokens_html(a["tokens"]["restored"], ref, a["restored"], a["corrupted"], real),
-        ),
-        (
-            f"restored, N = {large['N']} ({b['recovered']}/{b['changed']}{note(b)})",
-            _tokens_html(b["tokens"]["restored"], ref, b["restored"], b["corrupted"], real),
-        ),
+        ("original", _line(a, "original", ref, None, real)),
+        (f"corrupted (t = {small['t']:g})", _line(a, "corrupted", ref, None, real)),
+        (f"restored, N = {small['N']} ({a['recovered']}/{a['changed']}{note(a)})",
+         _line(a, "restored", ref, a["corrupted"], real)),
+        (f"restored, N = {large['N']} ({b['recovered']}/{b['changed']}{note(b)})",
+         _line(b, "restored", ref, b["corrupted"], real)),
     ]
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td class='tok'>{v}</td></tr>" for k, v in rows)
+    cls = "tok txt" if a.get("surface") else "tok"
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td class='{cls}'>{v}</td></tr>" for k, v in rows)
     return f"<table class='ex'>{body}</table>"
 
 
@@ -348,7 +381,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid 
 img{max-width:100%;border:1px solid #eee}
 table{border-collapse:collapse;margin:.6em 0}td,th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left;
 vertical-align:top;font-size:.92em}
-.tok{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
+.tok{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}.txt{white-space:pre-wrap}
 .chg{background:#ffe08a}.ok{background:#b7f0b1}.bad{background:#f7b2b2}
 .note{background:#f6f8fa;border-left:4px solid #888;padding:.6em 1em}
 .key{font-size:1.1em;font-weight:600}
@@ -362,8 +395,11 @@ def _fmt(x: float | None, nd: int = 0) -> str:
 
 
 def _transition_html(tr: Transition) -> str:
+    peak_range = (f"{'<grid' if tr.nelbo_peak_low is None else _fmt(tr.nelbo_peak_low)} to "
+                  f"{'>grid' if tr.nelbo_peak_high is None else _fmt(tr.nelbo_peak_high)}")
     nelbo = {
-        "inside": f"≈ {_fmt(tr.nelbo_peak_n)}",
+        "inside": f"≈ {_fmt(tr.nelbo_peak_n)} (95% range {peak_range}: out to the nearest sizes whose test NELBO "
+                  f"is significantly lower)",
         "edge": f"at the grid edge (N = {_fmt(tr.nelbo_peak_n)})",
     }.get(tr.nelbo_peak_status, "n/a")
     ent = {
@@ -387,6 +423,57 @@ def _transition_html(tr: Transition) -> str:
         f"<tr><th>training-data entropy leaves 0</th><td>{ent} "
         f"(first rise above {tr.entropy_threshold:g} nats)</td></tr></table>"
         f"<table><tr><th>N</th><th>train recovery</th><th>test recovery</th><th>gap</th></tr>{gap_rows}</table>"
+    )
+
+
+# ---- network against the oracles (issue 7) --------------------------------------------------------------
+
+
+def _at(df: Any, model: str, metric: str, set_name: str, n: int, t: float | None) -> float | None:
+    s = _series(df, model, metric, set_name, t)
+    s = s[s["N"] == n]
+    return float(s["value"].iloc[0]) if len(s) else None
+
+
+def oracle_gaps(df: Any, model: str, t: float) -> list[tuple[str, float | None, float | None]]:
+    """The network's distance to the exact oracles, as ``(what, network, oracle)``: at the smallest N its train
+    recovery at ``t`` against the memoriser's; at the largest N its test recovery at ``t`` and its test entropy
+    against the generaliser's (Markov data) and its test recovery against the memoriser's."""
+    sizes = sorted(int(n) for n in df[df["model"] == model]["N"].unique())
+    if not sizes:
+        return []
+    lo, hi = sizes[0], sizes[-1]
+    want = [
+        (f"train recovery, t = {t:g}, N = {lo}", ORACLE_EMPIRICAL, "recovery_rate", "train", lo, t),
+        (f"test recovery, t = {t:g}, N = {hi}", ORACLE_MARKOV, "recovery_rate", "test", hi, t),
+        (f"test entropy (nats), N = {hi}", ORACLE_MARKOV, "entropy", "test", hi, None),
+        (f"test recovery, t = {t:g}, N = {hi}", ORACLE_EMPIRICAL, "recovery_rate", "test", hi, t),
+    ]
+    out = []
+    for what, oracle, metric, set_name, n, tt in want:
+        theirs = _at(df, oracle, metric, set_name, n, tt)
+        if theirs is not None:
+            out.append((f"{what}: {ORACLE_STYLE[oracle][1]}", _at(df, model, metric, set_name, n, tt), theirs))
+    return out
+
+
+def _oracle_gaps_html(df: Any, model: str, t: float) -> str:
+    rows = oracle_gaps(df, model, t)
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(w)}</td><td>{_fmt(a, 3)}</td><td>{_fmt(b, 3)}</td>"
+        f"<td>{'n/a' if a is None else f'{a - b:+.3f}'}</td>"
+        f"<td>{'n/a' if a is None or not b else f'{a / b:.0%}'}</td></tr>"
+        for w, a, b in rows
+    )
+    return (
+        "<h2>Network against the oracles</h2><p>How far the trained network is from the exact denoisers of SPEC 6 "
+        "on the same sets: a network that memorises should match the memoriser at the smallest N, and one that "
+        "generalises should approach the generaliser (the Bayes-optimal denoiser of the source) at the largest "
+        "N. A weak network and weak generalisation look alike in the recovery plot; these numbers tell them "
+        "apart.</p><table><tr><th>metric</th><th>network</th><th>oracle</th><th>gap</th><th>ratio</th></tr>"
+        f"{body}</table>"
     )
 
 
@@ -480,6 +567,7 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
         sec.append("<h2>Basins against N</h2>")
         sec.append(add(f"recovery{sfx}", plot_recovery(df, m, oracles, tr),
                        "Share of corrupted tokens restored, per corruption level t (SPEC 5 basin test)."))
+        sec.append(_oracle_gaps_html(df, m, tr.t))
         sec.append("<h2>Restorations at small and large N</h2>" + _examples_html(examples, m, first_seed))
         sec.append("<h2>Fixed points</h2>")
         sec.append(add(f"fixed_points{sfx}", plot_metric_sets(
@@ -495,10 +583,11 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
                    ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
             "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
         sec.append("<h2>Likelihood</h2>")
-        sec.append(add(f"nelbo{sfx}", plot_metric_sets(
+        sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(plot_metric_sets(
             df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
-            "NELBO (nats/token)", "NELBO on train and test", tr),
-            "NELBO per real token of the final model; the generaliser's line is the true entropy rate."))
+            "NELBO (nats/token)", "NELBO on train and test", tr), tr),
+            "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
+            "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))
         sec += _membership_section(df, m, oracles, tr, add, sfx)
         if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
             sec.append("<h2>Novelty of generated samples</h2>")

@@ -258,7 +258,8 @@ def restore_examples(
     real = data.real_mask(x)
     nn = None
     if train is not None and len(train):
-        nn = torch.stack([((train != r) & data.real_mask(train)).sum(1).min() for r in restored]).tolist()
+        nn = torch.stack([((train != r) & (data.real_mask(train) | data.real_mask(r[None]))).sum(1).min()
+                          for r in restored]).tolist()  # positions real in either: short rows are not near
     items = []
     for i in range(x.shape[0]):
         changed = (z[i] != x[i]) & real[i]
@@ -279,12 +280,35 @@ def restore_examples(
                 "corrupted": _tokens(data, z[i]),
                 "restored": _tokens(data, restored[i]),
             },
+            "surface": None if getattr(data, "tokenizer", None) is None else {
+                "original": surface_pieces(data.tokenizer, x[i].tolist()),
+                "corrupted": surface_pieces(data.tokenizer, z[i].tolist()),
+                "restored": surface_pieces(data.tokenizer, restored[i].tolist()),
+            },
             "changed": n_changed,
             "recovered": fixed,
             "exact": bool((restored[i][real[i]] == x[i][real[i]]).all()),
             "nn_train_hamming": None if nn is None else int(nn[i]),
         })
     return {"t": t, "steps": cfg.probe.steps, "seed": EXAMPLE_SEED, "examples": items}
+
+
+def surface_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
+    """The decoded text of each position: concatenated, the pieces spell ``tokenizer.decode(ids)`` (a piece
+    carries its own leading space; PAD/BOS/EOS decode to ""). Piece ``i`` is what decoding ``ids[: i + 1]`` adds to
+    decoding ``ids[: i]``, so it is right for any tokeniser (WordPiece ``##``, byte-level BPE); where a decoder's
+    clean-up makes a prefix's text no prefix of the longer text, the token decoded alone stands in, after a space.
+    """
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1])
+        if text.startswith(prev):
+            pieces.append(text[len(prev):])
+        else:
+            alone = tokenizer.decode(ids[i : i + 1])
+            pieces.append(" " + alone if alone else "")
+        prev = text
+    return pieces
 
 
 def _tokens(data: Any, seq: torch.Tensor) -> list[str]:

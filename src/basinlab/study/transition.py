@@ -7,8 +7,9 @@
   the probes' 95% intervals: the gap's interval is ``gap ± sqrt(h_train² + h_test²)`` (``h`` the half-widths of
   the two means' intervals), and the bounds are where its lower and its upper end reach ``tol``.
 - The test NELBO's peak over ``N`` (a parabola in ``log N`` through the largest value and its neighbours when it
-  is inside the grid), and where the entropy of real (training) data leaves zero (first rise above a threshold,
-  interpolated in ``log N``), both of which the paper sees near ``N*``.
+  is inside the grid; its range: out to the nearest grid sizes whose test NELBO is significantly lower, see
+  :func:`peak_interval`), and where the entropy of real (training) data leaves zero (first rise above a
+  threshold, interpolated in ``log N``), both of which the paper sees near ``N*``.
 
 A bound that lies outside the grid is ``None`` with a ``status`` that says on which side (``below_grid``:
 already met at the smallest ``N``; ``above_grid``: not met by the largest).
@@ -81,6 +82,8 @@ class Transition:
     test_recovery: list[float] = field(default_factory=list)
     nelbo_peak_n: float | None = None
     nelbo_peak_status: str = "no_data"  # inside | edge | no_data
+    nelbo_peak_low: float | None = None  # 95% range of the peak (see peak_interval), when inside the grid
+    nelbo_peak_high: float | None = None
     entropy_leaves_zero_n: float | None = None
     entropy_status: str = "no_data"
     entropy_threshold: float = 0.05
@@ -200,7 +203,8 @@ def _fill_nelbo_peak(result: Transition, df: Any, model: str) -> None:
     sel = sel[sel["set"] == "test"]
     if not len(sel):
         return
-    m = sel.groupby("N")["value"].mean().sort_index()
+    g = sel.groupby("N")
+    m = g["value"].mean().sort_index()
     sizes = [float(n) for n in m.index]
     vals = [float(v) for v in m.values]
     k = int(np.nanargmax(vals))
@@ -212,9 +216,34 @@ def _fill_nelbo_peak(result: Transition, df: Any, model: str) -> None:
         xv = float(min(max(xv, x[0]), x[2]))
         result.nelbo_peak_n = float(math.exp(xv))
         result.nelbo_peak_status = "inside"
+        lo = g["ci_low"].mean().reindex(m.index).to_numpy(dtype=float)
+        hi = g["ci_high"].mean().reindex(m.index).to_numpy(dtype=float)
+        result.nelbo_peak_low, result.nelbo_peak_high = peak_interval(sizes, lo, hi, k)
     else:
         result.nelbo_peak_n = sizes[k]
         result.nelbo_peak_status = "edge"
+
+
+def peak_interval(
+    sizes: Sequence[float], ci_low: Sequence[float], ci_high: Sequence[float], k: int
+) -> tuple[float | None, float | None]:
+    """95% range of a peak at grid index ``k``: bounded on each side by the nearest grid size whose value is
+    significantly below the peak (its interval wholly under the peak's: ``ci_high[j] < ci_low[k]``); the sizes
+    between are indistinguishable from the largest value. A side with no such size is unbounded (``None``), as
+    are both when the intervals are missing. The bounds always bracket the parabola's vertex."""
+    lo_k = float(ci_low[k])
+    if not np.isfinite(lo_k) or not all(np.isfinite(float(h)) for h in ci_high):
+        return None, None
+
+    def level(j: int) -> bool:
+        return float(ci_high[j]) >= lo_k
+
+    i, j = k, k
+    while i > 0 and level(i - 1):
+        i -= 1
+    while j < len(sizes) - 1 and level(j + 1):
+        j += 1
+    return (float(sizes[i - 1]) if i > 0 else None), (float(sizes[j + 1]) if j < len(sizes) - 1 else None)
 
 
 def _fill_entropy(result: Transition, df: Any, model: str, threshold: float, set_name: str) -> None:

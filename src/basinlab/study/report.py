@@ -27,8 +27,8 @@ import numpy as np
 
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_bytes, atomic_write_text
-from basinlab.study.store import read_results
-from basinlab.study.sweep import CONFIG_NAME, ORACLE_EMPIRICAL, ORACLE_MARKOV
+from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
+from basinlab.study.store import CONFIG_NAME, read_results
 from basinlab.study.transition import Transition, estimate_all
 
 ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}

@@ -29,6 +29,8 @@ from typing import Any
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write, atomic_write_text
 
+#: The files of a sweep directory.
+CONFIG_NAME = "sweep_config.yaml"
 DB_NAME = "results.sqlite"
 CSV_NAME = "results.csv"
 PARQUET_NAME = "results.parquet"

@@ -35,18 +35,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from basinlab.config import Config, config_from_dict
+from basinlab.config import Config, config_from_dict, load_config
+from basinlab.data import build_dataset
+from basinlab.data.sequences import SequenceData
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text
-from basinlab.study.store import ResultStore, RunKey
+from basinlab.models import resolve_device
+from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
+from basinlab.probes import probes_for, restore_examples, run_suite
+from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey
+from basinlab.training.checkpoint import load_trained
+from basinlab.training.trainer import train
 
-ORACLE_EMPIRICAL = "oracle:empirical"
-ORACLE_MARKOV = "oracle:markov"
-CONFIG_NAME = "sweep_config.yaml"
-#: Seed of the corruption of the example sentences: the same corrupted test sentences in every run.
-EXAMPLE_SEED = 20_240_917
 #: Config keys that may differ between the sweep that created a directory and one that resumes it.
 _FREE_KEYS = {
     "train": {"device", "progress", "log_every", "ckpt_every", "compile", "precision", "grad_accum"},
@@ -118,9 +118,7 @@ def plan_runs(cfg: Config) -> list[RunKey]:
     for n in sizes:
         runs.extend(RunKey(n, s, cfg.model.preset) for s in seeds)
         if cfg.sweep.oracles:
-            runs.append(RunKey(n, seeds[0], ORACLE_EMPIRICAL))
-            if cfg.data.source == "markov":
-                runs.append(RunKey(n, seeds[0], ORACLE_MARKOV))
+            runs.extend(RunKey(n, seeds[0], oracle_label(kind)) for kind in oracle_kinds(cfg.data.source))
     return runs
 
 
@@ -166,8 +164,6 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
     same architecture and step budget for every ``N``). The grid (``sweep.sizes``/``seeds``) may grow."""
     path = out_dir / CONFIG_NAME
     if path.exists():
-        from basinlab.config import load_config
-
         old = load_config(path)
         a, b = _comparable(old), _comparable(cfg)
         if a != b:
@@ -181,146 +177,6 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
     cfg.save(path)
 
 
-# ---- probing one denoiser ---------------------------------------------------------------------------------
-
-
-def _probe_sets(data: Any, n: int, m: int, seed: int) -> dict[str, torch.Tensor]:
-    """SPEC 5 sets: the first ``M`` of ``D_N``, the first ``M`` test sequences, ``M`` uniform random sequences."""
-    gen = torch.Generator().manual_seed(1_000_003 + seed)
-    return {"train": data.train(n)[:m], "test": data.test[:m], "random": data.random(m, gen)}
-
-
-def probe_denoiser(
-    denoiser: Any,
-    data: Any,
-    n: int,
-    cfg: Config,
-    seed: int,
-    *,
-    network: bool,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """All tests of SPEC 5 on one denoiser, as tidy rows (without ``N, model, seed``).
-
-    Basins on ``train`` and ``test``; fixed points on ``train``, ``test`` and ``random``; entropy on ``train``
-    and ``test`` at ``probe.entropy_t`` split by the basin outcome, and on generated samples (the gap);
-    novelty of ``probe.n_samples`` generated samples; likelihood on ``train`` and ``test`` for networks and
-    for the Markov oracle (not for the memoriser, whose NELBO on unseen data is infinite).
-    """
-    from basinlab import probes
-
-    pc = cfg.probe
-    sets = _probe_sets(data, n, pc.m, seed)
-    common = {"seed": seed, "batch_size": pc.batch_size, "progress": progress}
-    rows: list[dict[str, Any]] = []
-    basins: dict[str, Any] = {}
-    for name in ("train", "test"):
-        seqs = sets[name]
-        res = probes.basin_test(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=list(pc.ts), steps=pc.steps, **common
-        )
-        basins[name] = res
-        rows += res.rows
-    for name in ("train", "test", "random"):
-        seqs = sets[name]
-        res = probes.fixed_point_test(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), t_start=pc.t_start, steps=pc.steps,
-            **common,
-        )
-        rows += res.rows
-    samples = None
-    if pc.n_samples > 0:
-        samples = probes.generate_samples(
-            denoiser, pc.n_samples, data.seq_len, steps=pc.steps, seed=seed, batch_size=pc.batch_size,
-            progress=progress,
-        )
-        train_all = data.train(n)
-        res = probes.novelty(
-            denoiser, samples, train=train_all, test=data.test, set_name="generated",
-            real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
-            test_mask=data.real_mask(data.test), t_start=pc.t_start, steps=pc.steps, **common,
-        )
-        rows += res.rows
-    for name in ("train", "test"):
-        seqs = sets[name]
-        gen = samples if name == "test" else None  # the gap is generated minus real held-out data
-        res = probes.conditional_entropy(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=[pc.entropy_t], steps=pc.steps,
-            basin=basins[name], generated=gen, generated_mask=None if gen is None else data.real_mask(gen),
-            **common,
-        )
-        rows += res.rows
-    if network or getattr(denoiser, "source", None) is not None:
-        for name in ("train", "test"):
-            seqs = sets[name]
-            res = probes.likelihood(denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), **common)
-            rows += res.rows
-    return [dict(r) for r in rows]
-
-
-def restore_examples(
-    denoiser: Any, data: Any, cfg: Config, k: int = 4, t: float | None = None, train: torch.Tensor | None = None
-) -> dict[str, Any]:
-    """``k`` test sequences, corrupted at ``t`` (default ``sweep.transition_t``) with a fixed seed, so that every
-    run of a sweep sees the same corrupted sentences, restored by the stochastic reverse chain (SPEC 3/5).
-
-    With ``train`` (the run's ``D_N``), each restoration also records its Hamming distance to the nearest training
-    sequence: 0 means the corrupted test sentence fell into the basin of a memorised training sentence."""
-    from basinlab.diffusion import corrupt, reverse_chain
-
-    t = float(cfg.sweep.transition_t if t is None else t)
-    x = data.test[:k]
-    gen = torch.Generator().manual_seed(EXAMPLE_SEED)
-    alpha = denoiser.schedule.alpha(torch.tensor(t, dtype=torch.float64))
-    z = corrupt(x, alpha, data.vocab_size, generator=gen)
-    with torch.inference_mode():
-        restored = reverse_chain(denoiser, z, t, steps=cfg.probe.steps, greedy=False, generator=gen).cpu()
-    real = data.real_mask(x)
-    nn = None
-    if train is not None and len(train):
-        nn = torch.stack([((train != r) & data.real_mask(train)).sum(1).min() for r in restored]).tolist()
-    items = []
-    for i in range(x.shape[0]):
-        changed = (z[i] != x[i]) & real[i]
-        n_changed = int(changed.sum())
-        fixed = int(((restored[i] == x[i]) & changed).sum())
-        items.append({
-            "original": x[i].tolist(),
-            "corrupted": z[i].tolist(),
-            "restored": restored[i].tolist(),
-            "real": real[i].tolist(),
-            "text": {
-                "original": data.decode(x[i : i + 1])[0],
-                "corrupted": data.decode(z[i : i + 1])[0],
-                "restored": data.decode(restored[i : i + 1])[0],
-            },
-            "tokens": {
-                "original": _tokens(data, x[i]),
-                "corrupted": _tokens(data, z[i]),
-                "restored": _tokens(data, restored[i]),
-            },
-            "changed": n_changed,
-            "recovered": fixed,
-            "exact": bool((restored[i][real[i]] == x[i][real[i]]).all()),
-            "nn_train_hamming": None if nn is None else int(nn[i]),
-        })
-    return {"t": t, "steps": cfg.probe.steps, "seed": EXAMPLE_SEED, "examples": items}
-
-
-def _tokens(data: Any, seq: torch.Tensor) -> list[str]:
-    """One display string per position (token pieces for text, state ids for Markov data)."""
-    tok = getattr(data, "tokenizer", None)
-    ids = seq.tolist()
-    if tok is None:
-        return [str(i) for i in ids]
-    fn = getattr(getattr(tok, "tk", tok), "id_to_token", None)  # HF tokenizers: WordPiece pieces, e.g. ##ing
-    if callable(fn):
-        pieces = [fn(i) for i in ids]
-        if all(isinstance(p, str) for p in pieces):
-            return pieces
-    return [tok.decode([i]) for i in ids]
-
-
 # ---- one run ----------------------------------------------------------------------------------------------
 
 
@@ -332,50 +188,31 @@ def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
     return c
 
 
-def _oracle(key: RunKey, data: Any, cfg: Config, device: torch.device) -> Any:
-    from basinlab.diffusion import get_schedule
-    from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
-
-    schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
-    if key.model == ORACLE_EMPIRICAL:
-        return EmpiricalDenoiser(data.train(key.N), data.vocab_size, schedule, device=device)
-    if key.model == ORACLE_MARKOV:
-        if data.source is None:
-            raise BasinlabError("oracle:markov needs Markov data (data.source=markov)")
-        return MarkovDenoiser(data.source, schedule, device=device)
-    raise BasinlabError(f"unknown oracle '{key.model}'")
-
-
-def _execute(key: RunKey, cfg: Config, data: Any, out_dir: Path, store: ResultStore, progress: bool) -> None:
-    """Train (if a network) and probe one run, then record it in one transaction."""
-    import basinlab
-    from basinlab.models import resolve_device
-    from basinlab.training.trainer import train
-
+def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
+    """Train (if a network) and probe one run with the probe suite, then record it in one transaction."""
     run_dir = out_dir / "runs" / key.name
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}
     device = resolve_device(cfg.train.device)
     if key.model.startswith("oracle:"):
-        denoiser = _oracle(key, data, cfg, device)
-        network = False
+        denoiser = build_oracle(key.model, data, key.N, cfg, device=device)
     else:
-        rcfg = _run_config(cfg, key, run_dir)
-        res = train(rcfg, data=data, out_dir=run_dir, resume=True, progress=progress)
+        res = train(_run_config(cfg, key, run_dir), data=data, out_dir=run_dir, resume=True, progress=progress)
         info.update(
             final_loss=res.final_loss, steps=res.steps, resumed=res.resumed, train_s=res.elapsed_s,
             epochs=res.steps * cfg.train.batch_size / key.N, ce_warmup_steps=cfg.train.ce_warmup_steps,
         )
-        denoiser = basinlab.load(run_dir, device=device, batch_size=cfg.probe.batch_size).denoiser
-        network = True
+        denoiser = load_trained(run_dir, device=device, batch_size=cfg.probe.batch_size).denoiser
     t1 = time.perf_counter()
-    rows = probe_denoiser(denoiser, data, key.N, cfg, key.seed, network=network, progress=progress)
-    examples = restore_examples(denoiser, data, cfg, train=data.train(key.N))
+    result = run_suite(denoiser, data, cfg.probe, n_train=key.N, seed=key.seed, probes=probes_for(key.model),
+                       progress=progress)
+    examples = restore_examples(denoiser, data, k=4, t=cfg.sweep.transition_t, steps=cfg.probe.steps,
+                                train=data.train(key.N))
     examples.update(N=key.N, seed=key.seed, model=key.model)
     atomic_write_text(run_dir / "examples.json", json.dumps(examples, indent=1))
     info.update(probe_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
-    store.record_run(key, rows, info)
+    store.record_run(key, [dict(r) for r in result.rows], info)
 
 
 def plan_lines(cfg: Config, out_dir: str | Path, shard: tuple[int, int] | None = None) -> list[str]:
@@ -440,8 +277,6 @@ def run_sweep(
         cfg = config_from_dict(cfg.to_dict())
         cfg.train.device = devices[0]
     mine = shard_runs(runs, shard)
-    from basinlab.data import build_dataset
-
     n_max = max(k.N for k in runs)
     data = build_dataset(dataclasses.replace(cfg.data, n_train=n_max))
     if n_max > data.pool_size:

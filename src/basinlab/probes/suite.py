@@ -1,0 +1,154 @@
+"""The probe suite (SPEC 5): which probe runs on which set. The one place the CLI (``basinlab probe``), the sweep
+(``basinlab sweep``) and the Python API (:func:`run_suite`) share, so all three give the same rows for the same
+config.
+
+The plan (:data:`PLAN`):
+
+- ``basins`` on ``train`` and ``test``. Not on ``random``: SPEC 5 names ``random`` for the fixed-point test only;
+  a uniform random sequence is no memory, so "restoring" it asks nothing of the model (the sweep never ran it;
+  the old ``run_all`` did, and the ``probe`` command did for ``all``).
+- ``fixed_points`` on ``train``, ``test`` and ``random``.
+- ``novelty`` once, on ``probe.n_samples`` samples generated from noise, against ``D_N`` and the test set.
+- ``entropy`` at ``probe.entropy_t`` on ``train`` and ``test``, split by that set's basin outcome, with the gap
+  ``generated - test`` (generated minus real held-out data).
+- ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
+  sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
+
+The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PROBE_SET_SEED + seed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from basinlab.config import ProbeConfig
+from basinlab.data.sequences import SequenceData
+from basinlab.diffusion import Denoiser
+from basinlab.errors import BasinlabError
+from basinlab.oracles.build import ORACLE_EMPIRICAL
+from basinlab.probes.basins import basin_test
+from basinlab.probes.entropy import conditional_entropy
+from basinlab.probes.fixed_points import fixed_point_test
+from basinlab.probes.likelihood import likelihood
+from basinlab.probes.novelty import generate_samples, novelty
+from basinlab.probes.results import ProbeResult
+
+#: The probes, in the order the suite runs them.
+PROBES = ("basins", "fixed_points", "novelty", "entropy", "likelihood")
+#: The sets of SPEC 5.
+SETS = ("train", "test", "random")
+#: Which sets each probe runs on (``generated``: the samples the suite draws).
+PLAN: dict[str, tuple[str, ...]] = {
+    "basins": ("train", "test"),
+    "fixed_points": ("train", "test", "random"),
+    "novelty": ("generated",),
+    "entropy": ("train", "test"),
+    "likelihood": ("train", "test"),
+}
+#: The ``random`` set of a probe run with seed ``s`` is drawn with the generator seed ``PROBE_SET_SEED + s``.
+PROBE_SET_SEED = 1_000_003
+
+
+def probes_for(model: str) -> tuple[str, ...]:
+    """The probes the suite runs for a denoiser recorded as ``model``: all of them but ``likelihood`` for the
+    memoriser ``oracle:empirical`` (its NELBO is infinite off ``D_N``, SPEC 6)."""
+    return tuple(p for p in PROBES if not (p == "likelihood" and model == ORACLE_EMPIRICAL))
+
+
+def draw_sets(
+    data: SequenceData, n_train: int, m: int, seed: int, names: Iterable[str] = SETS
+) -> dict[str, torch.Tensor]:
+    """The SPEC 5 sets: ``train`` = the first ``m`` of ``D_N``, ``test`` = the first ``m`` test sequences,
+    ``random`` = ``m`` uniform random sequences drawn with seed ``PROBE_SET_SEED + seed``."""
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name == "train":
+            out[name] = data.train(n_train)[:m]
+            if out[name].shape[0] == 0:
+                raise BasinlabError("the training subset is empty (data.n_train = 0): leave out the train set")
+        elif name == "test":
+            out[name] = data.test[:m]
+        elif name == "random":
+            out[name] = data.random(m, torch.Generator().manual_seed(PROBE_SET_SEED + int(seed)))
+        else:
+            raise BasinlabError(f"unknown probe set '{name}'; choose from {', '.join(SETS)}")
+    return out
+
+
+def check_selection(probes: Iterable[str], sets: Iterable[str]) -> list[str]:
+    """The probe names (``-`` read as ``_``), refused when unknown or when none of ``sets`` is in their plan."""
+    names = [p.replace("-", "_") for p in probes]
+    unknown = sorted(set(names) - set(PROBES))
+    if unknown:
+        raise BasinlabError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(PROBES)}")
+    sets = set(sets)
+    for p in names:
+        if p != "novelty" and not sets.intersection(PLAN[p]):
+            raise BasinlabError(f"the {p} test runs on the {' and '.join(PLAN[p])} sets (SPEC 5); choose one of them")
+    return names
+
+
+def run_suite(
+    denoiser: Denoiser,
+    data: SequenceData,
+    cfg: ProbeConfig,
+    *,
+    n_train: int,
+    seed: int = 0,
+    probes: Iterable[str] = PROBES,
+    sets: Iterable[str] = SETS,
+    progress: bool = False,
+    trajectory: bool = False,
+) -> ProbeResult:
+    """Run ``probes`` of SPEC 5 on ``denoiser`` following :data:`PLAN`, on the sets among ``sets`` (the first
+    ``cfg.m`` of each, :func:`draw_sets`), ``D_N`` being the first ``n_train`` training sequences of ``data``.
+
+    Returns one :class:`ProbeResult`: all tidy rows, arrays keyed ``"{probe}/{set}/{name}"`` (and
+    ``generated_samples``). ``trajectory`` adds the entropy along the reverse chain from ``t = 1``.
+    """
+    sets = [s for s in SETS if s in set(sets)]
+    probes = check_selection(probes, sets)
+    on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
+    seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
+                                                         key=SETS.index))
+    masks = {k: data.real_mask(v) for k, v in seqs.items()}
+    common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
+    out = ProbeResult()
+    basins = {}
+    for name in on.get("basins", []):
+        basins[name] = basin_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
+                                  steps=cfg.steps, **common)
+        out.extend(basins[name], prefix=f"basins/{name}/")
+    for name in on.get("fixed_points", []):
+        out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name],
+                                    t_start=cfg.t_start, steps=cfg.steps, **common), prefix=f"fixed_points/{name}/")
+    samples = _samples(denoiser, data, cfg, seed, progress) if {"novelty", "entropy"} & set(probes) else None
+    if samples is not None:
+        out.arrays["generated_samples"] = samples
+    if "novelty" in probes and samples is not None:
+        train_all = data.train(n_train)
+        out.extend(novelty(denoiser, samples, train=train_all, test=data.test, set_name="generated",
+                           real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
+                           test_mask=data.real_mask(data.test), t_start=cfg.t_start, steps=cfg.steps, **common),
+                   prefix="novelty/generated/")
+    for name in on.get("entropy", []):
+        gen = samples if name == "test" else None  # the gap is generated minus real held-out data
+        out.extend(conditional_entropy(denoiser, seqs[name], set_name=name, real_mask=masks[name],
+                                       ts=[cfg.entropy_t], steps=cfg.steps, basin=basins.get(name), generated=gen,
+                                       generated_mask=None if gen is None else data.real_mask(gen),
+                                       trajectory=trajectory, **common), prefix=f"entropy/{name}/")
+    for name in on.get("likelihood", []):
+        out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common),
+                   prefix=f"likelihood/{name}/")
+    return out
+
+
+def _samples(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, seed: int,
+             progress: bool) -> torch.Tensor | None:
+    """``probe.n_samples`` samples from noise (none when it is 0: no novelty rows and no entropy gap)."""
+    if cfg.n_samples <= 0:
+        return None
+    return generate_samples(denoiser, cfg.n_samples, data.seq_len, steps=cfg.steps, seed=seed,
+                            batch_size=cfg.batch_size, progress=progress)

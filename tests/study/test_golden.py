@@ -1,4 +1,5 @@
-"""Behaviour pin (issue 11): one small sweep's ``results.csv`` and restoration examples, byte for byte.
+"""Behaviour pin (issue 11): one small sweep's ``results.csv`` and restoration examples, byte for byte; and the
+CLI (``basinlab probe all``), the sweep and the Python API (``probes.run_suite``) give the same rows.
 
 The golden files were written by the sweep as it stood before the probe suite was restructured (commit 8018832,
 after the DiT change). Any change to a number here must be deliberate: regenerate the files with
@@ -7,13 +8,22 @@ after the DiT change). Any change to a number here must be deliberate: regenerat
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import torch
 
+import basinlab
+from basinlab.cli import main
 from basinlab.config import load_config
+from basinlab.data import build_dataset
+from basinlab.oracles.build import build_oracle
+from basinlab.probes import probes_for, run_suite
+from basinlab.study.store import ResultStore, RunKey
 from basinlab.study.sweep import run_sweep
 
 HERE = Path(__file__).parent
@@ -40,14 +50,66 @@ def run_toy_sweep(tmp: Path) -> Path:
         torch.set_num_threads(before)
 
 
-def test_toy_sweep_results_are_pinned(tmp_path):
-    out = run_toy_sweep(tmp_path)
+@pytest.fixture(scope="module")
+def toy_sweep(tmp_path_factory) -> Path:
+    return run_toy_sweep(tmp_path_factory.mktemp("golden"))
+
+
+def test_toy_sweep_results_are_pinned(toy_sweep):
+    out = toy_sweep
     assert (out / "results.csv").read_bytes() == (GOLDEN / "toy_sweep_results.csv").read_bytes()
     pinned = sorted(p.name for p in (GOLDEN / "examples").glob("*.json"))
     assert pinned == sorted(f"{d.name}.json" for d in (out / "runs").iterdir())
     for name in pinned:
         got = (out / "runs" / name[: -len(".json")] / "examples.json").read_bytes()
         assert got == (GOLDEN / "examples" / name).read_bytes(), name
+
+
+def _key(r: dict) -> tuple:
+    t = r["t"]
+    return (r["probe"], r["set"], None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t),
+            r["metric"])
+
+
+def _num(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _table(rows) -> dict[tuple, tuple]:
+    out = {}
+    for r in rows:
+        assert _key(r) not in out, _key(r)
+        out[_key(r)] = tuple(_num(r[k]) for k in ("value", "std", "ci_low", "ci_high", "n"))
+    return out
+
+
+@pytest.mark.parametrize("model", ["micro", "oracle:empirical", "oracle:markov"])
+def test_cli_sweep_and_api_give_the_same_rows(toy_sweep, tmp_path, capsys, model):
+    """One suite: the rows the sweep recorded for N=8 are the rows of `basinlab probe all` and of run_suite."""
+    key = RunKey(8, 0, model)
+    with ResultStore(toy_sweep) as store:
+        swept = [r for r in store.rows() if (r["N"], r["seed"], r["model"]) == (key.N, key.seed, key.model)]
+    cfg = load_config(None, [*TOY, f"data.cache_dir={toy_sweep.parent / 'cache'}", "data.n_train=8"])
+    data = build_dataset(cfg.data)
+    out = tmp_path / "cli"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if model == "micro":
+            run_dir = toy_sweep / "runs" / key.name
+            denoiser = basinlab.load(str(run_dir), batch_size=cfg.probe.batch_size).denoiser
+            argv = ["probe", "all", "--checkpoint", str(run_dir)]
+        else:
+            kind = model.split(":")[1]
+            denoiser = build_oracle(kind, data, 8, cfg)
+            argv = ["probe", "all", "--oracle", kind, *TOY, f"data.cache_dir={cfg.data.cache_dir}", "data.n_train=8"]
+        assert main([*argv, "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+        api = run_suite(denoiser, data, cfg.probe, n_train=8, seed=0, probes=probes_for(model)).rows
+    finally:
+        torch.set_num_threads(before)
+    cli = pd.read_csv(out / "results.csv").astype(object).where(lambda d: d.notna(), None).to_dict("records")
+    assert len(swept) > 20
+    assert _table(swept) == _table(api) == _table(cli)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:

@@ -17,13 +17,32 @@ from basinlab.errors import BasinlabError
 _MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options and positional ``key=value`` overrides in any order (``train demo --out D train.steps=5``), and a
+    usage error in one line (exit code 2)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing or not any(a.nargs in ("*", "+", "?") for a in self._get_positional_actions()):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls parse_known_args itself
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"basinlab: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="basinlab",
         description="Train uniform-noise discrete diffusion LMs and probe them as associative memories.",
     )
     parser.add_argument("--version", action="version", version=f"basinlab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _MODULES:
         try:
             module = importlib.import_module(name)

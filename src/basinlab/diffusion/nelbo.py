@@ -90,21 +90,16 @@ def sample_times(
     antithetic: bool = True,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
-    rank: int = 0,
-    world: int = 1,
 ) -> torch.Tensor:
-    """``t = t_eps + (1 - t_eps) u`` (SPEC 4), float64 ``[batch]``, this rank's slice of the global batch.
+    """``t = t_eps + (1 - t_eps) u`` (SPEC 4), float64 ``[batch]``.
 
-    Antithetic: one offset ``u_0`` for the whole global batch of ``batch * world`` draws, ``u_k = (u_0 + k/n) mod 1``,
-    so every rank must pass the same generator state; rank ``r`` takes draws ``r*batch .. (r+1)*batch - 1``.
+    Antithetic: one offset ``u_0`` for the batch, ``u_k = (u_0 + k/batch) mod 1`` (one draw per stratum).
     """
-    n = batch * world
     if antithetic:
         u0 = torch.rand(1, generator=generator, dtype=torch.float64)
-        u = (u0 + torch.arange(n, dtype=torch.float64) / n) % 1.0
+        u = (u0 + torch.arange(batch, dtype=torch.float64) / batch) % 1.0
     else:
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-    u = u[rank * batch : (rank + 1) * batch]
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
     return (t_eps + (1.0 - t_eps) * u).to(device)
 
 

@@ -411,11 +411,9 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     examples = _load_examples(out_dir)
     plots_dir = out_dir / "plots"
     sections: list[str] = []
-    images: dict[str, bytes] = {}
 
     def add(name: str, fig: Any, caption: str) -> str:
         data = _png(fig)
-        images[name] = data
         atomic_write_bytes(plots_dir / f"{name}.png", data)
         b64 = base64.b64encode(data).decode("ascii")
         img = f"<img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'/>"

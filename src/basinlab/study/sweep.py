@@ -325,7 +325,7 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
         if not str(dev).startswith("cuda"):
             env["OMP_NUM_THREADS"] = str(threads)
         log_path = out_dir / f"worker-{k}.log"
-        log = open(log_path, "a")  # noqa: SIM115 - closed below
+        log = open(log_path, "a")  # closed in the finally below
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
         if progress:
             print(f"worker {k} on {dev}: log in {log_path}", file=sys.stderr)

@@ -241,7 +241,7 @@ class _Metrics:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step + 1)
-        except Exception:  # noqa: BLE001 - tensorboard is optional
+        except Exception:  # tensorboard is optional: any failure to start it only disables it
             self.tb = None
 
     def log(self, row: dict[str, Any]) -> None:

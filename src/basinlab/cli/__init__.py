@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from basinlab import __version__
@@ -36,6 +37,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"basinlab: error: {message} (see `{self.prog} --help`)\n")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each record (tests and callers may swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """Library modules log through ``logging``; the command shows their INFO lines on stderr (WARNING with
+    ``--quiet``), as plain messages."""
+    root = logging.getLogger("basinlab")
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="basinlab",
@@ -60,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_logging(quiet=bool(getattr(args, "quiet", False)))
     try:
         rc = args.func(args)
     except BasinlabError as exc:

@@ -11,6 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from basinlab.config import Config, load_config
+from basinlab.errors import BasinlabError
+from basinlab.study.report import write_report
+from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep``, ``report`` and ``demo`` subcommands."""
@@ -61,9 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_demo)
 
 
-def _config(args: argparse.Namespace):
-    from basinlab.config import load_config
-    from basinlab.errors import BasinlabError
+def _config(args: argparse.Namespace) -> Config:
 
     source = args.config
     overrides = list(args.overrides or [])
@@ -82,7 +85,6 @@ def _config(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
 
     cfg = _config(args)
     if args.plan:
@@ -100,25 +102,17 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     print(f"results: {out / 'results.csv'}")
     if args.report:
-        from basinlab.study.report import write_report
-
         print(f"report: {write_report(out)}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from basinlab.study.report import write_report
-
     path = write_report(args.dir, t=args.t)
     print(f"report: {path}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from basinlab.config import load_config
-    from basinlab.study.report import write_report
-    from basinlab.study.sweep import run_sweep
-
     t0 = time.perf_counter()
     cfg = load_config("demo", list(args.overrides or []))
     out = run_sweep(cfg, args.out, progress=not args.quiet)

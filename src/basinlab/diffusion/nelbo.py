@@ -17,9 +17,11 @@ space: ``log(q_j / u) = softplus(log(a/u) + log x_θ,j)`` with ``u = (1 - a)/V``
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 
 def nelbo_integrand(
@@ -129,7 +131,6 @@ def estimate_nelbo(
     Returns floats ``nelbo``, ``diffusion``, ``recon``, ``prior``, ``ppl_bound`` = exp(nelbo), ``n_tokens``, and
     ``per_seq`` (float64 ``[M]``, NELBO per real token of each sequence).
     """
-    from tqdm.auto import tqdm
 
     from basinlab.diffusion.process import bayes_log_posterior, corrupt
 
@@ -141,7 +142,9 @@ def estimate_nelbo(
     per_seq_diff = torch.zeros(M, dtype=torch.float64)
     per_seq_rec = torch.zeros(M, dtype=torch.float64)
     with torch.inference_mode():
-        for b0 in tqdm(range(0, M, batch_size), desc="nelbo", disable=not progress, leave=False):
+        # outside a terminal no bar: carriage-return updates would fill log files
+        bar = tqdm(range(0, M, batch_size), desc="nelbo", disable=not progress or not sys.stderr.isatty(), leave=False)
+        for b0 in bar:
             x = seqs[b0 : b0 + batch_size]
             m = mask[b0 : b0 + batch_size].to(torch.float64)
             B = x.shape[0]

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from basinlab.config import load_config
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
-from basinlab.study.store import CONFIG_NAME, read_results
+from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
 from basinlab.study.transition import Transition, estimate_all
 
 ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}
@@ -60,8 +61,6 @@ def _models(df: Any) -> tuple[list[str], list[str]]:
 
 
 def _load_cfg(out_dir: Path) -> Any:
-    from basinlab.config import load_config
-
     path = out_dir / CONFIG_NAME
     return load_config(path) if path.exists() else None
 
@@ -391,8 +390,6 @@ def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> st
 
 def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/plots/*.png`` from the sweep's records; returns the page's path."""
-    from basinlab.study.store import ResultStore
-
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise BasinlabError(f"sweep directory '{out_dir}' does not exist")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -55,6 +56,7 @@ _FREE_KEYS = {
 }
 
 Hook = Callable[[RunKey], None]
+logger = logging.getLogger(__name__)
 
 
 # ---- the grid ----------------------------------------------------------------------------------------------
@@ -288,14 +290,11 @@ def run_sweep(
     with ResultStore(out_dir) as store:
         done = store.done_keys()
         todo = [k for k in mine if k not in done]
-        if progress:
-            print(f"sweep {out_dir}: {len(mine)} runs here, {len(mine) - len(todo)} done, {len(todo)} to go",
-                  file=sys.stderr)
+        logger.info("sweep %s: %d runs here, %d done, %d to go", out_dir, len(mine), len(mine) - len(todo), len(todo))
         for i, key in enumerate(todo):
             if not store.claim(key, token, {"dir": f"runs/{key.name}", "pid": os.getpid()}):
                 continue  # finished meanwhile, or another worker of this launch has it
-            if progress:
-                print(f"[{i + 1}/{len(todo)}] N={key.N} seed={key.seed} model={key.model}", file=sys.stderr)
+            logger.info("[%d/%d] N=%d seed=%d model=%s", i + 1, len(todo), key.N, key.seed, key.model)
             _execute(key, cfg, data, out_dir, store, progress)
             store.export()
             if on_run_done is not None:
@@ -327,19 +326,17 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
         log_path = out_dir / f"worker-{k}.log"
         log = open(log_path, "a")  # closed in the finally below
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-        if progress:
-            print(f"worker {k} on {dev}: log in {log_path}", file=sys.stderr)
+        logger.info("worker %d on %s: log in %s", k, dev, log_path)
     failed = []
     try:
         seen = -1
         while any(p.poll() is None for p, _ in procs):
             time.sleep(2.0)
-            if progress:
-                with ResultStore(out_dir) as store:
-                    n_done = len(store.done_keys())
-                if n_done != seen:
-                    print(f"{time.strftime('%H:%M:%S')} {n_done} runs done in {out_dir}", file=sys.stderr)
-                    seen = n_done
+            with ResultStore(out_dir) as store:
+                n_done = len(store.done_keys())
+            if n_done != seen:
+                logger.info("%s %d runs done in %s", time.strftime("%H:%M:%S"), n_done, out_dir)
+                seen = n_done
         failed = [k for k, (p, _) in enumerate(procs) if p.wait() != 0]
     except KeyboardInterrupt:
         for p, _ in procs:

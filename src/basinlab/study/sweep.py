@@ -24,12 +24,16 @@ the grid exactly once and any number of them may write to the same store at once
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import logging
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -44,7 +48,7 @@ from basinlab.io import atomic_write_text
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
-from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey
+from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, warn_if_network_fs
 from basinlab.training.checkpoint import load_trained
 from basinlab.training.trainer import train
 
@@ -54,6 +58,9 @@ _FREE_KEYS = {
     "probe": {"batch_size"},
     "data": {"cache_dir"},
 }
+
+#: Environment variable telling a launched worker its launcher's pid (it ends when the launcher does).
+LAUNCHER_ENV = "BASINLAB_LAUNCHER_PID"
 
 Hook = Callable[[RunKey], None]
 logger = logging.getLogger(__name__)
@@ -272,9 +279,12 @@ def run_sweep(
     runs = plan_runs(cfg)
     devices = list(devices if devices is not None else (cfg.sweep.devices or []))
     if launch is None:
+        warn_if_network_fs(out_dir)
         _check_or_save_config(cfg, out_dir)
         if len(devices) > 1:
             return _launch_workers(out_dir, shard, devices, progress)
+    else:
+        _die_with_launcher()
     if len(devices) == 1:
         cfg = config_from_dict(cfg.to_dict())
         cfg.train.device = devices[0]
@@ -292,15 +302,68 @@ def run_sweep(
         todo = [k for k in mine if k not in done]
         logger.info("sweep %s: %d runs here, %d done, %d to go", out_dir, len(mine), len(mine) - len(todo), len(todo))
         for i, key in enumerate(todo):
-            if not store.claim(key, token, {"dir": f"runs/{key.name}", "pid": os.getpid()}):
-                continue  # finished meanwhile, or another worker of this launch has it
+            if not store.claim(key, token, {"dir": f"runs/{key.name}"}):
+                continue  # finished meanwhile, or a live process (this launch's or another sweep's) has it
             logger.info("[%d/%d] N=%d seed=%d model=%s", i + 1, len(todo), key.N, key.seed, key.model)
-            _execute(key, cfg, data, out_dir, store, progress)
+            with _Heartbeat(out_dir, key, token):
+                _execute(key, cfg, data, out_dir, store, progress)
             store.export()
             if on_run_done is not None:
                 on_run_done(key)
         store.export()
+        for h in store.holders() if launch is None else []:
+            logger.warning("run %s is still being run by process %s on %s; rerun later to export it",
+                           RunKey(h["N"], h["seed"], h["model"]).name, h["pid"], h["host"])
     return out_dir
+
+
+class _Heartbeat:
+    """While a run executes, refresh its claim every ``every_s`` seconds from a thread with its own connection,
+    so that workers on other hosts see the claim alive (:data:`basinlab.study.store.STALE_S`)."""
+
+    def __init__(self, out_dir: Path, key: RunKey, token: str, every_s: float = 60.0) -> None:
+        self.args, self.every_s = (out_dir, key, token), every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{key.name}")
+
+    def _beat(self) -> None:
+        out_dir, key, token = self.args
+        while not self._stop.wait(self.every_s):
+            try:
+                with ResultStore(out_dir) as store:
+                    store.heartbeat(key, token)
+            except (BasinlabError, sqlite3.Error) as exc:  # a missed beat is harmless; the next one may pass
+                logger.debug("heartbeat of %s failed: %s", key.name, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _die_with_launcher() -> None:
+    """A launched worker ends with its launcher, even one killed by SIGKILL: on Linux the kernel sends it SIGTERM
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a watchdog thread checks every second that the parent still lives."""
+    launcher = int(os.environ.get(LAUNCHER_ENV, "0") or 0)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if not launcher:
+        return
+    if os.getppid() != launcher:  # the launcher died before the prctl above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="launcher-watchdog").start()
 
 
 def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[str], progress: bool) -> Path:
@@ -320,7 +383,7 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
             cmd.append(f"--shard={shard[0]}/{shard[1]}")
         if not progress:
             cmd.append("--quiet")
-        env = dict(os.environ)
+        env = dict(os.environ, **{LAUNCHER_ENV: str(os.getpid())})
         if not str(dev).startswith("cuda"):
             env["OMP_NUM_THREADS"] = str(threads)
         log_path = out_dir / f"worker-{k}.log"

@@ -79,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    configure_logging(quiet=bool(getattr(args, "quiet", False)))
     try:
+        parser = build_parser()  # imports the subcommands' modules: Ctrl-C may land here too
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        configure_logging(quiet=bool(getattr(args, "quiet", False)))
         rc = args.func(args)
     except BasinlabError as exc:
         print(f"basinlab: error: {exc}", file=sys.stderr)

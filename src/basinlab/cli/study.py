@@ -13,6 +13,8 @@ from pathlib import Path
 
 from basinlab.config import Config, load_config
 from basinlab.errors import BasinlabError
+from basinlab.io import check_writable_dir
+from basinlab.study.merge import merge_sweeps
 from basinlab.study.report import write_report
 from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
 
@@ -54,6 +56,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("dir", help="a sweep directory")
     r.add_argument("--t", type=float, default=None, help="t at which N* is estimated (default: sweep.transition_t)")
     r.set_defaults(func=_report)
+
+    m = sub.add_parser(
+        "merge",
+        help="merge sweep directories (e.g. one per --shard on NFS) into one",
+        description=(
+            "Record the finished runs of each DIR in OUT/results.sqlite (created or extended) and export "
+            "OUT/results.csv. Each run is recorded once: a run found twice is taken once if its records are "
+            "identical and refused otherwise. The inputs must hold the same sweep config."
+        ),
+    )
+    m.add_argument("dirs", nargs="+", metavar="DIR", help="sweep directories")
+    m.add_argument("--out", required=True, help="the merged sweep directory")
+    m.set_defaults(func=_merge)
 
     d = sub.add_parser(
         "demo",
@@ -103,6 +118,13 @@ def _sweep(args: argparse.Namespace) -> int:
     print(f"results: {out / 'results.csv'}")
     if args.report:
         print(f"report: {write_report(out)}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    check_writable_dir(args.out, "--out")
+    out = merge_sweeps(args.dirs, args.out)
+    print(f"results: {out / 'results.csv'}")
     return 0
 
 

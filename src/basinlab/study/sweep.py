@@ -24,12 +24,10 @@ the grid exactly once and any number of them may write to the same store at once
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +43,7 @@ from basinlab.data import build_dataset
 from basinlab.data.sequences import SequenceData
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text
+from basinlab.lifeline import LAUNCHER_ENV, die_with_launcher
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
@@ -58,9 +57,6 @@ _FREE_KEYS = {
     "probe": {"batch_size"},
     "data": {"cache_dir"},
 }
-
-#: Environment variable telling a launched worker its launcher's pid (it ends when the launcher does).
-LAUNCHER_ENV = "BASINLAB_LAUNCHER_PID"
 
 Hook = Callable[[RunKey], None]
 logger = logging.getLogger(__name__)
@@ -158,7 +154,9 @@ def shard_runs(runs: Sequence[RunKey], shard: tuple[int, int] | None) -> list[Ru
 # ---- configuration ----------------------------------------------------------------------------------------
 
 
-def _comparable(cfg: Config) -> dict[str, Any]:
+def comparable_config(cfg: Config) -> dict[str, Any]:
+    """The parts of a sweep config that must agree between the runs of one study (not the grid, devices, batch
+    sizes, logging)."""
     d = cfg.to_dict()
     d.pop("sweep", None)
     d.pop("out_dir", None)
@@ -174,7 +172,7 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
     path = out_dir / CONFIG_NAME
     if path.exists():
         old = load_config(path)
-        a, b = _comparable(old), _comparable(cfg)
+        a, b = comparable_config(old), comparable_config(cfg)
         if a != b:
             diffs = [
                 f"{s}.{k}" for s in a for k in a[s] if isinstance(a[s], dict) and a[s].get(k) != b.get(s, {}).get(k)
@@ -284,7 +282,7 @@ def run_sweep(
         if len(devices) > 1:
             return _launch_workers(out_dir, shard, devices, progress)
     else:
-        _die_with_launcher()
+        die_with_launcher()
     if len(devices) == 1:
         cfg = config_from_dict(cfg.to_dict())
         cfg.train.device = devices[0]
@@ -342,28 +340,6 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def _die_with_launcher() -> None:
-    """A launched worker ends with its launcher, even one killed by SIGKILL: on Linux the kernel sends it SIGTERM
-    (``prctl(PR_SET_PDEATHSIG)``); everywhere a watchdog thread checks every second that the parent still lives."""
-    launcher = int(os.environ.get(LAUNCHER_ENV, "0") or 0)
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if not launcher:
-        return
-    if os.getppid() != launcher:  # the launcher died before the prctl above took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def watch() -> None:
-        while os.getppid() == launcher:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, daemon=True, name="launcher-watchdog").start()
 
 
 def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[str], progress: bool) -> Path:

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import basinlab
-from basinlab.config import Config, ProbeConfig, config_from_dict, load_config, parse_overrides
+from basinlab.config import (
+    Config,
+    ProbeConfig,
+    apply_docs_toy_probe,
+    config_from_dict,
+    docs_toy,
+    load_config,
+    parse_overrides,
+)
 from basinlab.data import build_dataset
 from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import Denoiser
@@ -115,6 +123,8 @@ def _probe_config(cfg: Config, args: argparse.Namespace) -> ProbeConfig:
         pc.n_samples = args.samples
     if args.batch_size is not None:
         pc.batch_size = args.batch_size
+    if docs_toy():
+        apply_docs_toy_probe(pc)
     for name in ("m", "steps", "batch_size"):
         if int(getattr(pc, name)) < 1:
             raise BasinlabError(f"probe.{name} must be >= 1, got {getattr(pc, name)}")

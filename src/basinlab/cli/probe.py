@@ -35,9 +35,7 @@ from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_label
 from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config, restore_examples, run_suite
 from basinlab.probes.plots import write_plots
-from basinlab.probes.suite import check_selection
-
-WHICH = ("basins", "fixed-points", "entropy", "novelty", "likelihood", "all")
+from basinlab.probes.suite import all_probes, check_selection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("which", choices=WHICH, help="which test (all: every test)")
+    which = (*(w.replace("_", "-") for w in all_probes()), "all")
+    p.add_argument("which", choices=which, help="which test (all: every test)")
     p.add_argument("config_args", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="for --oracle: a YAML config or preset name, then overrides (e.g. data.n_train=256); "
                         "with --checkpoint only probe.* overrides are allowed")

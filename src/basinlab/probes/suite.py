@@ -19,7 +19,7 @@ The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PR
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -47,14 +47,34 @@ PLAN: dict[str, tuple[str, ...]] = {
     "entropy": ("train", "test"),
     "likelihood": ("train", "test"),
 }
+#: Probes added with :func:`register_probe` (docs/ARCHITECTURE.md, "Add a probe"): name -> function.
+EXTRA: dict[str, Callable[..., ProbeResult]] = {}
 #: The ``random`` set of a probe run with seed ``s`` is drawn with the generator seed ``PROBE_SET_SEED + s``.
 PROBE_SET_SEED = 1_000_003
+
+
+def register_probe(name: str, fn: Callable[..., ProbeResult], sets: tuple[str, ...]) -> None:
+    """Add a probe to the suite: ``fn(denoiser, seqs, *, set_name, seed, batch_size, real_mask, progress, config)``
+    (``config``: the :class:`ProbeConfig`) returning a :class:`ProbeResult`, run on ``sets`` after the built-in
+    probes. The CLI's ``probe NAME`` and ``probe all`` and the sweep then run it too."""
+    if name in PLAN and name not in EXTRA:
+        raise BasinlabError(f"probe '{name}' exists already; choose another name")
+    unknown = sorted(set(sets) - set(SETS))
+    if unknown or not sets:
+        raise BasinlabError(f"probe '{name}' needs sets among {', '.join(SETS)}, got {sets!r}")
+    EXTRA[name] = fn
+    PLAN[name] = tuple(sets)
+
+
+def all_probes() -> tuple[str, ...]:
+    """The built-in probes, then the registered ones."""
+    return PROBES + tuple(EXTRA)
 
 
 def probes_for(model: str) -> tuple[str, ...]:
     """The probes the suite runs for a denoiser recorded as ``model``: all of them but ``likelihood`` for the
     memoriser ``oracle:empirical`` (its NELBO is infinite off ``D_N``, SPEC 6)."""
-    return tuple(p for p in PROBES if not (p == "likelihood" and model == ORACLE_EMPIRICAL))
+    return tuple(p for p in all_probes() if not (p == "likelihood" and model == ORACLE_EMPIRICAL))
 
 
 def draw_sets(
@@ -80,9 +100,9 @@ def draw_sets(
 def check_selection(probes: Iterable[str], sets: Iterable[str]) -> list[str]:
     """The probe names (``-`` read as ``_``), refused when unknown or when none of ``sets`` is in their plan."""
     names = [p.replace("-", "_") for p in probes]
-    unknown = sorted(set(names) - set(PROBES))
+    unknown = sorted(set(names) - set(all_probes()))
     if unknown:
-        raise BasinlabError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(PROBES)}")
+        raise BasinlabError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(all_probes())}")
     sets = set(sets)
     for p in names:
         if p != "novelty" and not sets.intersection(PLAN[p]):
@@ -97,7 +117,7 @@ def run_suite(
     *,
     n_train: int,
     seed: int = 0,
-    probes: Iterable[str] = PROBES,
+    probes: Iterable[str] | None = None,
     sets: Iterable[str] = SETS,
     progress: bool = False,
     trajectory: bool = False,
@@ -109,7 +129,7 @@ def run_suite(
     ``generated_samples``). ``trajectory`` adds the entropy along the reverse chain from ``t = 1``.
     """
     sets = [s for s in SETS if s in set(sets)]
-    probes = check_selection(probes, sets)
+    probes = check_selection(all_probes() if probes is None else probes, sets)
     on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
@@ -142,6 +162,10 @@ def run_suite(
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common),
                    prefix=f"likelihood/{name}/")
+    for probe in (p for p in probes if p in EXTRA):
+        for name in on[probe]:
+            out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
+                       prefix=f"{probe}/{name}/")
     return out
 
 

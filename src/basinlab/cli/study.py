@@ -129,6 +129,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.t is not None and not 0.0 < args.t <= 1.0:
+        raise BasinlabError(f"--t must lie in (0, 1], got {args.t}")
     path = write_report(args.dir, t=args.t)
     print(f"report: {path}")
     return 0

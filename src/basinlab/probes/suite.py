@@ -19,6 +19,7 @@ The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PR
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 import torch
@@ -77,6 +78,35 @@ def probes_for(model: str) -> tuple[str, ...]:
     return tuple(p for p in all_probes() if not (p == "likelihood" and model == ORACLE_EMPIRICAL))
 
 
+#: Bytes per entry of a ``[B, L, V]`` tensor that a probe step keeps alive at once (a float32 ``log x_θ`` and the
+#: float64 posterior and its probabilities, with room for temporaries): an estimate, for refusing impossible runs.
+BYTES_PER_ENTRY = 16
+
+
+def _total_memory(device: torch.device) -> int | None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: ProbeConfig, seq_len: int, vocab_size: int, device: torch.device | str | None = None) -> None:
+    """Refuse, before any work, a probe batch whose ``[B, L, V]`` tensors cannot fit: ``B = min(batch_size,
+    max(m, n_samples))`` sequences at once, :data:`BYTES_PER_ENTRY` bytes per entry, against the device's memory."""
+    dev = torch.device(device or "cpu")
+    batch = min(int(cfg.batch_size), max(int(cfg.m), int(cfg.n_samples), 1))
+    need = batch * int(seq_len) * int(vocab_size) * BYTES_PER_ENTRY
+    total = _total_memory(dev)
+    if total is not None and need > total:
+        raise BasinlabError(
+            f"probe.batch_size={cfg.batch_size} needs about {need / 2**30:,.0f} GiB at once ({batch} sequences x "
+            f"L={seq_len} x V={vocab_size}), more than the {total / 2**30:,.0f} GiB of {dev.type}; lower "
+            "probe.batch_size (--batch-size)"
+        )
+
+
 def draw_sets(
     data: SequenceData, n_train: int, m: int, seed: int, names: Iterable[str] = SETS
 ) -> dict[str, torch.Tensor]:
@@ -130,6 +160,7 @@ def run_suite(
     """
     sets = [s for s in SETS if s in set(sets)]
     probes = check_selection(all_probes() if probes is None else probes, sets)
+    check_memory(cfg, data.seq_len, denoiser.vocab_size, getattr(denoiser, "device", None))
     on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))

@@ -66,11 +66,11 @@ def merge_sweeps(sources: Sequence[str | Path], out_dir: str | Path) -> Path:
     if not srcs:
         raise BasinlabError("give at least one sweep directory to merge")
     for d in srcs:
+        if d.resolve() == out.resolve():
+            raise BasinlabError(f"'{d}' is both an input and --out; give another --out directory")
         if not (d / DB_NAME).is_file():
             raise BasinlabError(f"'{d}' is not a sweep directory (no {DB_NAME}); give directories `basinlab sweep` "
                                 "wrote")
-        if d.resolve() == out.resolve():
-            raise BasinlabError(f"'{d}' is both an input and --out; give another --out directory")
     config = _check_configs(srcs, out)
     taken: dict[RunKey, tuple[list[dict[str, Any]], dict[str, Any], Path]] = {}
     if (out / DB_NAME).exists():

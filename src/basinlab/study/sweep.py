@@ -42,7 +42,7 @@ from basinlab.config import Config, config_from_dict, load_config
 from basinlab.data import build_dataset
 from basinlab.data.sequences import SequenceData
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write_text
+from basinlab.io import atomic_write_text, check_writable_dir
 from basinlab.lifeline import LAUNCHER_ENV, die_with_launcher
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
@@ -170,7 +170,7 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
     """Save the sweep's config; on resume, refuse a config whose data/model/train/probe differ (SPEC 7 wants the
     same architecture and step budget for every ``N``). The grid (``sweep.sizes``/``seeds``) may grow."""
     path = out_dir / CONFIG_NAME
-    if path.exists():
+    if path.is_file():
         old = load_config(path)
         a, b = comparable_config(old), comparable_config(cfg)
         if a != b:
@@ -273,27 +273,22 @@ def run_sweep(
             "(see `basinlab sweep --plan`), then run the sweep in one process; it probes the finished checkpoint"
         )
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = plan_runs(cfg)
+    runs = plan_runs(cfg)  # refuses a bad grid before anything is written
+    mine = shard_runs(runs, shard)
     devices = list(devices if devices is not None else (cfg.sweep.devices or []))
     if launch is None:
-        warn_if_network_fs(out_dir)
-        _check_or_save_config(cfg, out_dir)
+        check_writable_dir(out_dir, "--out")
         if len(devices) > 1:
+            _prepare(cfg, out_dir)
             return _launch_workers(out_dir, shard, devices, progress)
     else:
         die_with_launcher()
     if len(devices) == 1:
         cfg = config_from_dict(cfg.to_dict())
         cfg.train.device = devices[0]
-    mine = shard_runs(runs, shard)
-    n_max = max(k.N for k in runs)
-    data = build_dataset(dataclasses.replace(cfg.data, n_train=n_max))
-    if n_max > data.pool_size:
-        raise BasinlabError(
-            f"sweep.sizes go up to N={n_max} but the training pool has {data.pool_size} sequences; "
-            f"lower the sizes or enlarge the pool (data.markov_pool for Markov data)"
-        )
+    data = _sweep_data(cfg, runs)
+    if launch is None:
+        _prepare(cfg, out_dir)
     token = launch or uuid.uuid4().hex
     with ResultStore(out_dir) as store:
         done = store.done_keys()
@@ -313,6 +308,24 @@ def run_sweep(
             logger.warning("run %s is still being run by process %s on %s; rerun later to export it",
                            RunKey(h["N"], h["seed"], h["model"]).name, h["pid"], h["host"])
     return out_dir
+
+
+def _prepare(cfg: Config, out_dir: Path) -> None:
+    """Create the sweep directory and save (or check) its config; warn on a network file system."""
+    _check_or_save_config(cfg, out_dir)  # refuses another sweep's directory before writing anything
+    warn_if_network_fs(out_dir)
+
+
+def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
+    """The data of every run (nested subsets of one pool), refused when the pool is smaller than the largest N."""
+    n_max = max(k.N for k in runs)
+    data = build_dataset(dataclasses.replace(cfg.data, n_train=n_max))
+    if n_max > data.pool_size:
+        raise BasinlabError(
+            f"sweep.sizes go up to N={n_max} but the training pool has {data.pool_size} sequences; "
+            f"lower the sizes or enlarge the pool (data.markov_pool for Markov data)"
+        )
+    return data
 
 
 class _Heartbeat:

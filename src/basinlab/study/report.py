@@ -79,7 +79,7 @@ def _load_examples(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # here: the backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

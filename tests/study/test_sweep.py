@@ -93,6 +93,11 @@ def test_mini_sweep_end_to_end_and_report(tmp_path):
     assert set(micro[micro["metric"] == "recovery_rate"]["set"]) == {"train", "test"}
     assert set(micro[micro["metric"] == "fixed_point_rate"]["set"]) == {"train", "test", "random"}
     assert not ((df["model"] == ORACLE_EMPIRICAL) & (df["metric"] == "nelbo")).any()
+    auc = df[df["metric"] == "membership_auc"]
+    assert set(auc["model"]) == {"micro", ORACLE_EMPIRICAL, ORACLE_MARKOV} and set(auc["set"]) == {"train_vs_test"}
+    assert set(auc[auc["model"] == "micro"]["probe"]) == {"basins", "fixed_points", "entropy", "likelihood"}
+    mem = auc[(auc["model"] == ORACLE_EMPIRICAL) & (auc["probe"] == "entropy")]
+    assert (mem["value"] > 0.9).all()  # the memoriser: zero entropy on D_N (and near-copies of it)
     assert (out / "results.parquet").exists() and len(pd.read_parquet(out / "results.parquet")) == len(df)
     ex = json.loads((out / "runs" / "N8-s0" / "examples.json").read_text())
     ex2 = json.loads((out / "runs" / "N32-s0" / "examples.json").read_text())
@@ -105,7 +110,7 @@ def test_mini_sweep_end_to_end_and_report(tmp_path):
     assert "data:image/png;base64," in html and "<img" in html
     assert "fixed step budget" in html and "redrawn" in html
     assert "N*" in html
-    for name in ("transition", "recovery", "fixed_points", "entropy", "nelbo"):
+    for name in ("transition", "recovery", "fixed_points", "entropy", "nelbo", "membership"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     assert json.loads((out / "transition.json").read_text())[0]["model"] == "micro"
 

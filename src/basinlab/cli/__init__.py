@@ -15,7 +15,7 @@ import sys
 from basinlab import __version__
 from basinlab.errors import BasinlabError
 
-_MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study")
+_MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study", "basinlab.cli.interop")
 
 
 class _Parser(argparse.ArgumentParser):

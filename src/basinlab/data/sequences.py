@@ -311,3 +311,11 @@ def _wrap_windows(ids: list[list[int]], L: int, tok: Tokenizer) -> np.ndarray:
     out[:, 1:-1] = body
     out[:, -1] = tok.eos_id
     return out
+
+
+def encode_texts(texts: list[str], tokenizer: Tokenizer, seq_len: int) -> torch.Tensor:
+    """Each text as one sequence in the sentence layout ``[BOS] tokens[:L-2] [EOS] [PAD]...`` (SPEC 1), long
+    ``[n, L]``: how ``basinlab audit`` reads user texts (a text longer than ``L - 2`` tokens is cut)."""
+    if seq_len < 3:
+        raise BasinlabError(f"sequences of length {seq_len} leave no room for [BOS] text [EOS]")
+    return torch.from_numpy(_sentence_rows(tokenizer.encode_batch(list(texts)), seq_len, tokenizer))

@@ -14,7 +14,7 @@ training objective teaches it (the network sees every noisy token, the current o
 - final adaLN (zero-initialised) and a zero-initialised linear head, as Duo: at initialisation ``x_theta`` is
   uniform;
 - attention through ``torch.nn.functional.scaled_dot_product_attention`` (bidirectional, no mask);
-- dropout on the residual branches (as Duo), off in ``eval()``.
+- dropout on the residual branches only (as Duo: none on the embedding), off in ``eval()``.
 """
 
 from __future__ import annotations
@@ -217,7 +217,6 @@ class DiT(nn.Module):
         self.dropout_p = float(dropout)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.sigma_map = TimestepEmbedder(d_cond)
-        self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(DiTBlock(d_model, n_head, d_cond, seq_len, dropout) for _ in range(n_layer))
         self.final = FinalLayer(d_model, d_cond, vocab_size)
         self.reset_parameters()
@@ -243,7 +242,7 @@ class DiT(nn.Module):
     def forward(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, L, V]`` for noisy tokens ``z`` (long ``[B, L]``) at noise level ``sigma`` (``[B]``)."""
         c = F.silu(self.sigma_map(sigma.to(self.embed.weight.device)))
-        x = self.drop(self.embed(z))
+        x = self.embed(z)  # no dropout on the embedding: Duo has none (only on the residual branches)
         for block in self.blocks:
             x = block(x, c)
         return self.final(x, c)

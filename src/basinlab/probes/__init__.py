@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from basinlab.config import ProbeConfig
+from basinlab.probes.audit import audit, membership_auc
 from basinlab.probes.basins import basin_area, basin_radius, basin_test
 from basinlab.probes.entropy import conditional_entropy, token_entropy
 from basinlab.probes.examples import EXAMPLE_SEED, restore_examples
@@ -37,6 +38,7 @@ __all__ = [
     "ROW_KEYS",
     "SETS",
     "ProbeResult",
+    "audit",
     "basin_area",
     "basin_radius",
     "basin_test",
@@ -47,6 +49,7 @@ __all__ = [
     "greedy_restore",
     "likelihood",
     "make_row",
+    "membership_auc",
     "nearest_hamming",
     "novel_ngram_rate",
     "novelty",

@@ -130,3 +130,27 @@ def write_plots(result: Any, out_dir: str | Path, sets: Iterable[str] | None = N
     if ent:
         paths.append(plot_entropy_hist(ent, out / "entropy_hist.png"))
     return [p for p in paths if p is not None]
+
+
+def plot_roc(result: Any, groups: Any, path: str | Path, title: str | None = None) -> Path | None:
+    """ROC curves of every audit score, members against non-members (``basinlab.probes.audit``), with the AUC."""
+    from basinlab.probes.audit import auc_table, roc_curve
+
+    g = np.asarray(list(groups))
+    scores = result.arrays.get("scores", [])
+    if not scores or not (g == "member").any() or not (g == "nonmember").any():
+        return None
+    aucs = auc_table(result)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
+    for s in scores:
+        v = s.values.numpy()
+        fpr, tpr = roc_curve(v[g == "member"], v[g == "nonmember"], s.direction)
+        auc = aucs.get(s.name, {}).get("auc")
+        ax.plot(fpr, tpr, lw=1.5, label=f"{s.name} (AUC {auc:.3f})" if auc is not None else s.name)
+    ax.set_xlabel("false-positive rate (non-members called members)")
+    ax.set_ylabel("true-positive rate (members called members)")
+    ax.set_title(title or "membership: members vs non-members")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)

@@ -13,6 +13,8 @@ The plan (:data:`PLAN`):
   ``generated - test`` (generated minus real held-out data).
 - ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
   sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
+- ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
+  score tells ``train`` from ``test`` (probes/audit.py), whenever both sets were probed.
 
 The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PROBE_SET_SEED + seed``).
 """
@@ -29,6 +31,7 @@ from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import Denoiser
 from basinlab.errors import BasinlabError
 from basinlab.oracles.build import ORACLE_EMPIRICAL
+from basinlab.probes.audit import membership_rows_from_arrays
 from basinlab.probes.basins import basin_test
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
@@ -193,6 +196,8 @@ def run_suite(
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common),
                    prefix=f"likelihood/{name}/")
+    if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy", "likelihood"} & set(probes):
+        out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
     for probe in (p for p in probes if p in EXTRA):
         for name in on[probe]:
             out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),

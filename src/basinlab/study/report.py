@@ -10,6 +10,7 @@ external file or network needed) and ``out_dir/plots/*.png``:
 - conditional entropy (train, test, generated; recovered/failed split);
 - NELBO on train and test;
 - novelty of generated samples;
+- membership AUC (training vs test sequences) of each per-sequence score against ``N``;
 - the same corrupted test sentences restored by the model at the smallest and at the largest ``N``.
 """
 
@@ -187,6 +188,45 @@ def plot_metric_sets(
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+# ---- membership AUC (issue 8) -------------------------------------------------------------------------------
+
+_AUC_LABELS = {"entropy": "entropy", "basins": "recovery", "fixed_points": "fixed point", "likelihood": "NELBO"}
+
+
+def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | None) -> Any:
+    """Membership AUC (training set vs test set, 1 = members look memorised) of each score against ``N``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sel = df[(df["metric"] == "membership_auc") & (df["model"] == model)]
+    for i, ((probe, t), _) in enumerate(sel.groupby(["probe", sel["t"].fillna(-1.0)], sort=True)):
+        label = _AUC_LABELS.get(probe, probe) + (f" (t = {t:g})" if probe == "basins" else "")
+        s = _series(df[df["probe"] == probe], model, "membership_auc", None, None if t < 0 else t)
+        c = f"C{i}"
+        ax.plot(s["N"], s["value"], "o-", color=c, label=label)
+        ax.fill_between(s["N"], s["lo"], s["hi"], color=c, alpha=0.12, lw=0)
+        for o in oracles:
+            so = _series(df[df["probe"] == probe], o, "membership_auc", None, None if t < 0 else t)
+            if len(so) and probe == "entropy":
+                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {label}")
+    ax.axhline(0.5, color="0.5", lw=1, ls="--")
+    _setup_ax(ax, "ROC AUC, train vs test", "Membership: telling training sequences from unseen ones")
+    ax.set_ylim(-0.02, 1.02)
+    _mark_nstar(ax, tr)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _membership_section(df: Any, model: str, oracles: list[str], tr: Transition | None, add: Any, sfx: str) -> list:
+    if not (df[df["model"] == model]["metric"] == "membership_auc").any():
+        return []
+    return ["<h2>Membership</h2>", add(
+        f"membership{sfx}", plot_membership(df, model, oracles, tr),
+        "ROC AUC of each per-sequence score telling the model's training sequences from test ones (DeLong 95% "
+        "bands): 1 = members look more memorised, 0.5 = indistinguishable.")]
 
 
 def plot_novelty(df: Any, model: str, tr: Transition | None) -> Any:
@@ -443,6 +483,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
         df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
         "NELBO (nats/token)", "NELBO on train and test", tr),
         "NELBO per real token of the final model; the generaliser's line is the true entropy rate."))
+    sec += _membership_section(df, m, oracles, tr, add, sfx)
     if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
         sec.append("<h2>Novelty of generated samples</h2>")
         sec.append(add(f"novelty{sfx}", plot_novelty(df, m, tr),

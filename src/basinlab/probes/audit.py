@@ -1,0 +1,246 @@
+"""Memorisation audit of given texts, and the membership AUC (SPEC 5 scores per sequence; any denoiser).
+
+Per sequence, from the existing probes (nothing is re-implemented here):
+
+- ``entropy``: mean leave-one-out conditional entropy over real tokens at ``entropy_t`` (default 1e-5, the clean
+  input; :func:`~basinlab.probes.entropy.conditional_entropy`);
+- ``recovery@t``: share of the corrupted real tokens the stochastic chain restores, per ``t``
+  (:func:`~basinlab.probes.basins.basin_test`; NaN where the corruption changed nothing);
+- ``fixed_point``: 1 when the greedy chain from ``t_start`` returns the sequence unchanged
+  (:func:`~basinlab.probes.fixed_points.fixed_point_test`);
+- ``nelbo``: NELBO per real token (:func:`~basinlab.probes.likelihood.likelihood`);
+- ``nn_hamming_reference`` (with a reference set): normalised Hamming distance to the nearest reference sequence
+  (:func:`~basinlab.probes.novelty.nearest_hamming`).
+
+**Membership AUC.** For each score, the ROC AUC of telling members (e.g. a model's training sequences) from
+non-members, oriented so that 1.0 means members look *more memorised* (lower entropy, NELBO and distance; higher
+recovery and fixed-point rate) and 0.5 means no difference. Ties count one half (Mann-Whitney); NaN scores are
+left out. The 95% interval is DeLong's (the structural-components variance of the Mann-Whitney statistic,
+DeLong et al. 1988), normal approximation clipped to [0, 1]: deterministic, no resampling. At a perfect
+separation its variance is 0 and the interval collapses to the point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from basinlab.errors import BasinlabError
+from basinlab.probes._common import check_seqs
+from basinlab.probes.basins import basin_test
+from basinlab.probes.entropy import conditional_entropy
+from basinlab.probes.fixed_points import fixed_point_test
+from basinlab.probes.likelihood import likelihood
+from basinlab.probes.novelty import nearest_hamming
+from basinlab.probes.results import ProbeResult, summarize
+
+PROBE = "audit"
+MEMBERSHIP = "membership_auc"
+#: the ``set`` of a membership row: members versus non-members
+VERSUS = "member_vs_nonmember"
+_Z975 = 1.959963984540054
+
+
+@dataclass
+class Score:
+    """One per-sequence score: where it comes from (``probe``, ``t``) and which way is "more memorised"."""
+
+    name: str
+    probe: str
+    t: float | None
+    direction: int  # +1: higher = more memorised; -1: lower = more memorised
+    values: torch.Tensor  # float64 [M]
+
+
+def scores_from_results(
+    *,
+    basins: ProbeResult | None = None,
+    fixed_points: ProbeResult | None = None,
+    entropy: ProbeResult | None = None,
+    likelihood: ProbeResult | None = None,
+    nearest: torch.Tensor | None = None,
+    t_start: float | None = None,
+) -> list[Score]:
+    """The per-sequence scores held in the probes' results (their ``arrays``), in a fixed order."""
+    out: list[Score] = []
+    if entropy is not None:
+        t = float(entropy.arrays["ts"][0])
+        out.append(Score("entropy", "entropy", t, -1, entropy.arrays["entropy_seq"][0].to(torch.float64)))
+    if basins is not None:
+        for i, t in enumerate(basins.arrays["ts"].tolist()):
+            out.append(Score(f"recovery@{t:g}", "basins", t, +1, basins.arrays["recovery"][i].to(torch.float64)))
+    if fixed_points is not None:
+        out.append(Score("fixed_point", "fixed_points", t_start, +1, fixed_points.arrays["fixed"].to(torch.float64)))
+    if likelihood is not None:
+        out.append(Score("nelbo", "likelihood", None, -1, likelihood.arrays["per_seq"].to(torch.float64)))
+    if nearest is not None:
+        out.append(Score("nn_hamming_reference", "novelty", None, -1, nearest.to(torch.float64)))
+    return out
+
+
+def membership_auc(members: Any, nonmembers: Any, direction: int = 1) -> dict[str, Any]:
+    """ROC AUC that ``direction * score`` ranks members above non-members, with DeLong's 95% interval.
+
+    NaN scores are dropped; ties count 1/2; ``±inf`` compare as usual. Returns the tidy statistics
+    ``value, std, ci_low, ci_high, n`` (``std`` = DeLong's standard error; ``n`` = members + non-members used).
+    """
+    pos = direction * np.asarray(torch.as_tensor(members, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
+    neg = direction * np.asarray(torch.as_tensor(nonmembers, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
+    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        return {"value": None, "std": None, "ci_low": None, "ci_high": None, "n": m + n}
+    sneg, spos = np.sort(neg), np.sort(pos)
+    # V10[i] = P(neg < pos_i) + P(neg == pos_i) / 2; V01[j] = P(pos > neg_j) + P(pos == neg_j) / 2
+    v10 = (np.searchsorted(sneg, pos, "left") + np.searchsorted(sneg, pos, "right")) / (2.0 * n)
+    v01 = ((m - np.searchsorted(spos, neg, "right")) + (m - np.searchsorted(spos, neg, "left"))) / (2.0 * m)
+    auc = float(v10.mean())
+    var = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
+    se = math.sqrt(max(var, 0.0))
+    return {"value": auc, "std": se, "ci_low": max(0.0, auc - _Z975 * se), "ci_high": min(1.0, auc + _Z975 * se),
+            "n": m + n}
+
+
+def membership_rows(members: Sequence[Score], nonmembers: Sequence[Score], set_name: str = VERSUS) -> list[dict]:
+    """One ``membership_auc`` row per score present in both lists (``probe`` and ``t`` name the score)."""
+    other = {s.name: s for s in nonmembers}
+    res = ProbeResult()
+    for s in members:
+        if s.name in other:
+            res.add(s.probe, set_name, s.t, MEMBERSHIP, membership_auc(s.values, other[s.name].values, s.direction))
+    return res.rows
+
+
+def membership_rows_from_results(train: Mapping[str, ProbeResult], test: Mapping[str, ProbeResult],
+                                 set_name: str = "train_vs_test", t_start: float | None = None) -> list[dict]:
+    """Membership AUC rows of a model's training set against the test set, from the probes already run on both
+    (keys ``basins``, ``fixed_points``, ``entropy``, ``likelihood``; any may be missing)."""
+    keys = ("basins", "fixed_points", "entropy", "likelihood")
+    a = scores_from_results(**{k: train.get(k) for k in keys}, t_start=t_start)
+    b = scores_from_results(**{k: test.get(k) for k in keys}, t_start=t_start)
+    return membership_rows(a, b, set_name)
+
+
+def membership_rows_from_arrays(arrays: Mapping[str, Any], t_start: float | None = None, members: str = "train",
+                                nonmembers: str = "test", set_name: str = "train_vs_test") -> list[dict]:
+    """The same rows from a combined result's arrays keyed ``"{probe}/{set}/{name}"`` (as ``ProbeResult.extend``
+    with a prefix writes them)."""
+    def view(probe: str, s: str) -> ProbeResult | None:
+        pre = f"{probe}/{s}/"
+        sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
+        return ProbeResult(arrays=sub) if sub else None
+
+    keys = ("basins", "fixed_points", "entropy", "likelihood")
+    return membership_rows_from_results({k: view(k, members) for k in keys}, {k: view(k, nonmembers) for k in keys},
+                                        set_name, t_start)
+
+
+def audit(
+    denoiser,
+    seqs: torch.Tensor,
+    *,
+    groups: Sequence[str] | None = None,
+    real_mask: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+    reference_mask: torch.Tensor | None = None,
+    ts: Sequence[float] = (0.25,),
+    entropy_t: float = 1e-5,
+    steps: int = 100,
+    t_start: float = 1.0,
+    nelbo_times: int = 8,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+) -> ProbeResult:
+    """Memorisation scores of each sequence of ``seqs [M, L]`` and, where ``groups`` holds both ``member`` and
+    ``nonmember`` labels, the membership AUC of every score (see the module docstring).
+
+    ``groups`` (length ``M``; default all ``text``) labels the rows. Rows: per group and score the mean with its
+    interval (``probe="audit"``, ``set`` = group, ``metric`` = score), and ``membership_auc`` rows
+    (``set="member_vs_nonmember"``). ``.arrays``: ``score/<name>`` float64 ``[M]`` and ``n_tokens [M]``.
+    """
+    seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
+    M = seqs.shape[0]
+    groups = ["text"] * M if groups is None else [str(g) for g in groups]
+    if len(groups) != M:
+        raise BasinlabError(f"audit: {len(groups)} group labels for {M} sequences")
+    if M == 0:
+        raise BasinlabError("audit: no sequences to score")
+    kw = {"seed": seed, "batch_size": batch_size, "real_mask": mask, "progress": progress, "device": device}
+    found = {
+        "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw),
+        "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw),
+        "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw),
+        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw),
+    }
+    nearest = None
+    if reference is not None:
+        ref, rmask = check_seqs(reference, denoiser.vocab_size, reference_mask)
+        if ref.shape[1] != seqs.shape[1]:
+            raise BasinlabError(f"reference sequences have length {ref.shape[1]}, the audited ones {seqs.shape[1]}")
+        nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
+    scores = scores_from_results(**found, nearest=nearest, t_start=t_start)
+    return _audit_result(scores, groups, mask)
+
+
+def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) -> ProbeResult:
+    res = ProbeResult()
+    g = np.asarray(groups)
+    for name in dict.fromkeys(groups):
+        sel = torch.from_numpy(g == name)
+        for s in scores:
+            res.add(PROBE, name, s.t, s.name, summarize(s.values[sel]))
+    sel_m, sel_n = torch.from_numpy(g == "member"), torch.from_numpy(g == "nonmember")
+    if bool(sel_m.any()) and bool(sel_n.any()):
+        pick = [Score(s.name, s.probe, s.t, s.direction, s.values[sel_m]) for s in scores]
+        rest = [Score(s.name, s.probe, s.t, s.direction, s.values[sel_n]) for s in scores]
+        res.rows.extend(membership_rows(pick, rest))
+    res.arrays.update({f"score/{s.name}": s.values for s in scores})
+    res.arrays["n_tokens"] = mask.sum(1)
+    res.arrays["scores"] = scores
+    return res
+
+
+def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
+    """``{score: {auc, ci_low, ci_high, std, n, probe, t, direction}}`` from an :func:`audit` result's rows."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in result.arrays.get("scores", []):
+        for r in result.rows:
+            if r["metric"] == MEMBERSHIP and r["probe"] == s.probe and r["t"] == (None if s.t is None else float(s.t)):
+                out[s.name] = {"auc": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "std": r["std"],
+                               "n": r["n"], "probe": s.probe, "t": s.t, "higher_is_memorised": s.direction > 0,
+                               "interval": "DeLong 95%"}
+    return out
+
+
+def scores_frame(result: ProbeResult, groups: Sequence[str], texts: Sequence[str] | None = None):
+    """One row per sequence: ``index, group, [text,] n_tokens`` and every score (a pandas DataFrame)."""
+    import pandas as pd
+
+    cols: dict[str, Any] = {"index": list(range(len(groups))), "group": list(groups)}
+    if texts is not None:
+        cols["text"] = list(texts)
+    cols["n_tokens"] = result.arrays["n_tokens"].tolist()
+    for s in result.arrays["scores"]:
+        cols[s.name] = s.values.tolist()
+    return pd.DataFrame(cols)
+
+
+def roc_curve(members: Any, nonmembers: Any, direction: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates of "member" calls as the threshold on ``direction * score`` falls (NaN left
+    out); the trapezoid area under it equals :func:`membership_auc`."""
+    pos = direction * np.asarray(torch.as_tensor(members, dtype=torch.float64), dtype=np.float64).ravel()
+    neg = direction * np.asarray(torch.as_tensor(nonmembers, dtype=torch.float64), dtype=np.float64).ravel()
+    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+    if pos.size == 0 or neg.size == 0:
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    thr = np.unique(np.concatenate([pos, neg]))[::-1]
+    tpr = np.array([0.0] + [(pos >= x).mean() for x in thr])
+    fpr = np.array([0.0] + [(neg >= x).mean() for x in thr])
+    return fpr, tpr

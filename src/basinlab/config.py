@@ -92,8 +92,9 @@ class ProbeConfig:
     batch_size: int = 256
     t_start: float = 1.0  # fixed-point test
     entropy_t: float = 1e-5
-    n_samples: int = 256  # generated samples for novelty and the entropy gap
+    n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
+    protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
 
 
 @dataclass
@@ -244,7 +245,7 @@ def apply_docs_toy(cfg: Config) -> Config:
 
 def apply_docs_toy_probe(probe: ProbeConfig) -> ProbeConfig:
     """The probe part of :func:`apply_docs_toy` (the ``probe`` command applies it after its flags too)."""
-    probe.m, probe.steps, probe.n_samples = min(probe.m, 8), min(probe.steps, 4), min(probe.n_samples, 4)
+    probe.m, probe.steps, probe.n_samples = min(probe.m, 8), min(probe.steps, 4), min(probe.n_samples or 4, 4)
     probe.batch_size, probe.ts = min(probe.batch_size, 64), list(probe.ts)[:2]
     return probe
 
@@ -265,6 +266,8 @@ def _toy_sizes(sizes: Any) -> list[int]:
 
 
 def _resolved_probe(probe: ProbeConfig) -> ProbeConfig:
+    if probe.protocol not in ("exact", "paper"):
+        raise BasinlabError(f"probe.protocol must be 'exact' or 'paper', got {probe.protocol!r}")
     if probe.quick:
         probe.m = min(probe.m, 256)
         probe.steps = min(probe.steps, 100)

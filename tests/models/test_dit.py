@@ -120,7 +120,8 @@ def test_preset_parameter_counts() -> None:
         g = model.param_groups()
         body = g["blocks"] + g["adaln"] + g["cond"]  # the transformer without embedding and head
         ref = 12 * n_layer * d * d
-        assert abs(body / ref - 1) < 0.2, (name, body, ref)
+        # adaLN adds d_cond * 6 d per block: 25% of 12 d^2 for tiny (d_cond 128, d 256), 8% for small
+        assert abs(body / ref - 1) < 0.3, (name, body, ref)
         assert abs(g["blocks"] / ref - 1) < 0.01
 
 
@@ -135,6 +136,13 @@ def test_flops_formula() -> None:
 
 def test_presets_and_overrides() -> None:
     assert set(PRESETS) == {"micro", "tiny", "small", "medium"}
+    study = {  # the published study's sizes (SPEC 5 "Protocols")
+        "tiny": {"n_layer": 8, "d_model": 256, "n_head": 8, "d_cond": 128, "dropout": 0.1},
+        "small": {"n_layer": 12, "d_model": 768, "n_head": 12, "d_cond": 128, "dropout": 0.1},
+        "medium": {"n_layer": 24, "d_model": 1024, "n_head": 16, "d_cond": 128, "dropout": 0.1},
+    }
+    for name, arch in study.items():
+        assert resolve_arch(name) == arch
     arch = resolve_arch(ModelConfig(preset="tiny", n_layer=3, dropout=0.2))
     assert arch["n_layer"] == 3 and arch["d_model"] == 256 and arch["dropout"] == 0.2
     with pytest.raises(BasinlabError, match="unknown model preset 'huge'.*micro, tiny, small, medium"):

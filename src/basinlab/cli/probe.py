@@ -127,8 +127,8 @@ def _probe_config(cfg: Config, args: argparse.Namespace) -> ProbeConfig:
     for name in ("m", "steps", "batch_size"):
         if int(getattr(pc, name)) < 1:
             raise BasinlabError(f"probe.{name} must be >= 1, got {getattr(pc, name)}")
-    if pc.n_samples < 0:
-        raise BasinlabError(f"probe.n_samples must be >= 0, got {pc.n_samples}")
+    if pc.n_samples is not None and pc.n_samples < 0:
+        raise BasinlabError(f"probe.n_samples must be >= 0 (or null for the default), got {pc.n_samples}")
     return pc
 
 
@@ -198,7 +198,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     """One line per (probe, metric, t), one column per set: value [ci_low, ci_high]."""
     keep = {
         "recovery_rate", "exact_match", "unstable_rate", "basin_radius", "basin_area", "fixed_point_rate",
-        "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "nelbo", "ppl_bound", "copy_rate",
+        "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "entropy_stable", "entropy_unstable",
+        "nelbo", "ppl_bound", "copy_rate",
         "nn_hamming_train", "nn_hamming_test", "novel_4gram_rate", "sample_fixed_point_rate", "spurious_rate",
     }
     sets: list[str] = []

@@ -129,7 +129,9 @@ def estimate_nelbo(
     the diffusion term (``n_times`` antithetic times per sequence), the reconstruction term at ``t_eps`` (the
     Bayes combination of SPEC 3) and the prior term. Each is averaged over the real tokens (``real_mask``).
     Returns floats ``nelbo``, ``diffusion``, ``recon``, ``prior``, ``ppl_bound`` = exp(nelbo), ``n_tokens``, and
-    ``per_seq`` (float64 ``[M]``, NELBO per real token of each sequence).
+    ``per_seq`` (float64 ``[M]``, NELBO per real token of each sequence). Also ``integrand`` = ``E f`` per real
+    token, the plain mean of the integrand over the sampled times (= ``diffusion / (1 - t_eps)``), and its
+    ``per_seq_integrand``: the study's NELBO (Duo's validation loss), whose ``exp`` it reports as perplexity.
     """
 
     from basinlab.diffusion.process import bayes_log_posterior, corrupt
@@ -170,7 +172,10 @@ def estimate_nelbo(
     diffusion = float(per_seq_diff.sum()) / max(total_tok, 1.0)
     recon = float(per_seq_rec.sum()) / max(total_tok, 1.0)
     nelbo = diffusion + recon + prior
+    integrand = float(per_seq_diff.sum()) / (1.0 - t_eps) / max(total_tok, 1.0)
     return {
+        "integrand": integrand,
+        "per_seq_integrand": per_seq_diff / (1.0 - t_eps) / n_tok,
         "nelbo": nelbo,
         "diffusion": diffusion,
         "recon": recon,

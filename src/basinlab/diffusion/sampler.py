@@ -61,9 +61,15 @@ def final_step(
     alpha_t: torch.Tensor | float,
     greedy: bool = True,
     generator: torch.Generator | None = None,
+    bayes: bool = True,
 ) -> torch.Tensor:
-    """Noise removal ``p(x = v | z) ∝ e_t(z | v) x_θ,v`` (SPEC 3), argmax or drawn. Never ``argmax x_θ`` alone."""
-    logp = bayes_log_posterior(log_x_theta, z, alpha_t)
+    """Noise removal ``p(x = v | z) ∝ e_t(z | v) x_θ,v`` (SPEC 3), argmax or drawn.
+
+    ``bayes=False`` uses ``x_θ`` alone instead of the Bayes combination: only for the ``paper`` probe protocol
+    (SPEC 5 "Protocols"), which ends its generated samples with ``argmax x_θ``; ``x_θ`` leaves the current token
+    out (SPEC 4), so SPEC 3 never does this.
+    """
+    logp = bayes_log_posterior(log_x_theta, z, alpha_t) if bayes else log_x_theta
     if greedy:
         return logp.argmax(-1)
     B, L, V = logp.shape
@@ -80,11 +86,13 @@ def reverse_chain(
     generator: torch.Generator | None = None,
     t_min: float = T_MIN,
     callback: StepCallback | None = None,
+    final_bayes: bool = True,
 ) -> torch.Tensor:
     """Run the reverse chain from ``z_t`` at ``t_start`` down the grid to ``t_min``, then the final step.
 
     Stochastic chains draw every step exactly from the three-way mixture; greedy chains take the argmax.
     ``callback(k, t, z, log_x_theta)`` sees every denoiser evaluation (e.g. for entropy along the trajectory).
+    ``final_greedy``/``final_bayes``: see :func:`final_step`.
     """
     grid = time_grid(steps, t_min)
     sched = denoiser.schedule
@@ -103,7 +111,8 @@ def reverse_chain(
     log_x = denoiser(z, _tvec(t_min, z))
     if callback is not None:
         callback(steps, t_min, z, log_x)
-    return final_step(log_x, z, float(sched.alpha(t_min)), greedy=final_greedy, generator=generator)
+    return final_step(log_x, z, float(sched.alpha(t_min)), greedy=final_greedy, generator=generator,
+                      bayes=final_bayes)
 
 
 def sample_noise(n: int, length: int, vocab_size: int, generator: torch.Generator | None = None,
@@ -123,6 +132,7 @@ def generate(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    final_bayes: bool = True,
 ) -> torch.Tensor:
     """Sample ``n`` sequences from pure noise (``t = 1``, ``T`` steps, final step greedy by default), batched."""
 
@@ -133,5 +143,6 @@ def generate(
         m = min(batch_size, n - b0)
         z = sample_noise(m, length, denoiser.vocab_size, generator=generator, device=device)
         with torch.inference_mode():
-            out.append(reverse_chain(denoiser, z, 1.0, steps, greedy, final_greedy, generator).cpu())
+            out.append(reverse_chain(denoiser, z, 1.0, steps, greedy, final_greedy, generator,
+                                     final_bayes=final_bayes).cpu())
     return torch.cat(out) if out else torch.empty(0, length, dtype=torch.long)

@@ -19,6 +19,7 @@ from basinlab.probes.examples import EXAMPLE_SEED, restore_examples
 from basinlab.probes.fixed_points import fixed_point_test, greedy_restore
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, nearest_hamming, novel_ngram_rate, novelty
+from basinlab.probes.protocol import PROTOCOLS, protocol_options, resolve_n_samples
 from basinlab.probes.results import ROW_KEYS, ProbeResult, make_row, rows_to_frame, summarize
 from basinlab.probes.suite import PLAN, PROBE_SET_SEED, PROBES, SETS, draw_sets, probes_for, run_suite
 
@@ -35,6 +36,7 @@ __all__ = [
     "PLAN",
     "PROBES",
     "PROBE_SET_SEED",
+    "PROTOCOLS",
     "ROW_KEYS",
     "SETS",
     "ProbeResult",
@@ -54,6 +56,8 @@ __all__ = [
     "novel_ngram_rate",
     "novelty",
     "probes_for",
+    "protocol_options",
+    "resolve_n_samples",
     "resolve_probe_config",
     "restore_examples",
     "rows_to_frame",

@@ -8,6 +8,11 @@ default), then the final step (greedy). Per sequence, over its *real* tokens:
 - ``exact_match``: the restore equals ``x`` on every real position;
 - ``unstable_rate``: fraction of the unchanged real positions that the restore changed.
 
+Options for the ``paper`` protocol (SPEC 5 "Protocols", :mod:`basinlab.probes.protocol`): ``final_greedy=False``
+draws the final step; ``count_special=True`` counts every position (BOS/EOS/PAD too), ignoring ``real_mask``;
+``restored_entropy=True`` also records the entropy of ``x_θ`` on the restored sequence at ``t_min``
+(``.arrays["restored_entropy"]``), for :func:`~basinlab.probes.entropy.conditional_entropy` ``split="restored"``.
+
 Also ``recovery_rate_tokens`` (changed tokens restored, pooled over the set). Summary rows (``t = None``): the
 *basin radius*, the ``t`` where mean recovery crosses 50% (linear interpolation on the tested ``t``; 0 if below 50%
 at the smallest ``t``, 1 if never below), and the *basin area* under recovery over ``[0, 1]`` (trapezoids, recovery
@@ -21,8 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from basinlab.diffusion import corrupt, n_denoiser_calls, reverse_chain
-from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar
+from basinlab.diffusion import T_MIN, corrupt, n_denoiser_calls, reverse_chain
+from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar, tvec
+from basinlab.probes.entropy import token_entropy
 from basinlab.probes.results import ProbeResult, child_seed, summarize
 
 PROBE = "basins"
@@ -72,28 +78,27 @@ def basin_test(
     final_greedy: bool = True,
     n_boot: int = 200,
     device: torch.device | str | None = None,
+    count_special: bool = False,
+    restored_entropy: bool = False,
 ) -> ProbeResult:
     """Perturb-and-restore test of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
     ``.arrays``: ``ts`` ``[n_t]``, per sequence ``recovery`` (NaN where nothing changed), ``exact``, ``unstable``
     ``[n_t, M]``; per token ``changed``, ``recovered``, ``failed`` (bool) and ``corrupted``, ``restored`` (ids)
-    ``[n_t, M, L]``; ``real_mask [M, L]``.
+    ``[n_t, M, L]``; ``real_mask [M, L]`` (the positions counted); with ``restored_entropy``, ``restored_entropy``
+    (float64 ``[n_t, M, L]``).
     """
     V = denoiser.vocab_size
-    seqs, mask = check_seqs(seqs, V, real_mask)
+    seqs, mask = check_seqs(seqs, V, None if count_special else real_mask)
     dev = denoiser_device(denoiser, device)
     M, L = seqs.shape
     ts = [float(t) for t in ts]
     nt = len(ts)
     res = ProbeResult()
-    rec = torch.full((nt, M), float("nan"), dtype=torch.float64)
-    exact = torch.zeros(nt, M, dtype=torch.bool)
-    unstable = torch.full((nt, M), float("nan"), dtype=torch.float64)
-    changed_all = torch.zeros(nt, M, L, dtype=torch.bool)
-    ok_all = torch.zeros(nt, M, L, dtype=torch.bool)
     z_all = torch.zeros(nt, M, L, dtype=torch.long)
     out_all = torch.zeros(nt, M, L, dtype=torch.long)
-    total = sum(n_denoiser_calls(steps, t) for t in ts) * len(range(0, M, batch_size))
+    h_all = torch.zeros(nt, M, L, dtype=torch.float64) if restored_entropy else None
+    total = sum(n_denoiser_calls(steps, t) + restored_entropy for t in ts) * len(range(0, M, batch_size))
     bar = progress_bar(total, f"basins {set_name}".strip(), progress)
     with torch.inference_mode():
         for i, t in enumerate(ts):
@@ -107,32 +112,48 @@ def basin_test(
                     callback=lambda *_: bar.update(1),
                 )
                 z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
-            changed_all[i] = (z_all[i] != seqs) & mask
-            ok_all[i] = out_all[i] == seqs
-            n_changed = changed_all[i].sum(1)
-            unchanged = (z_all[i] == seqs) & mask
-            n_unchanged_pos = unchanged.sum(1)
-            rec[i] = (changed_all[i] & ok_all[i]).sum(1) / n_changed.to(torch.float64)  # NaN where 0/0
-            unstable[i] = (unchanged & ~ok_all[i]).sum(1) / n_unchanged_pos.to(torch.float64)
-            exact[i] = (ok_all[i] | ~mask).all(1)
-            res.add(PROBE, set_name, t, "recovery_rate", summarize(rec[i]))
-            res.add(PROBE, set_name, t, "exact_match", summarize(exact[i].to(torch.float64)))
-            res.add(PROBE, set_name, t, "unstable_rate", summarize(unstable[i]))
-            res.add(PROBE, set_name, t, "n_unchanged", {"value": int((n_changed == 0).sum()), "n": M})
-            pooled = float((changed_all[i] & ok_all[i]).sum()) / max(1, int(n_changed.sum()))
-            res.add(PROBE, set_name, t, "recovery_rate_tokens", {"value": pooled, "n": int(n_changed.sum())})
+                if h_all is not None:  # the study's entropy: x_θ of the restored sequence at t_min
+                    h_all[i, sl] = token_entropy(denoiser(out, tvec(T_MIN, out.shape[0], dev))).cpu()
+                    bar.update(1)
     bar.close()
+    arrays = _outcomes(res, set_name, ts, seqs, mask, z_all, out_all)
+    rec = arrays["recovery"]
     means = [float(torch.nanmean(rec[i])) if (~rec[i].isnan()).any() else float("nan") for i in range(nt)]
     radius, area = basin_radius(ts, means), basin_area(ts, means)
     boot_r, boot_a = _bootstrap(ts, rec, n_boot, child_seed(seed, PROBE, "bootstrap"))
     res.add(PROBE, set_name, None, "basin_radius", _boot_stats(radius, boot_r, M))
     res.add(PROBE, set_name, None, "basin_area", _boot_stats(area, boot_a, M))
-    res.arrays.update(
-        ts=torch.tensor(ts, dtype=torch.float64), recovery=rec, exact=exact, unstable=unstable,
-        changed=changed_all, recovered=changed_all & ok_all, failed=changed_all & ~ok_all,
-        corrupted=z_all, restored=out_all, real_mask=mask,
-    )
+    res.arrays.update(ts=torch.tensor(ts, dtype=torch.float64), corrupted=z_all, restored=out_all, real_mask=mask,
+                      **arrays)
+    if h_all is not None:
+        res.arrays["restored_entropy"] = h_all
     return res
+
+
+def _outcomes(res: ProbeResult, set_name: str, ts: list[float], seqs: torch.Tensor, mask: torch.Tensor,
+              z_all: torch.Tensor, out_all: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-``t`` rows (recovery, exact match, instability) and the per-sequence / per-token outcome arrays."""
+    nt, M, _ = z_all.shape
+    rec = torch.full((nt, M), float("nan"), dtype=torch.float64)
+    exact = torch.zeros(nt, M, dtype=torch.bool)
+    unstable = torch.full((nt, M), float("nan"), dtype=torch.float64)
+    changed_all = (z_all != seqs) & mask
+    ok_all = out_all == seqs
+    for i, t in enumerate(ts):
+        n_changed = changed_all[i].sum(1)
+        unchanged = (z_all[i] == seqs) & mask
+        n_unchanged_pos = unchanged.sum(1)
+        rec[i] = (changed_all[i] & ok_all[i]).sum(1) / n_changed.to(torch.float64)  # NaN where 0/0
+        unstable[i] = (unchanged & ~ok_all[i]).sum(1) / n_unchanged_pos.to(torch.float64)
+        exact[i] = (ok_all[i] | ~mask).all(1)
+        res.add(PROBE, set_name, t, "recovery_rate", summarize(rec[i]))
+        res.add(PROBE, set_name, t, "exact_match", summarize(exact[i].to(torch.float64)))
+        res.add(PROBE, set_name, t, "unstable_rate", summarize(unstable[i]))
+        res.add(PROBE, set_name, t, "n_unchanged", {"value": int((n_changed == 0).sum()), "n": M})
+        pooled = float((changed_all[i] & ok_all[i]).sum()) / max(1, int(n_changed.sum()))
+        res.add(PROBE, set_name, t, "recovery_rate_tokens", {"value": pooled, "n": int(n_changed.sum())})
+    return {"recovery": rec, "exact": exact, "unstable": unstable, "changed": changed_all,
+            "recovered": changed_all & ok_all, "failed": changed_all & ~ok_all}
 
 
 def _bootstrap(ts: list[float], rec: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

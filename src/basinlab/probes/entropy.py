@@ -9,6 +9,10 @@ exact zeros contribute 0). Reported as the mean over real positions, then over s
 - ``basin=`` a :func:`~basinlab.probes.basins.basin_test` result on the same sequences: ``entropy_recovered`` and
   ``entropy_failed``, the entropy at the first ``ts`` entry averaged over the tokens that the basin test at each
   of its ``t`` restored or failed to restore (the row's ``t`` is the basin ``t``);
+- ``split="restored"`` (the ``paper`` protocol, SPEC 5 "Protocols"): instead, the entropy of ``x_θ`` on the
+  sequence the basin test *restored* (at ``t_min``; ``basin_test(restored_entropy=True)``), averaged over four
+  groups of the positions the basin test counted: ``entropy_stable`` (unchanged and kept), ``entropy_unstable``
+  (unchanged but altered by the restore), ``entropy_recovered`` and ``entropy_failed`` (changed, restored or not);
 - ``generated=`` samples: ``entropy_generated`` and ``entropy_gap = mean(generated) - mean(real)`` at the first
   ``ts`` entry (interval of a difference of two independent means).
 
@@ -87,6 +91,7 @@ def conditional_entropy(
     generated: torch.Tensor | None = None,
     generated_mask: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    split: str = "input",
 ) -> ProbeResult:
     """Entropy probe of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
@@ -121,15 +126,7 @@ def conditional_entropy(
         res.arrays.update(traj_t=torch.tensor(traj_t, dtype=torch.float64), traj_entropy=traj)
 
     if basin is not None:
-        arr = basin.arrays
-        if "recovered" not in arr or arr["recovered"].shape[1:] != (M, L):
-            raise BasinlabError("conditional_entropy: the basin result must come from basin_test on the same sequences")
-        h0 = H[0].nan_to_num(0.0)
-        for j, bt in enumerate(arr["ts"].tolist()):
-            for name, tok in (("recovered", arr["recovered"][j]), ("failed", arr["failed"][j])):
-                tok = tok & mask
-                res.add(PROBE, set_name, bt, f"entropy_{name}", summarize(_seq_mean(h0, tok)))
-                res.arrays[f"{name}@{bt:g}"] = h0[tok]
+        _basin_split(res, basin, H[0].nan_to_num(0.0), mask, set_name, split)
 
     if generated is not None:
         gen, gmask = check_seqs(generated, V, generated_mask)
@@ -140,6 +137,29 @@ def conditional_entropy(
         res.add(PROBE, set_name, ts[0], "entropy_gap", _difference(summarize(g_seq), summarize(H_seq[0])))
         res.arrays["generated_entropy"] = torch.where(gmask, hg, math.nan)
     return res
+
+
+def _basin_split(res: ProbeResult, basin, h0: torch.Tensor, mask: torch.Tensor, set_name: str, split: str) -> None:
+    """Entropy averaged over the tokens of each basin outcome, per basin ``t`` (see the module docstring)."""
+    arr = basin.arrays
+    if "recovered" not in arr or arr["recovered"].shape[1:] != h0.shape:
+        raise BasinlabError("conditional_entropy: the basin result must come from basin_test on the same sequences")
+    if split not in ("input", "restored"):
+        raise BasinlabError(f"conditional_entropy: split must be 'input' or 'restored', got {split!r}")
+    if split == "restored" and "restored_entropy" not in arr:
+        raise BasinlabError("conditional_entropy(split='restored') needs basin_test(..., restored_entropy=True)")
+    for j, bt in enumerate(arr["ts"].tolist()):
+        groups = [("recovered", arr["recovered"][j] & mask), ("failed", arr["failed"][j] & mask)]
+        h = h0
+        if split == "restored":  # the study's four groups, on the positions the basin test counted
+            h, counted = arr["restored_entropy"][j], arr["real_mask"]
+            kept = arr["restored"][j] == arr["corrupted"][j]
+            unchanged = counted & ~arr["changed"][j]
+            groups = [("stable", unchanged & kept), ("unstable", unchanged & ~kept),
+                      ("recovered", arr["recovered"][j]), ("failed", arr["failed"][j])]
+        for name, tok in groups:
+            res.add(PROBE, set_name, bt, f"entropy_{name}", summarize(_seq_mean(h, tok)))
+            res.arrays[f"{name}@{bt:g}"] = h[tok]
 
 
 def _difference(a: dict, b: dict) -> dict:

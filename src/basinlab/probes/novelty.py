@@ -1,6 +1,7 @@
 """Generation and novelty (SPEC 5).
 
-Samples come from pure noise (``t = 1``, ``T`` steps, greedy final step: :func:`generate_samples`). Per sample:
+Samples come from pure noise (``t = 1``, ``T`` steps, greedy final step: :func:`generate_samples`; the ``paper``
+protocol ends with ``argmax x_θ`` alone). Per sample:
 
 - ``copy_rate``: the sample equals a training sequence (normalised Hamming distance 0);
 - ``nn_hamming_train`` / ``nn_hamming_test``: normalised Hamming distance to the nearest training / test sequence.
@@ -34,13 +35,17 @@ def generate_samples(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     progress: bool = False,
+    final_bayes: bool = True,
 ) -> torch.Tensor:
-    """``n`` samples from pure noise (stochastic chain, greedy final step; SPEC 5), long ``[n, length]`` on CPU."""
+    """``n`` samples from pure noise (stochastic chain, greedy final step; SPEC 5), long ``[n, length]`` on CPU.
+
+    ``final_bayes=False`` ends with ``argmax x_θ`` alone (the ``paper`` protocol, SPEC 5 "Protocols").
+    """
     dev = denoiser_device(denoiser, device)
     g = make_generator(seed, dev)
     with torch.inference_mode():
         out = generate(denoiser, n, length, steps=steps, greedy=False, final_greedy=True, batch_size=batch_size,
-                       generator=g, device=dev, progress=progress)
+                       generator=g, device=dev, progress=progress, final_bayes=final_bayes)
     return out.cpu()
 
 

@@ -31,12 +31,14 @@ from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import Denoiser
 from basinlab.errors import BasinlabError
 from basinlab.oracles.build import ORACLE_EMPIRICAL
+from basinlab.probes._common import denoiser_device
 from basinlab.probes.audit import membership_rows_from_arrays
 from basinlab.probes.basins import basin_test
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, novelty
+from basinlab.probes.protocol import protocol_options, resolve_n_samples
 from basinlab.probes.results import ProbeResult
 
 #: The probes, in the order the suite runs them.
@@ -99,7 +101,7 @@ def check_memory(cfg: ProbeConfig, seq_len: int, vocab_size: int, device: torch.
     """Refuse, before any work, a probe batch whose ``[B, L, V]`` tensors cannot fit: ``B = min(batch_size,
     max(m, n_samples))`` sequences at once, :data:`BYTES_PER_ENTRY` bytes per entry, against the device's memory."""
     dev = torch.device(device or "cpu")
-    batch = min(int(cfg.batch_size), max(int(cfg.m), int(cfg.n_samples), 1))
+    batch = min(int(cfg.batch_size), max(int(cfg.m), int(cfg.n_samples or 0), 1))
     need = batch * int(seq_len) * int(vocab_size) * BYTES_PER_ENTRY
     total = _total_memory(dev)
     if total is not None and need > total:
@@ -163,17 +165,18 @@ def run_suite(
     """
     sets = [s for s in SETS if s in set(sets)]
     probes = check_selection(all_probes() if probes is None else probes, sets)
-    check_memory(cfg, data.seq_len, denoiser.vocab_size, getattr(denoiser, "device", None))
+    check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
     on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
     masks = {k: data.real_mask(v) for k, v in seqs.items()}
     common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
+    opts = protocol_options(cfg.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
     out = ProbeResult()
     basins = {}
     for name in on.get("basins", []):
         basins[name] = basin_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
-                                  steps=cfg.steps, **common)
+                                  steps=cfg.steps, **common, **opts["basins"])
         out.extend(basins[name], prefix=f"basins/{name}/")
     for name in on.get("fixed_points", []):
         out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name],
@@ -192,10 +195,10 @@ def run_suite(
         out.extend(conditional_entropy(denoiser, seqs[name], set_name=name, real_mask=masks[name],
                                        ts=[cfg.entropy_t], steps=cfg.steps, basin=basins.get(name), generated=gen,
                                        generated_mask=None if gen is None else data.real_mask(gen),
-                                       trajectory=trajectory, **common), prefix=f"entropy/{name}/")
+                                       trajectory=trajectory, **common, **opts["entropy"]), prefix=f"entropy/{name}/")
     for name in on.get("likelihood", []):
-        out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common),
-                   prefix=f"likelihood/{name}/")
+        out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
+                              **opts["likelihood"]), prefix=f"likelihood/{name}/")
     if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy", "likelihood"} & set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
     for probe in (p for p in probes if p in EXTRA):
@@ -207,8 +210,10 @@ def run_suite(
 
 def _samples(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, seed: int,
              progress: bool) -> torch.Tensor | None:
-    """``probe.n_samples`` samples from noise (none when it is 0: no novelty rows and no entropy gap)."""
-    if cfg.n_samples <= 0:
+    """``probe.n_samples`` samples from noise (``None`` resolved by the protocol; none when it is 0: no novelty
+    rows and no entropy gap)."""
+    n_samples = resolve_n_samples(cfg.n_samples, cfg.protocol, denoiser_device(denoiser))
+    if n_samples <= 0:
         return None
-    return generate_samples(denoiser, cfg.n_samples, data.seq_len, steps=cfg.steps, seed=seed,
-                            batch_size=cfg.batch_size, progress=progress)
+    return generate_samples(denoiser, n_samples, data.seq_len, steps=cfg.steps, seed=seed,
+                            batch_size=cfg.batch_size, progress=progress, **protocol_options(cfg.protocol)["generate"])

@@ -423,7 +423,8 @@ def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> st
         f"<tr><th>training</th><td>{S:,} steps of batch {B} for every N ({ep}); lr {cfg.train.lr:g}; "
         f"objective: {obj}; probes on the final (EMA) model</td></tr>"
         f"<tr><th>probes</th><td>M = {pc.m} sequences per set, T = {pc.steps} steps, t ∈ {list(pc.ts)}, "
-        f"{pc.n_samples} generated samples; seeds {list(cfg.sweep.seeds)}</td></tr>"
+        f"{'default number of' if pc.n_samples is None else pc.n_samples} generated samples; "
+        f"protocol {html.escape(pc.protocol)}; seeds {list(cfg.sweep.seeds)}</td></tr>"
         f"<tr><th>runs</th><td>{len(runs)} ({sum(r['status'] == 'done' for r in runs)} done) {took}</td></tr></table>"
     )
 

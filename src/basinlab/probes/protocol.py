@@ -1,0 +1,69 @@
+"""Probe protocols (SPEC 5 "Protocols"): ``exact``, the definitions of SPEC 5, and ``paper``, the published study's.
+
+The study's evaluation code (its ``eval_fixed_point.py``, built on Duo's sampler) departs from SPEC 5 in four
+places. Each is one explicit option of an existing probe, so that both protocols run the same code:
+
+- basin test, final step: ``exact`` takes the greedy Bayes combination; ``paper`` *draws* it (Duo's "ancestral"
+  noise removal) -- ``basin_test(final_greedy=False)``;
+- basin test, positions: ``exact`` counts real tokens only; ``paper`` counts every position, BOS/EOS/PAD included
+  -- ``basin_test(count_special=True)``;
+- generated samples (novelty, entropy gap), final step: ``exact`` the greedy Bayes combination; ``paper``
+  ``argmax x_θ`` alone (Duo's "greedy" noise removal) -- ``generate_samples(final_bayes=False)``;
+- entropy split by basin outcome: ``exact`` the entropy at ``entropy_t`` of the clean input over the tokens
+  recovered / failed; ``paper`` the entropy of ``x_θ`` on the *restored* sequence at ``t_min``, in four groups
+  (stable, unstable, recovered, failed) -- ``basin_test(restored_entropy=True)`` and
+  ``conditional_entropy(split="restored")``;
+- NELBO and ``ppl_bound``: ``exact`` diffusion + reconstruction + prior terms; ``paper`` ``exp(mean integrand)``,
+  nothing else (Duo's validation perplexity) -- ``likelihood(integrand_only=True)``;
+
+and ``probe.n_samples: null`` (the default) means 256 generated samples, or 20000 under ``paper`` on a GPU.
+Everything else (sets, grids, fixed points, novelty metrics, intervals) is shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from basinlab.errors import BasinlabError
+
+PROTOCOLS = ("exact", "paper")
+
+#: ``probe.n_samples: null`` resolves to this, except under ``paper`` on a GPU.
+DEFAULT_SAMPLES = 256
+#: The study's number of generated samples (its GPU runs).
+PAPER_GPU_SAMPLES = 20000
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise BasinlabError(f"probe.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    return protocol
+
+
+def protocol_options(protocol: str = "exact") -> dict[str, dict[str, Any]]:
+    """Keyword arguments per probe function for ``protocol`` (see the module docstring).
+
+    Keys: ``basins`` (:func:`~basinlab.probes.basins.basin_test`), ``generate``
+    (:func:`~basinlab.probes.novelty.generate_samples`), ``entropy``
+    (:func:`~basinlab.probes.entropy.conditional_entropy`), ``likelihood``
+    (:func:`~basinlab.probes.likelihood.likelihood`). Under ``exact`` every value is the function's default.
+    """
+    paper = check_protocol(protocol) == "paper"
+    return {
+        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper},
+        "generate": {"final_bayes": not paper},
+        "entropy": {"split": "restored" if paper else "input"},
+        "likelihood": {"integrand_only": paper},
+    }
+
+
+def resolve_n_samples(n_samples: int | None, protocol: str, device: torch.device | str | None) -> int:
+    """``probe.n_samples``, with ``None`` resolved: 20000 under ``paper`` on a CUDA device, else 256."""
+    if n_samples is not None:
+        if int(n_samples) < 0:
+            raise BasinlabError(f"probe.n_samples must be >= 0 (or null for the default), got {n_samples}")
+        return int(n_samples)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    return PAPER_GPU_SAMPLES if check_protocol(protocol) == "paper" and on_gpu else DEFAULT_SAMPLES

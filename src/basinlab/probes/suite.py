@@ -14,7 +14,8 @@ The plan (:data:`PLAN`):
 - ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
   sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
 - ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
-  score tells ``train`` from ``test`` (probes/audit.py), whenever both sets were probed.
+  score tells ``train`` from ``test`` (probes/audit.py), when the suite ran whole (at least basins, fixed points
+  and entropy) on both sets: the sweep and ``probe all``, not a single-probe command.
 
 The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PROBE_SET_SEED + seed``).
 """
@@ -199,7 +200,7 @@ def run_suite(
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
                               **opts["likelihood"]), prefix=f"likelihood/{name}/")
-    if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy", "likelihood"} & set(probes):
+    if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy"} <= set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
     for probe in (p for p in probes if p in EXTRA):
         for name in on[probe]:

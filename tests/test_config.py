@@ -52,9 +52,9 @@ def test_quick_probe_settings():
 def test_scientific_notation_becomes_float(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 1e-3\n  t_eps: 2e-4\n  steps: 10\n")
-    cfg = load_config(path, ["train.eps=1e-4", "train.ema=1"])
+    cfg = load_config(path, ["train.eps=1e-4", "train.weight_decay=1"])
     assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
     assert cfg.train.t_eps == 2e-4 and cfg.train.eps == 1e-4
-    assert isinstance(cfg.train.ema, float) and cfg.train.steps == 10
-    with pytest.raises(BasinlabError, match="needs a number"):
+    assert isinstance(cfg.train.weight_decay, float) and cfg.train.steps == 10
+    with pytest.raises(BasinlabError, match="must be a finite number"):
         load_config(None, ["train.lr=fast"])

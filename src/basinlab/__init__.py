@@ -5,9 +5,13 @@ Nothing heavy is imported here; ``basinlab.load(path)`` loads a trained model la
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:  # the one source of the version is pyproject.toml, read from the installed package's metadata
+    __version__ = version("basinlab")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from basinlab.training.checkpoint import TrainedModel

@@ -7,8 +7,12 @@ An unknown key is an error that names the valid keys (SPEC-independent plumbing)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import os
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +22,26 @@ from typing import Any
 import yaml
 
 from basinlab.errors import BasinlabError
+
+DATA_SOURCES = ("brown", "text", "datasets", "markov")
+DATA_MODES = ("sentence", "wrap")
+OBJECTIVES = ("nelbo", "ce_redrawn")
+#: seeds (``train.seed``, ``data.seed``, ``sweep.seeds``...) lie in ``[0, SEED_LIMIT)``: torch generators take 64 bits
+#: and basinlab derives child seeds by small affine maps
+SEED_LIMIT = 2**32
+QUICK_M, QUICK_STEPS = 256, 100
+PROBE_PROTOCOLS = ("exact", "paper")
+#: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
+#: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
+#: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
+RESUMABLE_KEYS: dict[str, frozenset[str]] = {
+    "data": frozenset({"cache_dir"}),
+    "train": frozenset({"steps", "log_every", "ckpt_every", "progress", "device", "precision", "compile",
+                        "grad_accum"}),
+    "probe": frozenset({"batch_size"}),
+}
+#: keys a sweep directory keeps although a single run may change them (SPEC 7: one step budget for every N)
+SWEEP_FIXED_KEYS: dict[str, frozenset[str]] = {"train": frozenset({"steps"})}
 
 
 @dataclass
@@ -121,6 +145,31 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> Config:
+        """Check every value of every section and return ``self``, normalised in place: numbers given as strings
+        become numbers, ``probe.quick`` caps ``m`` and ``steps``. Bad values raise one :class:`BasinlabError` line
+        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this."""
+        _normalise(self, "")
+        if not self.out_dir:
+            raise _bad("out_dir", "a directory path", self.out_dir)
+        _check_data(self.data)
+        _check_model(self.model)
+        _check_train(self.train)
+        _check_probe(self.probe)
+        _check_sweep(self.sweep)
+        return self
+
+    def with_values(self, **values: Any) -> Config:
+        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``."""
+        new = copy.deepcopy(self)
+        for name, value in values.items():
+            section, _, key = name.rpartition("__")
+            obj = getattr(new, section) if section else new
+            if not hasattr(obj, key):
+                raise BasinlabError(f"unknown config key '{name.replace('__', '.')}'")
+            setattr(obj, key, value)
+        return new.validate()
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
@@ -130,7 +179,11 @@ class Config:
         atomic_write_text(path, self.to_yaml())
 
 
+# ---- types: one coercion of YAML values into each field's type --------------------------------------------------
+
+
 def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+    """Set ``values`` (a nested mapping) on the dataclass ``obj``; unknown keys are errors naming the valid ones."""
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in names:
@@ -143,29 +196,266 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
                 raise BasinlabError(f"config key '{where}{key}' is a section: give a mapping, not {value!r}")
             _apply(current, value, f"{where}{key}.")
         else:
-            setattr(obj, key, _coerce(value, typing.get_type_hints(type(obj))[key], f"{where}{key}"))
+            setattr(obj, key, value)
 
 
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string: give float (and int) fields numbers, or fail with a clear line."""
-    if not isinstance(value, str):
-        if isinstance(value, int) and not isinstance(value, bool) and _accepts(hint, float) and not _accepts(hint, int):
-            return float(value)
+def _normalise(obj: Any, where: str) -> None:
+    """Give every field of the dataclass ``obj`` its declared type (in place); one line for a value that has none."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _normalise(value, f"{where}{f.name}.")
+        else:
+            setattr(obj, f.name, _typed(value, hints[f.name], f"{where}{f.name}"))
+
+
+def _bad(name: str, what: str, value: Any) -> BasinlabError:
+    key = re.sub(r"\[\d+\]$", "", name)
+    return BasinlabError(f"config key '{name}' must be {what}, got {value!r}; fix it in the config or with {key}=...")
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as type ``hint``. YAML 1.1 reads ``1e-3`` as a string: numbers in strings become numbers here (the
+    one place that coerces); ints become floats where a float is due; anything else of the wrong type is an error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        if value is None and len(kinds) < len(args):
+            return None
+        if len(kinds) == 1:
+            return _typed(value, kinds[0], name)
+        for kind in kinds:  # a union of shapes (sweep.sizes): the member matching the value's shape
+            shape = typing.get_origin(kind) or kind
+            if isinstance(value, shape) or (shape is list and isinstance(value, tuple)):
+                return _typed(value, kind, name)
+        if list[int] in kinds and isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        raise _bad(name, " or ".join(_kind_name(k) for k in kinds), value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _bad(name, f"a list ({_kind_name(hint)})", value)
+        return [_typed(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _bad(name, "true or false", value)
         return value
-    for kind in (int, float):
-        if _accepts(hint, kind) and not _accepts(hint, str):
-            try:
-                return kind(value) if kind is float else int(value)
-            except ValueError:
-                if kind is int and _accepts(hint, float):
-                    continue
-                raise BasinlabError(f"config key '{name}' needs a number, got {value!r}") from None
+    if hint in (int, float):
+        return _number(value, hint, name)
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # a directory or device named by a number
+        if not isinstance(value, str):
+            raise _bad(name, "a string", value)
+        return value
+    if hint is dict and not isinstance(value, dict):
+        raise _bad(name, "a mapping", value)
     return value
 
 
-def _accepts(hint: Any, kind: type) -> bool:
-    return hint is kind or kind in typing.get_args(hint)
+def _number(value: Any, kind: type, name: str) -> int | float:
+    what = "an integer" if kind is int else "a finite number"
+    if isinstance(value, str):
+        try:
+            value = int(value.strip()) if kind is int else float(value.strip())
+        except ValueError:
+            raise _bad(name, what, value) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)):
+        raise _bad(name, what, value)
+    if kind is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise _bad(name, what, value)
+    return value
 
+
+def _kind_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"list of {_kind_name(typing.get_args(hint)[0])}s"
+    return {int: "integer", float: "number", str: "string", bool: "boolean", dict: "mapping"}.get(hint, str(hint))
+
+
+# ---- ranges: what each section accepts -------------------------------------------------------------------------
+
+
+def _require(ok: bool, name: str, what: str, value: Any) -> None:
+    if not ok:
+        raise _bad(name, what, value)
+
+
+def _at_least(section: Any, prefix: str, keys: tuple[str, ...], low: int) -> None:
+    for key in keys:
+        v = getattr(section, key)
+        _require(v >= low, f"{prefix}.{key}", f"an integer >= {low}", v)
+
+
+def _seed(name: str, value: int) -> None:
+    _require(0 <= value < SEED_LIMIT, name, "an integer in [0, 2^32)", value)
+
+
+def _device(name: str, value: str) -> None:
+    _require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None, name, "auto, cpu, cuda or cuda:N", value)
+
+
+def _unit(name: str, value: float, closed_low: bool, closed_high: bool) -> None:
+    lo = 0.0 <= value if closed_low else 0.0 < value
+    hi = value <= 1.0 if closed_high else value < 1.0
+    _require(lo and hi, name, f"a number in {'[' if closed_low else '('}0, 1{']' if closed_high else ')'}", value)
+
+
+def _choice(name: str, value: str, choices: Any) -> None:
+    if value not in choices:
+        raise BasinlabError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def validate_data(dc: DataConfig) -> DataConfig:
+    """The ``data`` part of :meth:`Config.validate`, for callers holding a ``DataConfig`` alone."""
+    _normalise(dc, "data.")
+    _check_data(dc)
+    return dc
+
+
+def _check_data(dc: DataConfig) -> None:
+    from basinlab.memory import require_fits
+
+    _choice("data.source", dc.source, DATA_SOURCES)
+    if dc.source != "markov":
+        _choice("data.mode", dc.mode, DATA_MODES)
+    min_len = 2 if dc.source == "markov" else 3
+    _require(dc.seq_len >= min_len, "data.seq_len", f"an integer >= {min_len} for data.source={dc.source}", dc.seq_len)
+    _at_least(dc, "data", ("n_test", "markov_vocab"), 1)
+    _at_least(dc, "data", ("n_train",), 0)
+    _require(dc.vocab_size > 4, "data.vocab_size", "an integer > 4 (4 special tokens + 1)", dc.vocab_size)
+    _require(dc.markov_vocab >= 2, "data.markov_vocab", "an integer >= 2", dc.markov_vocab)
+    _require(1 <= dc.markov_successors <= dc.markov_vocab, "data.markov_successors",
+             f"an integer in [1, data.markov_vocab={dc.markov_vocab}]", dc.markov_successors)
+    _seed("data.seed", dc.seed)
+    _seed("data.markov_seed", dc.markov_seed)
+    if dc.source == "markov":
+        _require(dc.markov_pool > dc.n_test, "data.markov_pool", f"an integer > data.n_test={dc.n_test}",
+                 dc.markov_pool)
+        # P [V, V] float64 with its cumulative rows and the lazy chain of the stationary distribution: 4 copies
+        require_fits(4 * 8 * dc.markov_vocab**2, f"data.markov_vocab={dc.markov_vocab}")
+        require_fits(24 * dc.markov_pool * dc.seq_len, f"data.markov_pool={dc.markov_pool}")
+
+
+def _check_model(mc: ModelConfig) -> None:
+    from basinlab.models.presets import resolve_arch  # torch: loaded when a config is validated, not imported
+
+    resolve_arch(mc)
+
+
+def _check_train(tc: TrainConfig) -> None:
+    from basinlab.diffusion.schedules import SCHEDULES
+    from basinlab.models.denoiser import PRECISIONS
+
+    _at_least(tc, "train", ("steps", "warmup_steps", "ce_warmup_steps"), 0)
+    _at_least(tc, "train", ("batch_size", "grad_accum", "log_every", "ckpt_every"), 1)
+    _require(tc.batch_size % tc.grad_accum == 0, "train.batch_size",
+             f"a multiple of train.grad_accum={tc.grad_accum}", tc.batch_size)
+    _require(tc.lr > 0, "train.lr", "a positive number", tc.lr)
+    _require(tc.weight_decay >= 0, "train.weight_decay", "a number >= 0", tc.weight_decay)
+    _require(tc.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 turns clipping off)", tc.grad_clip)
+    for key in ("beta1", "beta2", "ema", "eps", "t_eps"):
+        _unit(f"train.{key}", getattr(tc, key), closed_low=True, closed_high=False)
+    _choice("train.objective", tc.objective, OBJECTIVES)
+    _choice("train.schedule", tc.schedule, tuple(SCHEDULES))
+    _choice("train.precision", tc.precision, PRECISIONS)
+    _device("train.device", tc.device)
+    _seed("train.seed", tc.seed)
+
+
+def _check_probe(pc: ProbeConfig) -> None:
+    _choice("probe.protocol", pc.protocol, PROBE_PROTOCOLS)
+    _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)
+    if pc.n_samples is not None:
+        _at_least(pc, "probe", ("n_samples",), 0)
+    _require(len(pc.ts) > 0, "probe.ts", "a non-empty list of numbers in (0, 1]", pc.ts)
+    for i, t in enumerate(pc.ts):
+        _unit(f"probe.ts[{i}]", t, closed_low=False, closed_high=True)
+    _unit("probe.t_start", pc.t_start, closed_low=False, closed_high=True)
+    _unit("probe.entropy_t", pc.entropy_t, closed_low=False, closed_high=True)
+    if pc.quick:  # the one place `quick` acts: a CPU-sized probe
+        pc.m, pc.steps = min(pc.m, QUICK_M), min(pc.steps, QUICK_STEPS)
+
+
+def _check_sweep(sc: SweepConfig) -> None:
+    resolve_sizes(sc.sizes)
+    _require(len(sc.seeds) > 0, "sweep.seeds", "a non-empty list of integers", sc.seeds)
+    for i, s in enumerate(sc.seeds):
+        _seed(f"sweep.seeds[{i}]", s)
+    _unit("sweep.transition_t", sc.transition_t, closed_low=False, closed_high=True)
+    _unit("sweep.transition_tol", sc.transition_tol, closed_low=True, closed_high=True)
+    for i, d in enumerate(sc.devices):
+        _device(f"sweep.devices[{i}]", d)
+
+
+# ---- the sweep's grid of N -------------------------------------------------------------------------------------
+
+
+def geometric_sizes(start: int, stop: int, factor: float = 2.0) -> list[int]:
+    """``start, start·f, start·f², ...`` up to ``stop`` inclusive, rounded to integers, e.g. ``2^4 .. 2^15``."""
+    if start < 1 or stop < start or factor <= 1:
+        raise BasinlabError(f"geometric grid needs 1 <= start <= stop and factor > 1, got {start}, {stop}, {factor}")
+    out: list[int] = []
+    k = 0
+    while True:
+        n = int(round(start * factor**k))
+        if n > stop * (1 + 1e-9):
+            break
+        if not out or n != out[-1]:
+            out.append(n)
+        k += 1
+    return out
+
+
+def resolve_sizes(spec: Any) -> list[int]:
+    """The grid of ``sweep.sizes``: a list of ints, ``"16:32768"`` / ``"16:32768:4"`` (geometric, factor 2 or
+    given), or a mapping ``{start: 16, stop: 32768, factor: 2}``. Sorted, without duplicates."""
+    if isinstance(spec, str):
+        parts = spec.split(":")
+        nums = [_number(p, int if i < 2 else float, "sweep.sizes") for i, p in enumerate(parts)] if len(parts) in (
+            2, 3) else []
+        if not nums:
+            raise BasinlabError(f"sweep.sizes '{spec}' is not 'start:stop' or 'start:stop:factor'")
+        sizes = geometric_sizes(int(nums[0]), int(nums[1]), float(nums[2]) if len(nums) == 3 else 2.0)
+    elif isinstance(spec, dict):
+        if "start" not in spec or "stop" not in spec or set(spec) - {"start", "stop", "factor"}:
+            raise BasinlabError("sweep.sizes as a mapping needs 'start' and 'stop' (and optionally 'factor')")
+        sizes = geometric_sizes(_number(spec["start"], int, "sweep.sizes.start"),
+                                _number(spec["stop"], int, "sweep.sizes.stop"),
+                                _number(spec.get("factor", 2.0), float, "sweep.sizes.factor"))
+    elif isinstance(spec, (list, tuple)):
+        sizes = sorted({_number(n, int, "sweep.sizes") for n in spec})
+    elif isinstance(spec, int) and not isinstance(spec, bool):
+        sizes = [spec]
+    else:
+        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {spec!r}")
+    if not sizes or sizes[0] < 1:
+        raise BasinlabError(f"sweep.sizes must be positive integers, got {spec!r}")
+    return sizes
+
+
+# ---- resumption ------------------------------------------------------------------------------------------------
+
+
+def resumable_keys(sweep: bool = False) -> dict[str, frozenset[str]]:
+    """:data:`RESUMABLE_KEYS`; for a sweep directory without ``train.steps`` (SPEC 7: one step budget for every N)."""
+    if not sweep:
+        return dict(RESUMABLE_KEYS)
+    return {s: frozenset(k - SWEEP_FIXED_KEYS.get(s, frozenset())) for s, k in RESUMABLE_KEYS.items()}
+
+
+def config_differences(old: Config, new: Config, sections: tuple[str, ...], sweep: bool = False) -> list[str]:
+    """``'section.key: old in the checkpoint, new now'`` for each key of ``sections`` that differs and may not."""
+    a, b = old.to_dict(), new.to_dict()
+    free = resumable_keys(sweep)
+    return [
+        f"{s}.{k}: {a[s].get(k)!r} before, {v!r} now"
+        for s in sections
+        for k, v in b[s].items()
+        if k not in free.get(s, ()) and a[s].get(k) != v
+    ]
 
 def preset_path(name: str) -> Path:
     """Path of a preset YAML shipped in the package (``demo``, ``markov``, ``paper``...)."""
@@ -194,27 +484,44 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a :class:`Config` from a YAML path (or a preset name), then apply ``key=value`` overrides."""
+    """Build a :class:`Config` from a YAML path (or a preset name), then apply ``key=value`` overrides; validated."""
     cfg = Config()
     if source is not None:
-        path = Path(source)
+        _apply(cfg, _read_yaml(source), "")
+    _apply(cfg, parse_overrides(overrides), "")
+    cfg = cfg.validate()
+    if docs_toy():
+        apply_docs_toy(cfg)
+    return cfg
+
+
+def _read_yaml(source: str | Path) -> dict[str, Any]:
+    path = Path(source)
+    try:
         if not path.exists() and path.suffix == "" and "/" not in str(source):
             path = preset_path(str(source))
         if not path.exists():
             raise BasinlabError(f"config file '{source}' not found; give a YAML path or a preset name")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            line = str(exc).splitlines()[0]
-            raise BasinlabError(f"config file '{path}' is not valid YAML: {line}") from None
-        if not isinstance(values, dict):
-            raise BasinlabError(f"config file '{path}' must hold a mapping of sections (data:, model:, train:...)")
-        _apply(cfg, values, "")
-    _apply(cfg, parse_overrides(overrides), "")
-    cfg.probe = _resolved_probe(cfg.probe)
-    if docs_toy():
-        apply_docs_toy(cfg)
-    return cfg
+        if not path.is_file():
+            raise BasinlabError(f"config '{source}' is a directory, not a YAML file; give a YAML path or a preset name")
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise BasinlabError(f"config file '{path}' is not text (binary or not UTF-8); give a YAML file") from None
+    except OSError as exc:
+        raise BasinlabError(f"cannot read config file '{path}': {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        line = str(exc).splitlines()[0]
+        raise BasinlabError(f"config file '{path}' is not valid YAML: {line}") from None
+    if not isinstance(values, dict):
+        raise BasinlabError(f"config file '{path}' must hold a mapping of sections (data:, model:, train:...)")
+    return values
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A validated :class:`Config` from a nested mapping (e.g. a checkpoint's ``config.yaml``)."""
+    cfg = Config()
+    _apply(cfg, values, "")
+    return cfg.validate()
 
 
 #: Set to 1 by the documentation tests (tests/test_docs.py): every command of README.md and docs/ runs at toy size.
@@ -272,9 +579,3 @@ def _resolved_probe(probe: ProbeConfig) -> ProbeConfig:
         probe.m = min(probe.m, 256)
         probe.steps = min(probe.steps, 100)
     return probe
-
-
-def config_from_dict(values: dict[str, Any]) -> Config:
-    cfg = Config()
-    _apply(cfg, values, "")
-    return cfg

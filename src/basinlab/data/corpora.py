@@ -20,11 +20,11 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from basinlab.config import DataConfig
+from basinlab.config import DATA_SOURCES, DataConfig
 from basinlab.errors import BasinlabError
 
 BROWN_RESOURCE = "brown/sentences.txt.gz"
-SOURCES = ("brown", "text", "datasets", "markov")
+SOURCES = DATA_SOURCES
 
 # File suffix -> `datasets` packaged builder (and extra keyword arguments).
 _BUILDERS: dict[str, tuple[str, dict[str, str]]] = {
@@ -73,6 +73,24 @@ def source_identity(cfg: DataConfig) -> dict[str, object]:
     if cfg.source == "markov":
         return {"source": "markov"}
     raise BasinlabError(f"unknown data.source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def data_fingerprint(cfg: DataConfig) -> str | None:
+    """sha256 of the raw corpus a run is trained on: the data file (every file, for a directory), or the embedded
+    Brown corpus; ``None`` for Markov data (its source is saved with the checkpoint)."""
+    if cfg.source == "brown":
+        return hashlib.sha256(brown_bytes()).hexdigest()
+    if cfg.source not in ("text", "datasets"):
+        return None
+    path = _require_path(cfg)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else "").encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def file_stamp(path: Path) -> list[object]:

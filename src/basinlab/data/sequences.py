@@ -23,21 +23,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from basinlab.config import DataConfig
-from basinlab.data.corpora import SOURCES, cache_root, load_sentences, source_identity
+from basinlab.config import DATA_MODES, DataConfig, validate_data
+from basinlab.data.corpora import cache_root, data_fingerprint, load_sentences, source_identity
 from basinlab.data.markov import MarkovSource
 from basinlab.data.tokenizer import Tokenizer, get_tokenizer, tokenizer_identity
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write
 
-MODES = ("sentence", "wrap")
-CACHE_FORMAT = 1
+MODES = DATA_MODES
+CACHE_FORMAT = 2  # 2: the blob holds the data fingerprint
 
 
 @dataclass
@@ -58,6 +59,7 @@ class SequenceData:
     source: MarkovSource | None = None
     n_train: int = 1024
     mode: str = "sentence"
+    fingerprint: str | None = None  # sha256 of the raw corpus (``corpora.data_fingerprint``); a run records it
 
     @property
     def seq_len(self) -> int:
@@ -111,20 +113,6 @@ class SequenceData:
         return torch.randint(0, self.vocab_size, (m, self.seq_len), generator=generator, dtype=torch.long)
 
 
-def _check(cfg: DataConfig) -> None:
-    if cfg.source not in SOURCES:
-        raise BasinlabError(f"unknown data.source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
-    if cfg.source != "markov" and cfg.mode not in MODES:
-        raise BasinlabError(f"unknown data.mode {cfg.mode!r}; choose one of {', '.join(MODES)}")
-    min_len = 2 if cfg.source == "markov" else 3
-    if cfg.seq_len < min_len:
-        raise BasinlabError(f"data.seq_len must be >= {min_len} for data.source={cfg.source}, got {cfg.seq_len}")
-    if cfg.n_test < 1:
-        raise BasinlabError(f"data.n_test must be >= 1, got {cfg.n_test}")
-    if cfg.n_train < 0:
-        raise BasinlabError(f"data.n_train must be >= 0, got {cfg.n_train}")
-
-
 def _markov_source(cfg: DataConfig) -> MarkovSource:
     return MarkovSource(vocab_size=cfg.markov_vocab, successors=cfg.markov_successors, seed=cfg.markov_seed)
 
@@ -160,12 +148,14 @@ def build_dataset(cfg: DataConfig) -> SequenceData:
     Deterministic given ``cfg``. Raises ``BasinlabError`` for an unknown source or mode, a missing file, an
     empty corpus, or a corpus too small for ``n_test``.
     """
-    _check(cfg)
+    validate_data(cfg)
     markov = _markov_source(cfg) if cfg.source == "markov" else None
     path = cache_path(cfg, markov)
     blob = _load_cache(path)
     if blob is None:
+        _check_cache_dir(path.parent)  # before the long build, not after it
         blob = _build_markov(cfg, markov) if markov is not None else _build_text(cfg)
+        blob["fingerprint"] = data_fingerprint(cfg)
         atomic_write(path, lambda tmp: torch.save(blob, tmp))
     tok = Tokenizer.from_str(blob["tokenizer"]) if blob.get("tokenizer") else None
     return SequenceData(
@@ -179,7 +169,21 @@ def build_dataset(cfg: DataConfig) -> SequenceData:
         source=markov,
         n_train=cfg.n_train,
         mode="markov" if markov is not None else cfg.mode,
+        fingerprint=blob.get("fingerprint"),
     )
+
+
+def _check_cache_dir(where: Path) -> None:
+    """One line, not a traceback, when the cache cannot be written: a file in the way, no permission."""
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise BasinlabError(
+            f"cannot write the data cache in '{where}' ({exc.strerror or exc}); set data.cache_dir (or "
+            "$BASINLAB_CACHE) to a writable directory"
+        ) from None
 
 
 def _load_cache(path: Path) -> dict | None:
@@ -254,7 +258,7 @@ def _build_text(cfg: DataConfig) -> dict:
         )
     test_sents, train_sents = shuffled[:k], shuffled[k:]
     tok = get_tokenizer(cfg, train_sents, cache_root(cfg))
-    ids = tok.encode_batch(test_sents + train_sents)
+    ids = tok.encode_batch(test_sents + train_sents, max_tokens=cfg.seq_len - 2 if cfg.mode == "sentence" else None)
     test_ids, train_ids = ids[:k], ids[k:]
     L = cfg.seq_len
     if cfg.mode == "sentence":

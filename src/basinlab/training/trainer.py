@@ -25,15 +25,28 @@ Objectives (never cross-entropy on all positions, SPEC 4):
 
 Training counts every position (BOS/EOS/PAD included: the model generates whole length-``L`` sequences); the
 NELBO *reported* by ``estimate_nelbo`` counts real tokens only.
+
+The loop (:func:`_train`) reads at once; its named steps are :func:`_prepare` (the model's own
+``configure_optimizers``, the EMA, the generators), :func:`_restore`, :func:`_train_step`, :func:`_log` (one
+``metrics.csv`` row: mean loss and gradient norm over the steps since the previous row, a window that checkpoints
+carry) and :func:`_save`. Ctrl-C lets the running step finish, then checkpoints and stops, so that the checkpoint
+holds the state at a step boundary (weights, optimiser and every RNG) and a rerun equals an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import importlib.metadata
+import io
+import logging
 import math
 import os
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,17 +54,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from basinlab.config import config_differences
 from basinlab.diffusion import corrupt, get_schedule, nelbo_integrand, redrawn_cross_entropy, sample_times
 from basinlab.errors import BasinlabError
+from basinlab.io import atomic_write_text
+from basinlab.memory import require_fits
 from basinlab.models import autocast, autocast_dtype, build_model, resolve_arch, resolve_device
 from basinlab.training import checkpoint as ckpt_mod
 
-OBJECTIVES = ("nelbo", "ce_redrawn")
+logger = logging.getLogger(__name__)
 METRIC_FIELDS = ("step", "epoch", "objective", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
-#: train.* keys that may change between a checkpoint and its resumption (they don't change the math)
-RESUMABLE_KEYS = {"steps", "log_every", "ckpt_every", "progress", "device", "precision", "compile", "grad_accum"}
-#: data.* keys that only say where files live
-DATA_LOCATION_KEYS = {"cache_dir"}
 
 
 @dataclass
@@ -144,67 +156,6 @@ def ema_decay(step: int, ema: float) -> float:
     return min(ema, (1.0 + step) / (10.0 + step))
 
 
-_FLOAT_KEYS = ("lr", "weight_decay", "beta1", "beta2", "ema", "grad_clip", "eps", "t_eps")
-
-
-def _validate(cfg, world: int) -> None:
-    """Check ``cfg.train`` (and the model preset); float fields given as strings (YAML reads ``1e-3`` as a
-    string) are converted in place."""
-    tc = cfg.train
-    for key in _FLOAT_KEYS:
-        v = getattr(tc, key)
-        try:
-            setattr(tc, key, float(v))
-        except (TypeError, ValueError):
-            raise BasinlabError(f"train.{key} must be a number, got {v!r}") from None
-    if tc.objective not in OBJECTIVES:
-        raise BasinlabError(f"unknown train.objective '{tc.objective}'; choose one of {', '.join(OBJECTIVES)}")
-    for key in ("steps", "batch_size", "grad_accum", "log_every", "ckpt_every"):
-        v = getattr(tc, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "steps" else 1):
-            raise BasinlabError(f"train.{key} must be a {'non-negative' if key == 'steps' else 'positive'} "
-                                f"integer, got {v!r}")
-    if tc.batch_size % (world * tc.grad_accum):
-        raise BasinlabError(
-            f"train.batch_size={tc.batch_size} (global) must be divisible by world size {world} x "
-            f"grad_accum {tc.grad_accum}"
-        )
-    if not (isinstance(tc.ce_warmup_steps, int) and tc.ce_warmup_steps >= 0):
-        raise BasinlabError(f"train.ce_warmup_steps must be a non-negative integer, got {tc.ce_warmup_steps!r}")
-    if not 0.0 <= float(tc.t_eps) < 1.0:
-        raise BasinlabError(f"train.t_eps must lie in [0, 1), got {tc.t_eps}")
-    if not 0.0 <= float(tc.ema) < 1.0:
-        raise BasinlabError(f"train.ema must lie in [0, 1), got {tc.ema}")
-    if float(tc.lr) <= 0:
-        raise BasinlabError(f"train.lr must be positive, got {tc.lr}")
-    try:
-        get_schedule(tc.schedule, tc.eps)
-    except ValueError as exc:
-        raise BasinlabError(f"train.schedule: {exc}") from None
-    resolve_arch(cfg.model)
-
-
-def _check_compatible(saved, cfg, ckpt: Path, vocab_size: int, seq_len: int, meta: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint of a different run (data, model or optimisation changed)."""
-    a, b = saved.to_dict(), cfg.to_dict()
-    diffs = []
-    for section in ("data", "model", "train"):
-        for key, value in b[section].items():
-            if (section == "train" and key in RESUMABLE_KEYS) or (section == "data" and key in DATA_LOCATION_KEYS):
-                continue
-            if a[section].get(key) != value:
-                diffs.append(f"{section}.{key}: {a[section].get(key)!r} in the checkpoint, {value!r} now")
-    if int(meta["vocab_size"]) != vocab_size or int(meta["seq_len"]) != seq_len:
-        diffs.append(f"data shape: V={meta['vocab_size']}, L={meta['seq_len']} in the checkpoint, "
-                     f"V={vocab_size}, L={seq_len} now")
-    if diffs:
-        raise BasinlabError(
-            f"cannot resume from {ckpt}: it belongs to a different run ({diffs[0]}"
-            f"{f'; and {len(diffs) - 1} more' if len(diffs) > 1 else ''}); use --no-resume (resume=False) "
-            f"to start over or another out_dir"
-        )
-
-
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state(), "noise": gen.get_state()}
     if device.type == "cuda":
@@ -220,42 +171,317 @@ def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, device:
 
 
 class _Metrics:
-    """``metrics.csv`` (appended) and TensorBoard when available; rank 0 only."""
+    """``metrics.csv`` (one row per ``log_every`` steps, ``\\n`` line endings) and TensorBoard when available; rank 0
+    writes, every rank keeps the clock."""
 
-    def __init__(self, out: Path, start_step: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = out / "metrics.csv"
-        self.tb = None
+    def __init__(self, out: Path, start_step: int, enabled: bool, tokens_per_step: int) -> None:
+        self.enabled, self.path, self.tb = enabled, out / "metrics.csv", None
+        self.tokens_per_step, self.last_step = tokens_per_step, start_step
+        self.t_start = self.t_window = time.perf_counter()
         if not enabled:
             return
-        if start_step == 0 or not self.path.exists():
-            self.path.write_text(",".join(METRIC_FIELDS) + "\n")
-        else:  # drop rows logged after the checkpoint we resume from
+        rows: list[dict[str, str]] = []
+        if start_step > 0 and self.path.exists():  # keep the rows up to the checkpoint we resume from
             with open(self.path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= start_step]
-            with open(self.path, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
+                rows = [r for r in csv.DictReader(fh) if (r.get("step") or "").isdigit()
+                        and int(r["step"]) <= start_step]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step + 1)
-        except Exception:  # tensorboard is optional: any failure to start it only disables it
+        except Exception:  # tensorboard is optional: any failure to start it leaves metrics.csv alone
             self.tb = None
 
-    def log(self, row: dict[str, Any]) -> None:
+    def log(self, step: int, epoch: float, objective: str, loss: float, lr: float, grad_norm: float) -> float:
+        """Append one row; returns the tokens per second since the previous row."""
+        now = time.perf_counter()
+        tokens_per_s = (step - self.last_step) * self.tokens_per_step / max(now - self.t_window, 1e-9)
+        self.last_step, self.t_window = step, now
         if not self.enabled:
-            return
+            return tokens_per_s
+        row = {"step": step, "epoch": f"{epoch:.3f}", "objective": objective, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}",
+               "grad_norm": f"{grad_norm:.4f}", "tokens_per_s": f"{tokens_per_s:.1f}",
+               "elapsed_s": f"{now - self.t_start:.2f}"}
         with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=METRIC_FIELDS, extrasaction="ignore").writerow(row)
+            csv.DictWriter(fh, fieldnames=METRIC_FIELDS, lineterminator="\n").writerow(row)
         if self.tb is not None:
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
-                self.tb.add_scalar(f"train/{key}", float(row[key]), int(row["step"]))
+            for key, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm), ("tokens_per_s", tokens_per_s)):
+                self.tb.add_scalar(f"train/{key}", value, step)
+        return tokens_per_s
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+# ---- the run: everything the loop touches ------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    """Losses and gradient norms of the steps since the last ``metrics.csv`` row. A checkpoint carries them, so the
+    first row after a resume averages the same steps as an uninterrupted run's."""
+
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # on the device, unread
+    losses: list[float] = field(default_factory=list)
+    norms: list[float] = field(default_factory=list)
+
+    def read(self) -> list[float]:
+        """Move the pending values to the CPU (one device sync); return the new per-step losses."""
+        if not self.pending:
+            return []
+        both = torch.stack([torch.stack([a.float(), b.float()]) for a, b in self.pending]).double().cpu()
+        self.pending.clear()
+        new = both[:, 0].tolist()
+        self.losses += new
+        self.norms += both[:, 1].tolist()
+        return new
+
+    def take(self) -> tuple[float, float]:
+        """Mean loss and mean gradient norm of the window, which then starts over."""
+        loss, norm = sum(self.losses) / len(self.losses), sum(self.norms) / len(self.norms)
+        self.losses, self.norms = [], []
+        return loss, norm
+
+
+@dataclass
+class _Run:
+    """A training run in memory: data, model, EMA, optimiser, generators, and where the loop stands."""
+
+    cfg: Any
+    out: Path
+    dd: _Dist
+    device: torch.device
+    x_train: torch.Tensor  # [N, L], CPU
+    vocab_size: int
+    model: torch.nn.Module
+    names: list[str]
+    params: list[torch.nn.Parameter]
+    ema: list[torch.Tensor]
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # times and noise of the global batch, shared by every rank
+    schedule: Any
+    sampler: EpochSampler
+    meta: dict[str, Any]
+    data: Any
+    fwd: torch.nn.Module | None = None  # the model as called in the loop (DDP, compiled)
+    step: int = 0
+    window: _Window = field(default_factory=_Window)
+    losses: list[float] = field(default_factory=list)  # per-step losses of the steps this call ran
+    last_loss: float = float("nan")
+    resumed: bool = False
+    saved_step: int = -1
+    ckpt_path: Path | None = None
+
+    @property
+    def global_batch(self) -> int:
+        return int(self.cfg.train.batch_size)
+
+
+def _training_set(cfg, data) -> torch.Tensor:
+    n_train = int(cfg.data.n_train)
+    pool = getattr(data, "train_pool", None)
+    if pool is not None and n_train > pool.shape[0]:
+        raise BasinlabError(
+            f"data.n_train={n_train} is larger than the training pool ({pool.shape[0]} sequences); "
+            f"lower it or enlarge the pool"
+        )
+    if n_train < 1:
+        raise BasinlabError(f"data.n_train must be >= 1, got {n_train}")
+    return data.train(n_train).long().cpu()
+
+
+def _check_memory(cfg, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
+    """Refuse a model, vocabulary or batch whose weights, optimiser state and logits cannot fit (a lower bound)."""
+    arch = resolve_arch(cfg.model)
+    d, n_layer, d_cond = arch["d_model"], arch["n_layer"], arch["d_cond"]
+    n_params = 2 * vocab_size * d + n_layer * (12 * d * d + 6 * d_cond * d) + 2 * d_cond * d
+    b_micro = cfg.train.batch_size // world // cfg.train.grad_accum
+    state = 4 * 5 * n_params  # float32 weights, gradients, EMA and AdamW's two moments
+    activations = 4 * b_micro * seq_len * (3 * vocab_size + 16 * n_layer * d)  # logits, log-softmax, its gradient
+    require_fits(
+        state + activations,
+        f"training model.preset={cfg.model.preset} ({n_params / 1e6:,.0f}M parameters, vocabulary {vocab_size}) "
+        f"at train.batch_size={cfg.train.batch_size}",
+        device,
+        fix="use a smaller model, vocabulary (data.vocab_size) or train.batch_size (or train.grad_accum)",
+    )
+
+
+def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
+    """Build the optimiser: model, EMA and AdamW, identically initialised on every rank; seed the generators."""
+    tc = cfg.train
+    x_train = _training_set(cfg, data)
+    vocab_size, seq_len = int(data.vocab_size), int(x_train.shape[1])
+    _check_memory(cfg, vocab_size, seq_len, dd.world, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model, vocab_size, seq_len).to(device)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = model.configure_optimizers(tc.lr, (tc.beta1, tc.beta2), tc.weight_decay, fused=device.type == "cuda")
+    gen = torch.Generator().manual_seed(tc.seed * 7_368_787 + 2_027)
+    torch.manual_seed(tc.seed + 104_729 * (dd.rank + 1))  # dropout, per rank
+    schedule = get_schedule(tc.schedule, tc.eps)
+    meta = {
+        "arch": model.arch(), "vocab_size": vocab_size, "seq_len": seq_len, "schedule": schedule.name,
+        "eps": schedule.eps, "n_train": int(x_train.shape[0]), "objective": tc.objective,
+        "ce_warmup_steps": tc.ce_warmup_steps, "basinlab": _version(),
+        "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path,
+    }
+    return _Run(
+        cfg=cfg, out=out, dd=dd, device=device, x_train=x_train, vocab_size=vocab_size, model=model,
+        names=[n for n, _ in named], params=[p for _, p in named], ema=[p.detach().clone().float() for _, p in named],
+        opt=opt, gen=gen, schedule=schedule, sampler=EpochSampler(int(x_train.shape[0]), tc.batch_size, tc.seed),
+        meta=meta, data=data,
+    )
+
+
+def _restore(run: _Run, ckpt: Path) -> None:
+    """Continue from ``ckpt`` exactly: weights, EMA, optimiser, every RNG state, the step and the metrics window."""
+    meta = ckpt_mod.load_meta(ckpt)
+    _check_compatible(ckpt_mod.load_config_file(ckpt), run, ckpt, meta)
+    state = ckpt_mod.load_train_state(ckpt)
+    try:
+        run.model.load_state_dict(ckpt_mod.load_weights(ckpt, ema=False))
+        ema_state = ckpt_mod.load_weights(ckpt, ema=True)
+        for name, e in zip(run.names, run.ema, strict=True):
+            e.copy_(ema_state[name].to(device=run.device, dtype=e.dtype))
+        run.opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BasinlabError(
+            f"cannot resume from {ckpt}: its weights do not fit this model ({first[:160]}); use --no-resume "
+            f"(resume=False) to start over or another out_dir"
+        ) from None
+    rngs = state["rng"]
+    if int(state.get("world", 1)) == run.dd.world:
+        _set_rng_state(rngs[run.dd.rank], run.gen, run.device)
+    else:  # another world size: the shared noise stream continues, dropout streams restart per rank
+        run.gen.set_state(rngs[0]["noise"])
+    window = state.get("window") or {}
+    run.window = _Window(losses=list(window.get("losses", [])), norms=list(window.get("norms", [])))
+    run.step = run.saved_step = int(state["step"])
+    run.last_loss, run.resumed, run.ckpt_path = float(state.get("last_loss", "nan")), True, ckpt
+
+
+def _check_compatible(saved, run: _Run, ckpt: Path, meta: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint of a different run (data, model or optimisation changed)."""
+    diffs = config_differences(saved, run.cfg, ("data", "model", "train"))
+    if int(meta["vocab_size"]) != run.vocab_size or int(meta["seq_len"]) != run.x_train.shape[1]:
+        diffs.append(f"data shape: V={meta['vocab_size']}, L={meta['seq_len']} in the checkpoint, "
+                     f"V={run.vocab_size}, L={run.x_train.shape[1]} now")
+    if diffs:
+        raise BasinlabError(
+            f"cannot resume from {ckpt}: it belongs to a different run ({diffs[0]}"
+            f"{f'; and {len(diffs) - 1} more' if len(diffs) > 1 else ''}); use --no-resume (resume=False) "
+            f"to start over or another out_dir"
+        )
+    ckpt_mod.check_data_fingerprint(meta, run.meta.get("data_sha256"), ckpt)
+
+
+def _wrap(run: _Run) -> None:
+    """The module the loop calls: DDP across ranks, ``torch.compile`` when asked."""
+    fwd = run.model
+    if run.dd.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    run.fwd = torch.compile(fwd) if run.cfg.train.compile else fwd
+
+
+# ---- one step, one metrics row, one checkpoint ----------------------------------------------------------------
+
+
+def _train_step(run: _Run) -> tuple[str, float]:
+    """One optimiser step on global batch ``run.step`` (SPEC 4); returns the objective and the learning rate."""
+    tc, dd, device, step = run.cfg.train, run.dd, run.device, run.step
+    B, L, V = run.global_batch, run.x_train.shape[1], run.vocab_size
+    B_rank = B // dd.world
+    B_micro = B_rank // tc.grad_accum
+    objective = "ce_redrawn" if (step < tc.ce_warmup_steps or tc.objective == "ce_redrawn") else "nelbo"
+    lr = lr_at(step, tc.lr, tc.warmup_steps)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    # the global batch: data, times and noise drawn identically on every rank, then sliced
+    x = run.x_train[run.sampler.indices(step)]
+    t = sample_times(B, tc.t_eps, tc.antithetic, run.gen)
+    alpha_t = run.schedule.alpha(t)
+    z_t, redrawn = corrupt(x, alpha_t, V, generator=run.gen, return_mask=True)
+    dalpha_t, sigma_t = run.schedule.dalpha(t), run.schedule.sigma(t).float()
+    amp = autocast_dtype(tc.precision, device)
+    loss_acc = torch.zeros((), device=device)
+    for m in range(tc.grad_accum):
+        sl = slice(dd.rank * B_rank + m * B_micro, dd.rank * B_rank + (m + 1) * B_micro)
+        xb, zb = x[sl].to(device, non_blocking=True), z_t[sl].to(device, non_blocking=True)
+        sync = m == tc.grad_accum - 1 or dd.world == 1
+        with run.fwd.no_sync() if (not sync and hasattr(run.fwd, "no_sync")) else nullcontext():
+            with autocast(device, amp):
+                logits = run.fwd(zb, sigma_t[sl].to(device))
+            log_x_theta = torch.log_softmax(logits.float(), dim=-1)
+            if objective == "nelbo":
+                per_pos = nelbo_integrand(xb, zb, log_x_theta, alpha_t[sl].to(device), dalpha_t[sl].to(device))
+            else:
+                per_pos = redrawn_cross_entropy(xb, log_x_theta, redrawn[sl].to(device))
+            # sum over this micro-batch / positions of the GLOBAL batch; DDP averages over ranks
+            loss = per_pos.sum() * (dd.world / (B * L))
+            loss.backward()
+        loss_acc += loss.detach() / dd.world
+    if dd.world > 1:
+        dist.all_reduce(loss_acc)
+    if tc.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.params, tc.grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in run.params if p.grad is not None])
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        torch._foreach_lerp_(run.ema, [p.detach().float() for p in run.params], 1.0 - ema_decay(step, tc.ema))
+    run.step += 1
+    run.window.pending.append((loss_acc.detach(), grad_norm.detach()))
+    return objective, lr
+
+
+def _log(run: _Run, metrics: _Metrics, bar, objective: str, lr: float) -> None:
+    """One ``metrics.csv`` row: the window's mean loss and gradient norm; a diverged loss stops training."""
+    run.losses += run.window.read()
+    loss, gnorm = run.window.take()
+    run.last_loss = loss
+    if not math.isfinite(loss):
+        raise BasinlabError(f"training diverged at step {run.step} (loss {loss}); lower train.lr or raise warmup_steps")
+    epoch = run.step * run.global_batch / run.x_train.shape[0]
+    tokens_per_s = metrics.log(run.step, epoch, objective, loss, lr, gnorm)
+    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", obj=objective[:4])
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint ``run.step`` (rank 0 writes; every rank's RNG state is gathered first)."""
+    run.losses += run.window.read()
+    rngs = [_rng_state(run.gen, run.device)]
+    if run.dd.world > 1:
+        gathered: list[Any] = [None] * run.dd.world
+        dist.all_gather_object(gathered, {k: v.cpu() for k, v in rngs[0].items()})
+        rngs = gathered
+    if run.dd.main:
+        train_state = {
+            "step": run.step, "optimizer": run.opt.state_dict(), "rng": rngs, "world": run.dd.world,
+            "last_loss": run.last_loss, "window": {"losses": run.window.losses, "norms": run.window.norms},
+        }
+        run.ckpt_path = ckpt_mod.save_checkpoint(
+            run.out, step=run.step, model_state=run.model.state_dict(),
+            ema_state=dict(zip(run.names, run.ema, strict=True)), config=_with_out_dir(run.cfg, run.out),
+            meta=run.meta, train_state=train_state, tokenizer=getattr(run.data, "tokenizer", None),
+            source=getattr(run.data, "source", None),
+        )
+    if run.dd.world > 1:
+        dist.barrier()
+    run.saved_step = run.step
 
 
 # ---- the loop -----------------------------------------------------------------------------------------------
@@ -271,274 +497,114 @@ def train(
     """Train a DiT on ``data.train(cfg.data.n_train)`` for ``cfg.train.steps`` steps; checkpoint into ``out_dir``.
 
     ``data`` defaults to ``build_dataset(cfg.data)``; ``out_dir`` to ``cfg.out_dir``. With ``resume=True`` a
-    checkpoint in ``out_dir`` is continued (it must come from the same run config, except ``train.steps`` and
-    logging/device keys) so that the per-step losses equal an uninterrupted run; ``resume=False`` deletes it and
-    starts over. Under ``torchrun`` every rank calls this; rank 0 alone writes files.
+    checkpoint in ``out_dir`` is continued (it must come from the same run config, except the keys of
+    :data:`basinlab.config.RESUMABLE_KEYS`) so that the per-step losses equal an uninterrupted run; ``resume=False``
+    deletes it and starts over. Ctrl-C finishes the running step, checkpoints it and raises ``KeyboardInterrupt``
+    (a rerun continues exactly). Under ``torchrun`` every rank calls this; rank 0 alone writes files.
     """
-    from tqdm.auto import tqdm
-
-    tc = cfg.train
-    dd, device = _setup_distributed(tc.device)
+    cfg.validate()
+    out = Path(out_dir or cfg.out_dir)
+    created = not out.exists()
+    dd, device = _setup_distributed(cfg.train.device)
     try:
-        _validate(cfg, dd.world)
+        if cfg.train.batch_size % (dd.world * cfg.train.grad_accum):
+            raise BasinlabError(
+                f"train.batch_size={cfg.train.batch_size} (global) must be divisible by world size {dd.world} x "
+                f"grad_accum {cfg.train.grad_accum}"
+            )
+        if dd.main:
+            ckpt_mod.prepare_run_dir(out)  # before any long computation: a file, a read-only directory...
         if data is None:
             from basinlab.data import build_dataset
 
             data = build_dataset(cfg.data)
-        return _train(cfg, data, Path(out_dir or cfg.out_dir), resume, progress, dd, device, tqdm)
+        return _train(cfg, data, out, resume, progress, dd, device)
+    except BasinlabError:
+        if created and dd.main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty run directory behind
+        raise
     finally:
         if dd.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torch.device, tqdm) -> TrainResult:
+def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torch.device) -> TrainResult:
+    from tqdm.auto import tqdm
+
     tc = cfg.train
-    n_train = int(cfg.data.n_train)
-    pool = getattr(data, "train_pool", None)
-    if pool is not None and n_train > pool.shape[0]:
-        raise BasinlabError(
-            f"data.n_train={n_train} is larger than the training pool ({pool.shape[0]} sequences); "
-            f"lower it or enlarge the pool"
-        )
-    if n_train < 1:
-        raise BasinlabError(f"data.n_train must be >= 1, got {n_train}")
-    x_train = data.train(n_train).long().cpu()
-    N, L = x_train.shape
-    V = int(data.vocab_size)
-    B = int(tc.batch_size)
-    B_rank = B // dd.world
-    B_micro = B_rank // tc.grad_accum
-    schedule = get_schedule(tc.schedule, tc.eps)
-    amp = autocast_dtype(tc.precision, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    # model, EMA, optimiser (identical init on every rank)
-    torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, V, L).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    ema = [p.detach().clone().float() for p in params]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt_kwargs: dict[str, Any] = {"lr": tc.lr, "betas": (tc.beta1, tc.beta2)}
-    if device.type == "cuda":
-        opt_kwargs["fused"] = True
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        **opt_kwargs,
-    )
-    gen = torch.Generator().manual_seed(tc.seed * 7_368_787 + 2_027)  # times and noise, shared by all ranks
-    torch.manual_seed(tc.seed + 104_729 * (dd.rank + 1))  # dropout, per rank
-
-    start_step, last_loss, resumed = 0, float("nan"), False
+    run = _prepare(cfg, data, out, dd, device)
     found = ckpt_mod.find_checkpoint(out) if resume else None
     if found is not None:
-        meta = ckpt_mod.load_meta(found)
-        saved_cfg = ckpt_mod.load_config_file(found)
-        _check_compatible(saved_cfg, cfg, found, V, L, meta)
-        state = ckpt_mod.load_train_state(found)
-        model.load_state_dict(ckpt_mod.load_weights(found, ema=False))
-        ema_state = ckpt_mod.load_weights(found, ema=True)
-        for name, e in zip(names, ema, strict=True):
-            e.copy_(ema_state[name].to(device=device, dtype=e.dtype))
-        opt.load_state_dict(state["optimizer"])
-        rngs = state["rng"]
-        if int(state.get("world", 1)) == dd.world:
-            _set_rng_state(rngs[dd.rank], gen, device)
-        else:  # another world size: the shared noise stream continues, dropout streams restart per rank
-            gen.set_state(rngs[0]["noise"])
-        start_step, last_loss, resumed = int(state["step"]), float(state.get("last_loss", "nan")), True
-    elif not resume and dd.main:
+        _restore(run, found)
+    elif dd.main:
         ckpt_mod.clear_checkpoints(out)
     if dd.world > 1:
         dist.barrier()
-
+    _wrap(run)
     if dd.main:
-        out.mkdir(parents=True, exist_ok=True)
-        run_cfg = _with_out_dir(cfg, out)
-        run_cfg.save(out / "config.yaml")
-    meta_out = {
-        "arch": model.arch(),
-        "vocab_size": V,
-        "seq_len": L,
-        "schedule": schedule.name,
-        "eps": schedule.eps,
-        "n_train": N,
-        "objective": tc.objective,
-        "ce_warmup_steps": tc.ce_warmup_steps,
-        "basinlab": _version(),
-    }
-    tokenizer = getattr(data, "tokenizer", None)
-    source = getattr(data, "source", None)
-
-    fwd = model
-    if dd.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        fwd = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tc.compile:
-        fwd = torch.compile(fwd)
-    sampler = EpochSampler(N, B, tc.seed)
+        _with_out_dir(cfg, out).save(out / "config.yaml")
+    start_step, t_start = run.step, time.perf_counter()
+    metrics = _Metrics(out, start_step, dd.main, tokens_per_step=run.global_batch * run.x_train.shape[1])
     show = (tc.progress if progress is None else progress) and dd.main
-    metrics = _Metrics(out, start_step, enabled=dd.main)
-
-    def save(step: int, loss: float) -> Path | None:
-        rngs = [_rng_state(gen, device)]
-        if dd.world > 1:
-            gathered: list[Any] = [None] * dd.world
-            dist.all_gather_object(gathered, {k: v.cpu() for k, v in rngs[0].items()})
-            rngs = gathered
-        path = None
-        if dd.main:
-            train_state = {
-                "step": step,
-                "optimizer": opt.state_dict(),
-                "rng": rngs,
-                "world": dd.world,
-                "last_loss": loss,
-            }
-            path = ckpt_mod.save_checkpoint(
-                out,
-                step=step,
-                model_state=model.state_dict(),
-                ema_state={n: e for n, e in zip(names, ema, strict=True)},
-                config=_with_out_dir(cfg, out),
-                meta=meta_out,
-                train_state=train_state,
-                tokenizer=tokenizer,
-                source=source,
-            )
-        if dd.world > 1:
-            dist.barrier()
-        return path
-
-    losses: list[float] = []
-    pending: list[torch.Tensor] = []
-    window_norms: list[torch.Tensor] = []
-    ckpt_path = ckpt_mod.find_checkpoint(out) if resumed else None
-    saved_step = start_step if resumed else -1
     bar = tqdm(total=tc.steps, initial=start_step, disable=not show, desc="train", dynamic_ncols=True)
-    t_start = time.perf_counter()
-    t_window, steps_window = t_start, 0
-    tokens_per_s = float("nan")
-    step = start_step
-    model.train()
-    try:
-        while step < tc.steps:
-            objective = "ce_redrawn" if (step < tc.ce_warmup_steps or tc.objective == "ce_redrawn") else "nelbo"
-            lr = lr_at(step, tc.lr, tc.warmup_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            # the global batch: data, times and noise drawn identically on every rank, then sliced
-            x = x_train[sampler.indices(step)]
-            t = sample_times(B, tc.t_eps, tc.antithetic, gen)
-            alpha_t = schedule.alpha(t)
-            z_t, redrawn = corrupt(x, alpha_t, V, generator=gen, return_mask=True)
-            dalpha_t = schedule.dalpha(t)
-            sigma_t = schedule.sigma(t).float()
-            r0 = dd.rank * B_rank
-            loss_acc = torch.zeros((), device=device)
-            for m in range(tc.grad_accum):
-                sl = slice(r0 + m * B_micro, r0 + (m + 1) * B_micro)
-                xb = x[sl].to(device, non_blocking=True)
-                zb = z_t[sl].to(device, non_blocking=True)
-                sync = m == tc.grad_accum - 1 or dd.world == 1
-                ctx = fwd.no_sync() if (not sync and hasattr(fwd, "no_sync")) else nullcontext()
-                with ctx:
-                    with autocast(device, amp):
-                        logits = fwd(zb, sigma_t[sl].to(device))
-                    log_x_theta = torch.log_softmax(logits.float(), dim=-1)
-                    if objective == "nelbo":
-                        per_pos = nelbo_integrand(
-                            xb, zb, log_x_theta, alpha_t[sl].to(device), dalpha_t[sl].to(device)
-                        )
-                    else:
-                        per_pos = redrawn_cross_entropy(xb, log_x_theta, redrawn[sl].to(device))
-                    # sum over this micro-batch / positions of the GLOBAL batch; DDP averages over ranks
-                    loss = per_pos.sum() * (dd.world / (B * L))
-                    loss.backward()
-                loss_acc += loss.detach() / dd.world
-            if dd.world > 1:
-                dist.all_reduce(loss_acc)
-            if tc.grad_clip and tc.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            else:
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                d = ema_decay(step, tc.ema)
-                torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - d)
-            step += 1
-            steps_window += 1
-            pending.append(loss_acc)
-            window_norms.append(grad_norm.detach())
-            bar.update(1)
-            if step % tc.log_every == 0 or step == tc.steps:
-                vals = torch.stack(pending).double().cpu().tolist()
-                pending.clear()
-                losses.extend(vals)
-                last_loss = sum(vals) / len(vals)
-                if not math.isfinite(last_loss):
-                    raise BasinlabError(
-                        f"training diverged at step {step} (loss {last_loss}); lower train.lr or raise warmup_steps"
-                    )
-                now = time.perf_counter()
-                tokens_per_s = steps_window * B * L / max(now - t_window, 1e-9)
-                t_window, steps_window = now, 0
-                gnorm = float(torch.stack(window_norms).float().mean())
-                window_norms.clear()
-                metrics.log({
-                    "step": step, "epoch": f"{sampler.epoch(step):.3f}", "objective": objective,
-                    "loss": f"{last_loss:.6f}", "lr": f"{lr:.6g}", "grad_norm": f"{gnorm:.4f}",
-                    "tokens_per_s": f"{tokens_per_s:.1f}", "elapsed_s": f"{now - t_start:.2f}",
-                })
-                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", obj=objective[:4])
-            if step % tc.ckpt_every == 0 or step == tc.steps:
-                if pending:
-                    vals = torch.stack(pending).double().cpu().tolist()
-                    pending.clear()
-                    losses.extend(vals)
-                    last_loss = sum(vals) / len(vals)
-                ckpt_path = save(step, last_loss)
-                saved_step = step
-    except KeyboardInterrupt:
-        if dd.world == 1 and step > max(saved_step, 0):
-            if pending:
-                losses.extend(torch.stack(pending).double().cpu().tolist())
-            save(step, losses[-1] if losses else last_loss)
-        raise
-    finally:
-        bar.close()
-        metrics.close()
-    if saved_step != step:  # steps == start_step from a fresh start (steps = 0), or nothing run
-        ckpt_path = save(step, last_loss)
-    elapsed = time.perf_counter() - t_start
-    ran = step - start_step
+    run.model.train()
+    with _sigint_finishes_the_step(dd.world == 1) as interrupted:
+        try:
+            while run.step < tc.steps and not interrupted():
+                objective, lr = _train_step(run)
+                bar.update(1)
+                if run.step % tc.log_every == 0 or run.step == tc.steps:
+                    _log(run, metrics, bar, objective, lr)
+                if run.step % tc.ckpt_every == 0 or run.step == tc.steps:
+                    _save(run)
+        finally:
+            bar.close()
+            metrics.close()
+        if run.saved_step != run.step:  # interrupted between checkpoints, or steps == 0 from a fresh start
+            _save(run)
+        if interrupted():
+            raise KeyboardInterrupt
+    elapsed, ran = time.perf_counter() - t_start, run.step - start_step
     return TrainResult(
-        out_dir=out,
-        final_loss=last_loss,
-        steps=step,
-        checkpoint_path=ckpt_path,
-        start_step=start_step,
-        losses=losses,
-        tokens_per_s=ran * B * L / elapsed if ran and elapsed > 0 else float("nan"),
-        elapsed_s=elapsed,
-        resumed=resumed,
+        out_dir=out, final_loss=run.last_loss, steps=run.step, checkpoint_path=run.ckpt_path, start_step=start_step,
+        losses=run.losses, tokens_per_s=ran * run.global_batch * run.x_train.shape[1] / elapsed if ran else math.nan,
+        elapsed_s=elapsed, resumed=run.resumed,
     )
 
 
-def _with_out_dir(cfg, out: Path):
-    from basinlab.config import config_from_dict
+@contextmanager
+def _sigint_finishes_the_step(enabled: bool) -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (SIGINT) sets a flag that the loop reads between steps, so the checkpoint written then holds the state
+    (weights, optimiser, RNG) at a step boundary and a rerun equals an uninterrupted run; a second Ctrl-C raises
+    ``KeyboardInterrupt`` at once (the last checkpoint stands). Only in the main thread of a single process, and
+    only where SIGINT is not ignored (a background job)."""
+    hit: list[bool] = []
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if not enabled or previous is None or previous == signal.SIG_IGN:
+        yield lambda: False
+        return
 
-    c = config_from_dict(cfg.to_dict())
-    c.out_dir = str(out)
-    return c
+    def handler(signum: int, frame: Any) -> None:
+        if hit:
+            raise KeyboardInterrupt
+        hit.append(True)
+        logger.warning("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(hit)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _with_out_dir(cfg, out: Path):
+    """The config as saved beside the run: ``out_dir`` set to where it is."""
+    return dataclasses.replace(cfg, out_dir=str(out))
 
 
 def _version() -> str:
-    from basinlab import __version__
-
-    return __version__
+    """basinlab's version, from the installed package's metadata (pyproject.toml is the one source)."""
+    try:
+        return importlib.metadata.version("basinlab")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/basinlab demo --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests bench scripts
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from basinlab.errors import BasinlabError
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
@@ -38,3 +40,37 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """Refuse, before any long computation, a directory ``path`` that basinlab could not create or write in: a file
+    where the directory (or one of its parents) belongs, or a read-only place. ``what`` names the setting."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BasinlabError(f"{what} '{path}' is a file, not a directory; give a directory path")
+    base = _existing_ancestor(path)
+    if not base.is_dir():
+        raise BasinlabError(f"{what} '{path}': '{base}' is a file, not a directory; give another path")
+    try:  # a real write: os.access says yes to root on a read-only file system
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        msg = f"{what} '{path}': cannot write in '{base}' ({exc.strerror}); give a writable directory"
+        raise BasinlabError(msg) from None
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Refuse a file ``path`` that could not be written: a directory there, or an unwritable parent."""
+    path = Path(path)
+    if path.is_dir():
+        raise BasinlabError(f"{what} '{path}' is a directory; give a file path")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise BasinlabError(f"{what} '{path}' is not writable")

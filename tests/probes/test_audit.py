@@ -175,6 +175,7 @@ def test_audit_bad_input(tmp_path, capsys, case):
     else:
         f.write_text("some words\n")
         fmt, expect = "text", "has no tokenizer"
+    capsys.readouterr()  # the conversion's progress lines (logging, shown by the CLI) are not the audit's
     rc = main(["audit", "--checkpoint", str(run), "--texts", str(f), "--format", fmt, "--out", str(tmp_path / "a")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and expect in lines[0], lines

@@ -21,7 +21,7 @@ def test_probe_all_with_the_markov_oracle(tmp_path, capsys):
     assert rc == 0
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns) == list(ROW_KEYS)
-    assert set(df["set"]) == {"train", "test", "random", "generated"}
+    assert set(df["set"]) == {"train", "test", "random", "generated", "train_vs_test"}  # + membership AUC rows
     assert {"recovery_rate", "fixed_point_rate", "entropy", "nelbo", "copy_rate", "basin_radius"} <= set(df["metric"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["denoiser"] == "oracle:markov" and summary["sets"] == {"train": 8, "test": 8, "random": 8}

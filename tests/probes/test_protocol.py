@@ -13,6 +13,7 @@ import torch
 
 from basinlab.config import ProbeConfig, load_config
 from basinlab.data.markov import MarkovSource
+from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import T_MIN, LogLinearSchedule, n_denoiser_calls, prior_kl
 from basinlab.errors import BasinlabError
 from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
@@ -23,7 +24,7 @@ from basinlab.probes import (
     likelihood,
     protocol_options,
     resolve_n_samples,
-    run_all,
+    run_suite,
 )
 from tests.oracles._brute import all_sequences, brute_posteriors, log_emission
 from tests.probes._helpers import TargetDenoiser
@@ -230,22 +231,23 @@ def test_paper_nelbo_drops_the_terms_and_the_time_weight():
     assert float((per_seq * 8).sum() / (8 * 24)) == pytest.approx(mean_f, rel=1e-12)
 
 
-# ---- run_all threads the switch -----------------------------------------------------------------------------------
+# ---- the probe suite threads the switch ---------------------------------------------------------------------------
 
 
-def test_run_all_paper_protocol():
+def test_run_suite_paper_protocol():
     pi = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
     src = MarkovSource.from_matrix(pi, pi.repeat(3, 1))
     den = MarkovDenoiser(src, SCHED, dtype=torch.float64)
     seqs = src.sample(12, 5, generator=torch.Generator().manual_seed(0))
     cfg = ProbeConfig(m=12, ts=[0.5], steps=4, batch_size=12, n_samples=6, protocol="paper")
-    res = run_all(den, {"train": seqs}, None, cfg, train=seqs)
+    data = SequenceData(train_pool=seqs, test=seqs[:6], vocab_size=3, source=src, n_train=12)
+    res = run_suite(den, data, cfg, n_train=12, sets=("train",))
     metrics = {r["metric"] for r in res.rows}
     assert {"entropy_stable", "entropy_unstable", "entropy_recovered", "entropy_failed"} <= metrics
     assert "nelbo_recon" not in metrics and "nelbo" in metrics
     assert torch.equal(res.arrays["generated_samples"], torch.zeros(6, 5, dtype=torch.long))  # argmax x_θ = 0
     assert res.arrays["basins/train/restored_entropy"].shape == (1, 12, 5)
-    exact = run_all(den, {"train": seqs}, None, ProbeConfig(m=12, ts=[0.5], steps=4, batch_size=12, n_samples=6),
-                    train=seqs)
+    exact = run_suite(den, data, ProbeConfig(m=12, ts=[0.5], steps=4, batch_size=12, n_samples=6), n_train=12,
+                      sets=("train",))
     assert "entropy_stable" not in {r["metric"] for r in exact.rows}
     assert "nelbo_recon" in {r["metric"] for r in exact.rows}

@@ -6,6 +6,7 @@ import os
 import traceback
 from collections.abc import Callable
 
+import pytest
 import torch
 
 from basinlab.config import Config, DataConfig
@@ -45,3 +46,10 @@ def fork_child(fn: Callable[[], None]) -> int:
         finally:
             os._exit(code)
     return pid
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of tests/reliability/ is marked ``reliability`` (make test runs them with the rest)."""
+    for item in items:
+        if "tests/reliability/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.reliability)

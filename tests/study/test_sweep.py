@@ -13,11 +13,10 @@ import torch
 from basinlab.cli import main
 from basinlab.config import load_config
 from basinlab.errors import BasinlabError
+from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
 from basinlab.study.report import write_report
 from basinlab.study.store import ResultStore, RunKey
 from basinlab.study.sweep import (
-    ORACLE_EMPIRICAL,
-    ORACLE_MARKOV,
     expand_devices,
     geometric_sizes,
     parse_shard,

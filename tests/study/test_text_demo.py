@@ -14,8 +14,10 @@ import torch
 from basinlab.config import load_config
 from basinlab.data import build_dataset
 from basinlab.data.corpora import load_sentences
+from basinlab.oracles.build import ORACLE_EMPIRICAL
+from basinlab.probes.examples import surface_pieces
 from basinlab.study.report import write_report
-from basinlab.study.sweep import ORACLE_EMPIRICAL, run_sweep, surface_pieces
+from basinlab.study.sweep import run_sweep
 
 #: Shrinks everything but the data section (the preset's corpus, tokeniser, L and test set are kept).
 SHRINK = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from basinlab import __version__
@@ -17,13 +18,55 @@ from basinlab.errors import BasinlabError
 _MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study", "basinlab.cli.interop")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options and positional ``key=value`` overrides in any order (``train demo --out D train.steps=5``), and a
+    usage error in one line (exit code 2)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing or not any(a.nargs in ("*", "+", "?") for a in self._get_positional_actions()):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls parse_known_args itself
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"basinlab: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each record (tests and callers may swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """Library modules log through ``logging``; the command shows their INFO lines on stderr (WARNING with
+    ``--quiet``), as plain messages."""
+    root = logging.getLogger("basinlab")
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="basinlab",
         description="Train uniform-noise discrete diffusion LMs and probe them as associative memories.",
     )
     parser.add_argument("--version", action="version", version=f"basinlab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _MODULES:
         try:
             module = importlib.import_module(name)
@@ -36,12 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser()  # imports the subcommands' modules: Ctrl-C may land here too
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        configure_logging(quiet=bool(getattr(args, "quiet", False)))
         rc = args.func(args)
     except BasinlabError as exc:
         print(f"basinlab: error: {exc}", file=sys.stderr)

@@ -10,15 +10,32 @@ builds the pieces and writes ``results.csv``, ``summary.json``, the PNG plots an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+import basinlab
+from basinlab.config import (
+    Config,
+    ProbeConfig,
+    apply_docs_toy_probe,
+    config_from_dict,
+    docs_toy,
+    load_config,
+    parse_overrides,
+)
+from basinlab.data import build_dataset
+from basinlab.data.sequences import SequenceData
+from basinlab.diffusion import Denoiser
 from basinlab.errors import BasinlabError
-
-WHICH = ("basins", "fixed-points", "entropy", "novelty", "likelihood", "all")
-SETS = ("train", "test", "random")
+from basinlab.io import atomic_write_text, check_writable_dir
+from basinlab.models import resolve_device
+from basinlab.oracles.build import build_oracle, oracle_label
+from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config, restore_examples, run_suite
+from basinlab.probes.plots import write_plots
+from basinlab.probes.suite import all_probes, check_selection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("which", choices=WHICH, help="which test (all: every test)")
+    which = (*(w.replace("_", "-") for w in all_probes()), "all")
+    p.add_argument("which", choices=which, help="which test (all: every test)")
     p.add_argument("config_args", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="for --oracle: a YAML config or preset name, then overrides (e.g. data.n_train=256); "
                         "with --checkpoint only probe.* overrides are allowed")
@@ -89,9 +107,7 @@ def _parse_ts(text: str) -> list[float]:
     return ts
 
 
-def _probe_config(cfg, args: argparse.Namespace):
-    from basinlab.probes import resolve_probe_config
-
+def _probe_config(cfg: Config, args: argparse.Namespace) -> ProbeConfig:
     pc = cfg.probe
     if args.quick:
         pc.quick = True
@@ -106,6 +122,8 @@ def _probe_config(cfg, args: argparse.Namespace):
         pc.n_samples = args.samples
     if args.batch_size is not None:
         pc.batch_size = args.batch_size
+    if docs_toy():
+        apply_docs_toy_probe(pc)
     for name in ("m", "steps", "batch_size"):
         if int(getattr(pc, name)) < 1:
             raise BasinlabError(f"probe.{name} must be >= 1, got {getattr(pc, name)}")
@@ -114,10 +132,8 @@ def _probe_config(cfg, args: argparse.Namespace):
     return pc
 
 
-def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, str]:
     """``(denoiser, data, cfg, label)`` for a checkpoint or an oracle."""
-    from basinlab.config import config_from_dict, load_config, parse_overrides
-
     config, overrides = _split_config_args(args.config_args)
     if args.checkpoint:
         if config is not None:
@@ -126,128 +142,48 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         bad = [o for o in overrides if not o.strip().startswith("probe.")]
         if bad:
             raise BasinlabError(f"with --checkpoint only probe.* overrides are allowed, got {', '.join(bad)}")
-        import basinlab
-
         tm = basinlab.load(args.checkpoint, device=args.device, ema=not args.raw)
         values = tm.config.to_dict()
         for k, v in parse_overrides(overrides).get("probe", {}).items():
             values["probe"][k] = v
         cfg = config_from_dict(values)
-        data = tm.dataset()
-        return tm.denoiser, data, cfg, f"checkpoint:{tm.path}"
+        return tm.denoiser, tm.dataset(), cfg, f"checkpoint:{tm.path}"
     cfg = load_config(config, overrides)
     if args.oracle == "markov" and cfg.data.source != "markov":
         raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")
-    from basinlab.data import build_dataset
-    from basinlab.diffusion import get_schedule
-    from basinlab.models import resolve_device
-    from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
-
     data = build_dataset(cfg.data)
-    device = resolve_device(args.device)
-    schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
-    if args.oracle == "markov":
-        if data.source is None:
-            raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")
-        return MarkovDenoiser(data.source, schedule, device=device), data, cfg, "oracle:markov"
-    train = data.train(cfg.data.n_train)
-    if train.shape[0] == 0:
-        raise BasinlabError("--oracle empirical needs a non-empty training subset: set data.n_train >= 1")
-    den = EmpiricalDenoiser(train, data.vocab_size, schedule, top_k=args.top_k, device=device)
-    return den, data, cfg, "oracle:empirical"
-
-
-def _sets(data, n_train: int, m: int, names: list[str], seed: int) -> dict[str, Any]:
-    import torch
-
-    out = {}
-    for name in names:
-        if name == "train":
-            seqs = data.train(n_train)[:m]
-            if seqs.shape[0] == 0:
-                raise BasinlabError("the training subset is empty (data.n_train = 0): drop --set train")
-        elif name == "test":
-            seqs = data.test[:m]
-        else:
-            seqs = data.random(m, torch.Generator().manual_seed(1_000_003 + seed))
-        out[name] = seqs
-    return out
+    den = build_oracle(args.oracle, data, cfg.data.n_train, cfg, device=resolve_device(args.device), top_k=args.top_k)
+    return den, data, cfg, oracle_label(args.oracle)
 
 
 # ---- the command --------------------------------------------------------------------------------------------------
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from basinlab.probes import run_all
-
     if args.show < 0:
         raise BasinlabError(f"--show must be >= 0, got {args.show}")
     if not 0.0 < args.show_t <= 1.0:
         raise BasinlabError(f"--show-t must lie in (0, 1], got {args.show_t}")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable_dir(out, "--out")
     denoiser, data, cfg, label = _build(args)
     pc = _probe_config(cfg, args)
     names = list(dict.fromkeys(args.sets or SETS))
-    n_train = cfg.data.n_train
-    sets = _sets(data, n_train, pc.m, names, args.seed)
-    masks = {k: data.real_mask(v) for k, v in sets.items()}
-    which = ["basins", "fixed_points", "entropy", "novelty", "likelihood"] if args.which == "all" else [
-        args.which.replace("-", "_")]
-    train_all = data.train(n_train)
-    progress = not args.quiet
-    samples = samples_mask = None
-    if "novelty" in which or ("entropy" in which and args.which == "all"):
-        from basinlab.probes import generate_samples, protocol_options, resolve_n_samples
-        from basinlab.probes._common import denoiser_device
-
-        n_samples = resolve_n_samples(pc.n_samples, pc.protocol, denoiser_device(denoiser))
-        samples = generate_samples(denoiser, n_samples, data.seq_len, steps=pc.steps, seed=args.seed,
-                                   batch_size=pc.batch_size, progress=progress,
-                                   **protocol_options(pc.protocol)["generate"])
-        samples_mask = data.real_mask(samples)
-    result = run_all(
-        denoiser, sets, masks, pc, probes=which, train=train_all, train_mask=data.real_mask(train_all),
-        test=data.test, test_mask=data.real_mask(data.test), samples=samples, samples_mask=samples_mask,
-        seed=args.seed, progress=progress, trajectory=args.trajectory,
-    )
-    examples = _show(denoiser, data, pc, args) if args.show else None
+    which = probes_for(label) if args.which == "all" else (args.which.replace("-", "_"),)
+    check_selection(which, names)
+    result = run_suite(denoiser, data, pc, n_train=cfg.data.n_train, seed=args.seed, probes=which, sets=names,
+                       progress=not args.quiet, trajectory=args.trajectory)
+    examples = None
+    if args.show:
+        examples = restore_examples(denoiser, data, k=args.show, t=args.show_t, steps=pc.steps, seed=args.seed)
     _print_table(result.rows)
     if examples:
         _print_examples(examples)
-    if args.out:
-        _write(Path(args.out), result, examples, cfg, pc, label, args, names, data)
-        print(f"wrote {args.out}/results.csv, summary.json and plots")
+    if out is not None:
+        _write(out, result, examples, cfg, pc, label, args, names, data)
+        print(f"wrote {out}/results.csv, summary.json and plots")
     return 0
-
-
-def _show(denoiser, data, pc, args) -> dict[str, Any]:
-    """``K`` test sequences corrupted at ``--show-t`` and restored by the stochastic chain (SPEC 5 basin test)."""
-    import torch
-
-    from basinlab.diffusion import corrupt, reverse_chain
-    from basinlab.probes._common import denoiser_device, make_generator
-    from basinlab.probes.results import child_seed
-
-    dev = denoiser_device(denoiser)
-    x = data.test[: args.show].to(dev)
-    g = make_generator(child_seed(args.seed, "show", args.show_t), dev)
-    z = corrupt(x, float(denoiser.schedule.alpha(args.show_t)), data.vocab_size, generator=g)
-    with torch.inference_mode():
-        out = reverse_chain(denoiser, z, args.show_t, pc.steps, greedy=False, final_greedy=True, generator=g)
-    x, z, out = x.cpu(), z.cpu(), out.cpu()
-    real = data.real_mask(x)
-    items = []
-    for i in range(x.shape[0]):
-        changed = (z[i] != x[i]) & real[i]
-        items.append({
-            "original": data.decode(x[i : i + 1])[0],
-            "corrupted": data.decode(z[i : i + 1])[0],
-            "restored": data.decode(out[i : i + 1])[0],
-            "changed": int(changed.sum()),
-            "recovered": int((changed & (out[i] == x[i])).sum()),
-            "exact": bool(((out[i] == x[i]) | ~real[i]).all()),
-            "ids": {"original": x[i].tolist(), "corrupted": z[i].tolist(), "restored": out[i].tolist()},
-        })
-    return {"t": args.show_t, "steps": pc.steps, "seed": args.seed, "examples": items}
 
 
 def _fmt(v: Any) -> str:
@@ -291,9 +227,8 @@ def _print_examples(ex: dict[str, Any]) -> None:
     print(f"\nrestoring test sequences corrupted at t = {ex['t']:g} ({ex['steps']} steps):")
     for i, it in enumerate(ex["examples"]):
         print(f"[{i}] changed {it['changed']}, recovered {it['recovered']}{', exact' if it['exact'] else ''}")
-        print(f"  original : {it['original']}")
-        print(f"  corrupted: {it['corrupted']}")
-        print(f"  restored : {it['restored']}")
+        for name in ("original", "corrupted", "restored"):
+            print(f"  {name:<9}: {it['text'][name]}")
 
 
 def _jsonable(v: Any) -> Any:
@@ -306,12 +241,8 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _write(out: Path, result, examples, cfg, pc, label, args, names, data) -> None:
-    import dataclasses
-
-    from basinlab.io import atomic_write_text
-    from basinlab.probes.plots import write_plots
-
+def _write(out: Path, result: ProbeResult, examples: dict[str, Any] | None, cfg: Config, pc: ProbeConfig,
+           label: str, args: argparse.Namespace, names: list[str], data: SequenceData) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.csv", result.to_frame().to_csv(index=False))
     summary = {
@@ -330,7 +261,7 @@ def _write(out: Path, result, examples, cfg, pc, label, args, names, data) -> No
     write_plots(result, out)
 
 
-def _set_size(data, name: str, n_train: int) -> int:
+def _set_size(data: SequenceData, name: str, n_train: int) -> int:
     if name == "train":
         return min(n_train, data.pool_size)
     if name == "test":

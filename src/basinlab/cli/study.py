@@ -11,6 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+from basinlab.config import Config, load_config
+from basinlab.errors import BasinlabError
+from basinlab.io import check_writable_dir
+from basinlab.study.merge import merge_sweeps
+from basinlab.study.report import write_report
+from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep``, ``report`` and ``demo`` subcommands."""
@@ -50,6 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--t", type=float, default=None, help="t at which N* is estimated (default: sweep.transition_t)")
     r.set_defaults(func=_report)
 
+    m = sub.add_parser(
+        "merge",
+        help="merge sweep directories (e.g. one per --shard on NFS) into one",
+        description=(
+            "Record the finished runs of each DIR in OUT/results.sqlite (created or extended) and export "
+            "OUT/results.csv. Each run is recorded once: a run found twice is taken once if its records are "
+            "identical and refused otherwise. The inputs must hold the same sweep config."
+        ),
+    )
+    m.add_argument("dirs", nargs="+", metavar="DIR", help="sweep directories")
+    m.add_argument("--out", required=True, help="the merged sweep directory")
+    m.set_defaults(func=_merge)
+
     d = sub.add_parser(
         "demo",
         help="run the demo study (about 10-15 min on a 2-core CPU) and write its report",
@@ -61,9 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_demo)
 
 
-def _config(args: argparse.Namespace):
-    from basinlab.config import load_config
-    from basinlab.errors import BasinlabError
+def _config(args: argparse.Namespace) -> Config:
 
     source = args.config
     overrides = list(args.overrides or [])
@@ -82,7 +100,6 @@ def _config(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
 
     cfg = _config(args)
     if args.plan:
@@ -100,25 +117,26 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     print(f"results: {out / 'results.csv'}")
     if args.report:
-        from basinlab.study.report import write_report
-
         print(f"report: {write_report(out)}")
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from basinlab.study.report import write_report
+def _merge(args: argparse.Namespace) -> int:
+    check_writable_dir(args.out, "--out")
+    out = merge_sweeps(args.dirs, args.out)
+    print(f"results: {out / 'results.csv'}")
+    return 0
 
+
+def _report(args: argparse.Namespace) -> int:
+    if args.t is not None and not 0.0 < args.t <= 1.0:
+        raise BasinlabError(f"--t must lie in (0, 1], got {args.t}")
     path = write_report(args.dir, t=args.t)
     print(f"report: {path}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from basinlab.config import load_config
-    from basinlab.study.report import write_report
-    from basinlab.study.sweep import run_sweep
-
     t0 = time.perf_counter()
     cfg = load_config("demo", list(args.overrides or []))
     out = run_sweep(cfg, args.out, progress=not args.quiet)

@@ -12,7 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+import basinlab
+from basinlab.config import load_config
+from basinlab.diffusion import estimate_nelbo, generate
 from basinlab.errors import BasinlabError
+from basinlab.io import atomic_write_text, check_writable_file
+from basinlab.training.checkpoint import TrainedModel
+from basinlab.training.trainer import train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,9 +90,6 @@ def _positive(name: str, value: int) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from basinlab.config import load_config
-    from basinlab.training.trainer import train
-
     cfg = load_config(args.config, args.overrides)
     if args.out:
         cfg.out_dir = args.out
@@ -98,20 +103,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
-    import basinlab
-
+def _load(args: argparse.Namespace) -> TrainedModel:
     return basinlab.load(args.checkpoint, device=args.device, ema=not args.raw, batch_size=args.batch_size)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from basinlab.diffusion import generate
-    from basinlab.io import atomic_write_text
-
     for name in ("n", "steps", "batch_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
+    if args.out:
+        check_writable_file(args.out, "--out")
     tm = _load(args)
     device = tm.denoiser.device
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -127,8 +127,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_nll(args: argparse.Namespace) -> int:
-    from basinlab.diffusion import estimate_nelbo
-
     for name in ("n", "times", "batch_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
     tm = _load(args)

@@ -101,6 +101,13 @@ class SequenceData:
             return [" ".join(str(t) for t in row) for row in rows]
         return [self.tokenizer.decode(row) for row in rows]
 
+    def pieces(self, seq: torch.Tensor) -> list[str]:
+        """One display string per position of ``seq`` ``[L]``: token pieces for text, state ids for Markov data."""
+        ids = seq.detach().cpu().reshape(-1).tolist()
+        if self.tokenizer is None:
+            return [str(i) for i in ids]
+        return self.tokenizer.pieces(ids)
+
     def random(self, m: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``m`` sequences uniform over ``V`` at every position, long ``[m, L]`` (the ``random`` set, SPEC 5)."""
         return torch.randint(0, self.vocab_size, (m, self.seq_len), generator=generator, dtype=torch.long)

@@ -118,6 +118,15 @@ class Tokenizer:
                 text = pattern.sub(repl, text)
         return text
 
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """One display string per id: the vocabulary piece (WordPiece ``##ing``, BPE ``Ġthe``), or the decoded id
+        when some id has no piece."""
+        ids = [int(i) for i in ids]
+        pieces = [self.tk.id_to_token(i) for i in ids]
+        if all(isinstance(p, str) for p in pieces):
+            return pieces  # type: ignore[return-value]
+        return [self.decode([i]) for i in ids]
+
     def to_str(self) -> str:
         """The tokeniser as a ``tokenizer.json`` string."""
         return self.tk.to_str()

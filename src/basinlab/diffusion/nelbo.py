@@ -17,9 +17,11 @@ space: ``log(q_j / u) = softplus(log(a/u) + log x_θ,j)`` with ``u = (1 - a)/V``
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 
 def nelbo_integrand(
@@ -90,21 +92,16 @@ def sample_times(
     antithetic: bool = True,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
-    rank: int = 0,
-    world: int = 1,
 ) -> torch.Tensor:
-    """``t = t_eps + (1 - t_eps) u`` (SPEC 4), float64 ``[batch]``, this rank's slice of the global batch.
+    """``t = t_eps + (1 - t_eps) u`` (SPEC 4), float64 ``[batch]``.
 
-    Antithetic: one offset ``u_0`` for the whole global batch of ``batch * world`` draws, ``u_k = (u_0 + k/n) mod 1``,
-    so every rank must pass the same generator state; rank ``r`` takes draws ``r*batch .. (r+1)*batch - 1``.
+    Antithetic: one offset ``u_0`` for the batch, ``u_k = (u_0 + k/batch) mod 1`` (one draw per stratum).
     """
-    n = batch * world
     if antithetic:
         u0 = torch.rand(1, generator=generator, dtype=torch.float64)
-        u = (u0 + torch.arange(n, dtype=torch.float64) / n) % 1.0
+        u = (u0 + torch.arange(batch, dtype=torch.float64) / batch) % 1.0
     else:
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-    u = u[rank * batch : (rank + 1) * batch]
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
     return (t_eps + (1.0 - t_eps) * u).to(device)
 
 
@@ -136,7 +133,6 @@ def estimate_nelbo(
     token, the plain mean of the integrand over the sampled times (= ``diffusion / (1 - t_eps)``), and its
     ``per_seq_integrand``: the study's NELBO (Duo's validation loss), whose ``exp`` it reports as perplexity.
     """
-    from tqdm.auto import tqdm
 
     from basinlab.diffusion.process import bayes_log_posterior, corrupt
 
@@ -148,7 +144,9 @@ def estimate_nelbo(
     per_seq_diff = torch.zeros(M, dtype=torch.float64)
     per_seq_rec = torch.zeros(M, dtype=torch.float64)
     with torch.inference_mode():
-        for b0 in tqdm(range(0, M, batch_size), desc="nelbo", disable=not progress, leave=False):
+        # outside a terminal no bar: carriage-return updates would fill log files
+        bar = tqdm(range(0, M, batch_size), desc="nelbo", disable=not progress or not sys.stderr.isatty(), leave=False)
+        for b0 in bar:
             x = seqs[b0 : b0 + batch_size]
             m = mask[b0 : b0 + batch_size].to(torch.float64)
             B = x.shape[0]

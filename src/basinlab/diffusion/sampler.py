@@ -7,10 +7,12 @@ exact oracles of SPEC 6 both satisfy it; nothing here knows which one it drives.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
+from tqdm.auto import tqdm
 
 from basinlab.diffusion.process import bayes_log_posterior, greedy_posterior, sample_posterior
 from basinlab.diffusion.schedules import Schedule
@@ -133,11 +135,11 @@ def generate(
     final_bayes: bool = True,
 ) -> torch.Tensor:
     """Sample ``n`` sequences from pure noise (``t = 1``, ``T`` steps, final step greedy by default), batched."""
-    from tqdm.auto import tqdm
 
     out = []
     starts = range(0, n, batch_size)
-    for b0 in tqdm(starts, desc="generate", disable=not progress, leave=False):
+    # outside a terminal no bar: carriage-return updates would fill log files
+    for b0 in tqdm(starts, desc="generate", disable=not progress or not sys.stderr.isatty(), leave=False):
         m = min(batch_size, n - b0)
         z = sample_noise(m, length, denoiser.vocab_size, generator=generator, device=device)
         with torch.inference_mode():

@@ -137,7 +137,7 @@ def safe_torch_load(path: str | Path) -> Any:
     if hasattr(ser, "get_unsafe_globals_in_checkpoint"):
         try:
             names = list(ser.get_unsafe_globals_in_checkpoint(str(path)))
-        except Exception as exc:  # noqa: BLE001 - not a zip checkpoint, truncated file...
+        except Exception as exc:
             raise BasinlabError(f"cannot read {path} as a torch checkpoint: {_first_line(exc)}") from None
     bad = sorted(n for n in names if n.split(".", 1)[0] not in METADATA_MODULES)
     if bad:
@@ -148,7 +148,7 @@ def safe_torch_load(path: str | Path) -> Any:
             with ser.safe_globals(stubs):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends: refuse with one line
+    except Exception as exc:
         text = _first_line(exc)
         if "global" in text.lower() or "unpickl" in type(exc).__name__.lower():
             raise _refuse_code(path, [text[:160]]) from None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from basinlab.errors import BasinlabError
+from basinlab.progress import progress_bar as _progress_bar
 
 
 def denoiser_device(denoiser, device: torch.device | str | None = None) -> torch.device:
@@ -53,7 +55,6 @@ def tvec(t: float, n: int, device: torch.device) -> torch.Tensor:
     return torch.full((n,), float(t), dtype=torch.float64, device=device)
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A bar in a terminal, a log line now and then elsewhere (:mod:`basinlab.progress`)."""
+    return _progress_bar(total, desc, enabled)

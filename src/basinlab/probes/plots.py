@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from basinlab.io import atomic_write
+from basinlab.probes.results import rows_to_frame
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # here: the backend must be chosen before pyplot is imported, and only plots need either
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -22,8 +23,6 @@ def _plt():
 
 
 def _frame(rows: Any):
-    from basinlab.probes.results import rows_to_frame
-
     if hasattr(rows, "rows"):
         rows = rows.rows
     if hasattr(rows, "columns"):

@@ -117,7 +117,7 @@ class ProbeResult:
 
     def to_frame(self):
         """The rows as a pandas DataFrame with the columns of :data:`ROW_KEYS`."""
-        import pandas as pd
+        import pandas as pd  # here: pandas costs a second to import and only tables need it
 
         return pd.DataFrame(self.rows, columns=list(ROW_KEYS))
 
@@ -128,7 +128,7 @@ class ProbeResult:
 
 def rows_to_frame(rows: Iterable[dict[str, Any]]):
     """Any iterable of rows as a DataFrame with the standard columns."""
-    import pandas as pd
+    import pandas as pd  # see ProbeResult.to_frame
 
     return pd.DataFrame(list(rows), columns=list(ROW_KEYS))
 

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from basinlab.config import load_config
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_bytes, atomic_write_text
-from basinlab.study.store import read_results
-from basinlab.study.sweep import CONFIG_NAME, ORACLE_EMPIRICAL, ORACLE_MARKOV
+from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
+from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
 from basinlab.study.transition import Transition, estimate_all
 
 ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}
@@ -61,8 +62,6 @@ def _models(df: Any) -> tuple[list[str], list[str]]:
 
 
 def _load_cfg(out_dir: Path) -> Any:
-    from basinlab.config import load_config
-
     path = out_dir / CONFIG_NAME
     return load_config(path) if path.exists() else None
 
@@ -81,7 +80,7 @@ def _load_examples(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # here: the backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -517,10 +516,73 @@ def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> st
     )
 
 
+class _Figures:
+    """Saves each figure as ``plots/NAME.png`` and returns its HTML (the PNG embedded as base64)."""
+
+    def __init__(self, plots_dir: Path) -> None:
+        self.plots_dir = plots_dir
+
+    def __call__(self, name: str, fig: Any, caption: str) -> str:
+        data = _png(fig)
+        atomic_write_bytes(self.plots_dir / f"{name}.png", data)
+        b64 = base64.b64encode(data).decode("ascii")
+        img = f"<img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'/>"
+        return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
+
+
+_MEMORISATION_NOTE = (
+    "<div class='note'><b>What drives memorisation here.</b> Every N gets the same architecture and the same "
+    "fixed step budget, so a small training set is seen for many epochs and the network can afford to "
+    "memorise it: its basins of attraction form around the training sequences only. As N grows the same "
+    "budget covers fewer epochs of more sequences, memorisation becomes impossible, and the basins move to "
+    "the data distribution: test sequences, never seen, are restored as well as training ones.</div>"
+)
+
+
+def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str], cfg: Any,
+                   runs: list[dict[str, Any]], examples: list[dict[str, Any]], add: _Figures) -> str:
+    """The report's section of one trained model: setup, N*, and one plot per test of SPEC 5."""
+    m = tr.model
+    sfx = "" if len(models) == 1 else f"-{m}"
+    first_seed = int(sorted(df[df["model"] == m]["seed"].unique())[0])
+    sec = [f"<h2>Setup</h2>{_setup_html(cfg, df, runs, m)}", _MEMORISATION_NOTE]
+    sec.append(f"<h2>Transition size N*</h2>{_transition_html(tr)}")
+    sec.append(add(f"transition{sfx}", plot_transition(df, m, oracles, tr),
+                   f"Recovery of corrupted tokens at t = {tr.t:g}; bands are 95% intervals; N* in red."))
+    sec.append("<h2>Basins against N</h2>")
+    sec.append(add(f"recovery{sfx}", plot_recovery(df, m, oracles, tr),
+                   "Share of corrupted tokens restored, per corruption level t (SPEC 5 basin test)."))
+    sec.append(_oracle_gaps_html(df, m, tr.t))
+    sec.append("<h2>Restorations at small and large N</h2>" + _examples_html(examples, m, first_seed))
+    sec.append("<h2>Fixed points</h2>")
+    sec.append(add(f"fixed_points{sfx}", plot_metric_sets(
+        df, m, oracles, "fixed_point_rate", ["train", "test", "random"], "fixed-point rate",
+        "Sequences that a greedy chain from t = 1 returns unchanged", tr),
+        "Share of clean sequences that are fixed points of the greedy reverse chain."))
+    sec.append("<h2>Conditional entropy</h2>")
+    sec.append(add(f"entropy{sfx}", plot_metric_sets(
+        df, m, oracles, "entropy", ["train", "test"], "entropy of x_θ (nats/token)",
+        "Conditional entropy of the leave-one-out prediction", tr,
+        extra=[("entropy_generated", "test", "generated samples", "s-", None),
+               ("entropy_recovered", "test", f"test, tokens recovered at t = {tr.t:g}", "^:", tr.t),
+               ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
+        "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
+    sec.append("<h2>Likelihood</h2>")
+    sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(plot_metric_sets(
+        df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
+        "NELBO (nats/token)", "NELBO on train and test", tr), tr),
+        "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
+        "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))
+    sec += _membership_section(df, m, oracles, tr, add, sfx)
+    if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
+        sec.append("<h2>Novelty of generated samples</h2>")
+        sec.append(add(f"novelty{sfx}", plot_novelty(df, m, tr),
+                       "Generated from pure noise; spurious = fixed points that copy no training sequence."))
+    return "".join(sec)
+
+
 def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/plots/*.png`` from the sweep's records; returns the page's path."""
-    from basinlab.study.store import ResultStore
-
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise BasinlabError(f"sweep directory '{out_dir}' does not exist")
@@ -537,63 +599,8 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     models, oracles = _models(df)
     transitions = estimate_all(df, t=t_star, tol=tol)
     examples = _load_examples(out_dir)
-    plots_dir = out_dir / "plots"
-    sections: list[str] = []
-    images: dict[str, bytes] = {}
-
-    def add(name: str, fig: Any, caption: str) -> str:
-        data = _png(fig)
-        images[name] = data
-        atomic_write_bytes(plots_dir / f"{name}.png", data)
-        b64 = base64.b64encode(data).decode("ascii")
-        img = f"<img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'/>"
-        return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
-
-    for tr in transitions:
-        m = tr.model
-        sfx = "" if len(models) == 1 else f"-{m}"
-        first_seed = int(sorted(df[df["model"] == m]["seed"].unique())[0])
-        sec = [f"<h2>Setup</h2>{_setup_html(cfg, df, runs, m)}"]
-        sec.append(
-            "<div class='note'><b>What drives memorisation here.</b> Every N gets the same architecture and the same "
-            "fixed step budget, so a small training set is seen for many epochs and the network can afford to "
-            "memorise it: its basins of attraction form around the training sequences only. As N grows the same "
-            "budget covers fewer epochs of more sequences, memorisation becomes impossible, and the basins move to "
-            "the data distribution: test sequences, never seen, are restored as well as training ones.</div>"
-        )
-        sec.append(f"<h2>Transition size N*</h2>{_transition_html(tr)}")
-        sec.append(add(f"transition{sfx}", plot_transition(df, m, oracles, tr),
-                       f"Recovery of corrupted tokens at t = {tr.t:g}; bands are 95% intervals; N* in red."))
-        sec.append("<h2>Basins against N</h2>")
-        sec.append(add(f"recovery{sfx}", plot_recovery(df, m, oracles, tr),
-                       "Share of corrupted tokens restored, per corruption level t (SPEC 5 basin test)."))
-        sec.append(_oracle_gaps_html(df, m, tr.t))
-        sec.append("<h2>Restorations at small and large N</h2>" + _examples_html(examples, m, first_seed))
-        sec.append("<h2>Fixed points</h2>")
-        sec.append(add(f"fixed_points{sfx}", plot_metric_sets(
-            df, m, oracles, "fixed_point_rate", ["train", "test", "random"], "fixed-point rate",
-            "Sequences that a greedy chain from t = 1 returns unchanged", tr),
-            "Share of clean sequences that are fixed points of the greedy reverse chain."))
-        sec.append("<h2>Conditional entropy</h2>")
-        sec.append(add(f"entropy{sfx}", plot_metric_sets(
-            df, m, oracles, "entropy", ["train", "test"], "entropy of x_θ (nats/token)",
-            "Conditional entropy of the leave-one-out prediction", tr,
-            extra=[("entropy_generated", "test", "generated samples", "s-", None),
-                   ("entropy_recovered", "test", f"test, tokens recovered at t = {tr.t:g}", "^:", tr.t),
-                   ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
-            "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
-        sec.append("<h2>Likelihood</h2>")
-        sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(plot_metric_sets(
-            df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
-            "NELBO (nats/token)", "NELBO on train and test", tr), tr),
-            "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
-            "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))
-        sec += _membership_section(df, m, oracles, tr, add, sfx)
-        if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
-            sec.append("<h2>Novelty of generated samples</h2>")
-            sec.append(add(f"novelty{sfx}", plot_novelty(df, m, tr),
-                           "Generated from pure noise; spurious = fixed points that copy no training sequence."))
-        sections.append("".join(sec))
+    figure = _Figures(out_dir / "plots")
+    sections = [_model_section(df, tr, models, oracles, cfg, runs, examples, figure) for tr in transitions]
     if not transitions:
         sections.append("<p>No trained models in the results (oracles only).</p>")
     summary = "".join(f"<li>{html.escape(m)}: {html.escape(tr.describe())}</li>" for m, tr in zip(

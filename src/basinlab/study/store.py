@@ -6,7 +6,15 @@ One row of ``runs`` per run key ``(N, seed, model)`` with its status, and the ti
 Concurrency and resumption:
 
 - The database is in WAL mode with a generous busy timeout, so several worker processes (one per GPU, or the
-  shards of a job array sharing a file system that supports locking) can write at once.
+  shards of a job array sharing a file system that supports locking) can write at once. SQLite still answers
+  "database is locked" at once in a few places its busy handler does not cover (opening a WAL database while
+  another connection recovers or checkpoints it, switching the journal mode): every statement is retried with a
+  growing pause until ``timeout`` seconds have passed (:func:`_retry`).
+- A run is *claimed* before it starts (:meth:`ResultStore.claim`): one live claim per run, whoever holds it (a
+  worker of the same launch, another sweep on the same directory, another machine), so a run is trained and
+  probed once. A claim of a dead process (same host: its pid is gone or was reused; another host: no heartbeat
+  for :data:`STALE_S` seconds) is taken over, so a rerun after a crash redoes exactly the unfinished runs.
+- A store on a network file system (NFS, SMB, Lustre...) gets a warning: their locks are often unreliable.
 - A finished run is written in **one transaction**: its old records (if any) are deleted, the new ones inserted,
   and its status set to ``done``. A run is therefore either fully recorded or not at all, and recording it twice
   leaves exactly one copy: resuming never duplicates or loses a record.
@@ -17,21 +25,35 @@ Concurrency and resumption:
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write, atomic_write_text
 
+#: The files of a sweep directory.
+CONFIG_NAME = "sweep_config.yaml"
 DB_NAME = "results.sqlite"
 CSV_NAME = "results.csv"
 PARQUET_NAME = "results.parquet"
+
+#: Seconds without a heartbeat after which another host's claim counts as dead.
+STALE_S = 600.0
+#: File systems whose locks SQLite cannot rely on (``/proc/mounts`` types).
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "sshfs", "lustre", "gpfs", "beegfs", "ceph",
+              "fuse.glusterfs", "glusterfs", "9p", "afs", "fuse.s3fs")
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The tidy keys of a probe record (SPEC 5), in export order after ``N, model, seed``.
 TIDY_KEYS = ("probe", "set", "t", "metric", "value", "std", "ci_low", "ci_high", "n")
@@ -107,10 +129,11 @@ class ResultStore:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / DB_NAME
+        self.timeout = float(timeout)
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            _retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"), self.timeout)
             self._conn.execute("PRAGMA synchronous = NORMAL")
             with self._transaction() as c:
                 for stmt in _SCHEMA.split(";"):
@@ -120,17 +143,20 @@ class ResultStore:
             raise BasinlabError(f"cannot open the results store '{self.path}': {exc}") from None
 
     # -- plumbing -----------------------------------------------------------------------------------------
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return _retry(lambda: self._conn.execute(sql, params).fetchall(), self.timeout)
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error): one writer at a time, all or nothing."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        _retry(lambda: conn.execute("BEGIN IMMEDIATE"), self.timeout)
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        _retry(lambda: conn.execute("COMMIT"), self.timeout)
 
     def close(self) -> None:
         self._conn.close()
@@ -144,23 +170,20 @@ class ResultStore:
     # -- runs ---------------------------------------------------------------------------------------------
     def status(self, key: RunKey) -> str | None:
         """``'done'``, ``'running'`` or ``None`` (never started)."""
-        row = self._conn.execute(
-            "SELECT status FROM runs WHERE size = ? AND seed = ? AND model = ?", (key.N, key.seed, key.model)
-        ).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._query("SELECT status FROM runs WHERE size = ? AND seed = ? AND model = ?",
+                           (key.N, key.seed, key.model))
+        return None if not rows else str(rows[0][0])
 
     def is_done(self, key: RunKey) -> bool:
         return self.status(key) == "done"
 
     def done_keys(self) -> set[RunKey]:
-        rows = self._conn.execute("SELECT size, seed, model FROM runs WHERE status = 'done'").fetchall()
+        rows = self._query("SELECT size, seed, model FROM runs WHERE status = 'done'")
         return {RunKey(int(n), int(s), str(m)) for n, s, m in rows}
 
     def runs(self) -> list[dict[str, Any]]:
         """All run records: ``N, seed, model, status, updated, info`` (``info`` decoded from JSON)."""
-        rows = self._conn.execute(
-            "SELECT size, seed, model, status, updated, info FROM runs ORDER BY size, seed, model"
-        ).fetchall()
+        rows = self._query("SELECT size, seed, model, status, updated, info FROM runs ORDER BY size, seed, model")
         return [
             {"N": n, "seed": s, "model": m, "status": st, "updated": u, "info": json.loads(i) if i else {}}
             for n, s, m, st, u, i in rows
@@ -177,19 +200,22 @@ class ResultStore:
             )
 
     def claim(self, key: RunKey, token: str, info: Mapping[str, Any] | None = None) -> bool:
-        """Atomically take ``key`` for the worker launch ``token``: False if it is done or already taken by a
-        worker of the same launch. Claims of an earlier (dead) launch don't count, so a rerun redoes them."""
+        """Atomically take ``key`` for the worker launch ``token``: False if it is done or held by a live claim
+        (a worker of this launch, another sweep on this directory, another host's worker with a recent heartbeat).
+        A dead holder's claim is taken over, so a rerun after a crash redoes it."""
         with self._transaction() as c:
             row = c.execute(
-                "SELECT status, info FROM runs WHERE size = ? AND seed = ? AND model = ?", (key.N, key.seed, key.model)
+                "SELECT status, updated, info FROM runs WHERE size = ? AND seed = ? AND model = ?",
+                (key.N, key.seed, key.model),
             ).fetchone()
             if row is not None:
-                status, old = row
+                status, updated, old = row
                 if status == "done":
                     return False
-                if status == "running" and json.loads(old or "{}").get("token") == token:
+                holder = json.loads(old or "{}")
+                if status == "running" and (holder.get("token") == token or _claim_alive(holder, updated)):
                     return False
-            payload = json.dumps({**dict(info or {}), "token": token})
+            payload = json.dumps({**dict(info or {}), **_me(), "token": token})
             c.execute(
                 "INSERT INTO runs (size, seed, model, status, updated, info) VALUES (?, ?, ?, 'running', ?, ?) "
                 "ON CONFLICT (size, seed, model) DO UPDATE SET status = 'running', updated = excluded.updated, "
@@ -197,6 +223,25 @@ class ResultStore:
                 (key.N, key.seed, key.model, time.time(), payload),
             )
         return True
+
+    def heartbeat(self, key: RunKey, token: str) -> None:
+        """Refresh the claim of ``key`` held by ``token`` (other hosts judge a claim alive by it)."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE runs SET updated = ? WHERE size = ? AND seed = ? AND model = ? AND status = 'running' "
+                "AND json_extract(info, '$.token') = ?",
+                (time.time(), key.N, key.seed, key.model, token),
+            )
+
+    def holders(self) -> list[dict[str, Any]]:
+        """The live claims of unfinished runs held by other processes: ``N, seed, model, pid, host``."""
+        mine = os.getpid()
+        return [
+            {"N": r["N"], "seed": r["seed"], "model": r["model"], "pid": r["info"].get("pid"),
+             "host": r["info"].get("host")}
+            for r in self.runs()
+            if r["status"] == "running" and r["info"].get("pid") != mine and _claim_alive(r["info"], r["updated"])
+        ]
 
     def record_run(self, key: RunKey, rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any] | None = None) -> int:
         """Write all records of a finished run and mark it ``done``, in one transaction; returns the row count.
@@ -242,15 +287,15 @@ class ResultStore:
     # -- reading and exporting ----------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
         """All records as dicts with the keys of :data:`COLUMNS`, in a fixed order."""
-        cur = self._conn.execute(
+        rows = self._query(
             'SELECT size, model, seed, probe, "set", t, metric, value, std, ci_low, ci_high, count FROM results '
             'ORDER BY size, model, seed, probe, "set", metric, t IS NOT NULL, t'
         )
-        return [dict(zip(COLUMNS, r, strict=True)) for r in cur.fetchall()]
+        return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
 
     def dataframe(self) -> Any:
         """The records as a ``pandas.DataFrame`` with the columns of :data:`COLUMNS`."""
-        import pandas as pd
+        import pandas as pd  # here, not at the top: workers that only claim and record never pay for pandas
 
         df = pd.DataFrame(self.rows(), columns=list(COLUMNS))
         return _typed(df)
@@ -265,6 +310,94 @@ class ResultStore:
         return csv_path, pq_path
 
 
+def _retry(fn: Callable[[], T], timeout: float) -> T:
+    """``fn()``, retried with a growing pause (up to 1 s) while SQLite says the database is locked or busy, until
+    ``timeout`` seconds have passed; then one line naming the store's state."""
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            msg = str(exc).lower()
+            if "locked" not in msg and "busy" not in msg:
+                raise
+            if time.monotonic() >= deadline:
+                raise BasinlabError(
+                    f"the results store stayed locked for {timeout:.0f} s ({exc}); is another process stuck on it?"
+                ) from None
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux ``/proc``), so that a reused pid is not taken for the old one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _me() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "pid_start": _proc_start(pid)}
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, someone else's
+    return start is None or _proc_start(pid) in (None, start)
+
+
+def _claim_alive(holder: Mapping[str, Any], updated: float | None) -> bool:
+    """Is the process that claimed a run still at it? Same host: its pid runs (and is the same process);
+    another host: it sent a heartbeat in the last :data:`STALE_S` seconds. Old claims without a pid: dead."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if holder.get("host") == socket.gethostname():
+        # this very process with another token: a claim left by an earlier, interrupted sweep call in it
+        return pid != os.getpid() and _pid_alive(pid, holder.get("pid_start"))
+    return updated is not None and time.time() - float(updated) < STALE_S
+
+
+def filesystem_type(path: str | Path, mounts: str | None = None) -> str | None:
+    """The type of the file system holding ``path``, from ``/proc/mounts`` (``mounts``: its text), or None."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = str(Path(path).resolve())
+    best, kind = "", None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = parts[1].replace("\\040", " ")
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best):
+            best, kind = mnt, parts[2]
+    return kind
+
+
+def warn_if_network_fs(path: str | Path, mounts: str | None = None) -> bool:
+    """Log a warning (and return True) when ``path`` sits on a network file system (:data:`NETWORK_FS`)."""
+    kind = filesystem_type(path, mounts)
+    if kind is None or kind not in NETWORK_FS:
+        return False
+    logger.warning(
+        "'%s' is on a network file system (%s), whose locks SQLite cannot rely on: give each --shard its own "
+        "directory there and combine them with `basinlab merge DIR... --out DIR`", path, kind,
+    )
+    return True
+
+
 def _typed(df: Any) -> Any:
     """Column dtypes of an export: ints for ``N``, ``seed``, nullable int for ``n``, floats for the numbers."""
     df["N"] = df["N"].astype("int64")
@@ -277,7 +410,7 @@ def _typed(df: Any) -> Any:
 
 def read_results(out_dir: str | Path) -> Any:
     """The records of a sweep directory as a DataFrame: from the store when present, else ``results.csv``."""
-    import pandas as pd
+    import pandas as pd  # see ResultStore.dataframe
 
     out_dir = Path(out_dir)
     if (out_dir / DB_NAME).exists():

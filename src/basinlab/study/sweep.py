@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,17 +40,27 @@ from typing import Any
 
 import torch
 
-from basinlab.config import Config, geometric_sizes, resolve_sizes, resumable_keys  # noqa: F401 (the grid)
+from basinlab.config import (  # noqa: F401 (geometric_sizes, resolve_sizes: the grid, importable from here)
+    Config,
+    geometric_sizes,
+    load_config,
+    resolve_sizes,
+    resumable_keys,
+)
+from basinlab.data import build_dataset
+from basinlab.data.sequences import SequenceData
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write_text
-from basinlab.study.store import ResultStore, RunKey
+from basinlab.io import atomic_write_text, check_writable_dir
+from basinlab.lifeline import LAUNCHER_ENV, die_with_launcher
+from basinlab.models import resolve_device
+from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
+from basinlab.probes import probes_for, restore_examples, run_suite
+from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, warn_if_network_fs
+from basinlab.training.checkpoint import load_trained
+from basinlab.training.trainer import train
 
-ORACLE_EMPIRICAL = "oracle:empirical"
-ORACLE_MARKOV = "oracle:markov"
-CONFIG_NAME = "sweep_config.yaml"
-#: Seed of the corruption of the example sentences: the same corrupted test sentences in every run.
-EXAMPLE_SEED = 20_240_917
 Hook = Callable[[RunKey], None]
+logger = logging.getLogger(__name__)
 
 
 # ---- the grid ----------------------------------------------------------------------------------------------
@@ -64,9 +77,7 @@ def plan_runs(cfg: Config) -> list[RunKey]:
     for n in sizes:
         runs.extend(RunKey(n, s, cfg.model.preset) for s in seeds)
         if cfg.sweep.oracles:
-            runs.append(RunKey(n, seeds[0], ORACLE_EMPIRICAL))
-            if cfg.data.source == "markov":
-                runs.append(RunKey(n, seeds[0], ORACLE_MARKOV))
+            runs.extend(RunKey(n, seeds[0], oracle_label(kind)) for kind in oracle_kinds(cfg.data.source))
     return runs
 
 
@@ -118,7 +129,9 @@ def expand_devices(devices: Sequence[str]) -> list[str]:
 # ---- configuration ----------------------------------------------------------------------------------------
 
 
-def _comparable(cfg: Config) -> dict[str, Any]:
+def comparable_config(cfg: Config) -> dict[str, Any]:
+    """The parts of a sweep config that must agree between the runs of one study (not the grid, devices, batch
+    sizes, logging)."""
     d = cfg.to_dict()
     d.pop("sweep", None)
     d.pop("out_dir", None)
@@ -132,11 +145,9 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
     """Save the sweep's config; on resume, refuse a config whose data/model/train/probe differ (SPEC 7 wants the
     same architecture and step budget for every ``N``). The grid (``sweep.sizes``/``seeds``) may grow."""
     path = out_dir / CONFIG_NAME
-    if path.exists():
-        from basinlab.config import load_config
-
+    if path.is_file():
         old = load_config(path)
-        a, b = _comparable(old), _comparable(cfg)
+        a, b = comparable_config(old), comparable_config(cfg)
         if a != b:
             diffs = [
                 f"{s}.{k}" for s in a for k in a[s] if isinstance(a[s], dict) and a[s].get(k) != b.get(s, {}).get(k)
@@ -148,183 +159,6 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
     cfg.save(path)
 
 
-# ---- probing one denoiser ---------------------------------------------------------------------------------
-
-
-def _probe_sets(data: Any, n: int, m: int, seed: int) -> dict[str, torch.Tensor]:
-    """SPEC 5 sets: the first ``M`` of ``D_N``, the first ``M`` test sequences, ``M`` uniform random sequences."""
-    gen = torch.Generator().manual_seed(1_000_003 + seed)
-    return {"train": data.train(n)[:m], "test": data.test[:m], "random": data.random(m, gen)}
-
-
-def probe_denoiser(
-    denoiser: Any,
-    data: Any,
-    n: int,
-    cfg: Config,
-    seed: int,
-    *,
-    network: bool,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """All tests of SPEC 5 on one denoiser, as tidy rows (without ``N, model, seed``).
-
-    Basins on ``train`` and ``test``; fixed points on ``train``, ``test`` and ``random``; entropy on ``train``
-    and ``test`` at ``probe.entropy_t`` split by the basin outcome, and on generated samples (the gap);
-    novelty of ``probe.n_samples`` generated samples; likelihood on ``train`` and ``test`` for networks and
-    for the Markov oracle (not for the memoriser, whose NELBO on unseen data is infinite).
-    """
-    from basinlab import probes
-    from basinlab.probes._common import denoiser_device
-
-    pc = cfg.probe
-    opts = probes.protocol_options(pc.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
-    n_samples = probes.resolve_n_samples(pc.n_samples, pc.protocol, denoiser_device(denoiser))
-    sets = _probe_sets(data, n, pc.m, seed)
-    common = {"seed": seed, "batch_size": pc.batch_size, "progress": progress}
-    rows: list[dict[str, Any]] = []
-    basins: dict[str, Any] = {}
-    found: dict[str, dict[str, Any]] = {"train": {}, "test": {}}  # per-sequence results for membership_auc
-    for name in ("train", "test"):
-        seqs = sets[name]
-        res = probes.basin_test(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=list(pc.ts), steps=pc.steps, **common,
-            **opts["basins"],
-        )
-        basins[name] = found[name]["basins"] = res
-        rows += res.rows
-    for name in ("train", "test", "random"):
-        seqs = sets[name]
-        res = probes.fixed_point_test(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), t_start=pc.t_start, steps=pc.steps,
-            **common,
-        )
-        found.get(name, {})["fixed_points"] = res
-        rows += res.rows
-    samples = None
-    if n_samples > 0:
-        samples = probes.generate_samples(
-            denoiser, n_samples, data.seq_len, steps=pc.steps, seed=seed, batch_size=pc.batch_size,
-            progress=progress, **opts["generate"],
-        )
-        train_all = data.train(n)
-        res = probes.novelty(
-            denoiser, samples, train=train_all, test=data.test, set_name="generated",
-            real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
-            test_mask=data.real_mask(data.test), t_start=pc.t_start, steps=pc.steps, **common,
-        )
-        rows += res.rows
-    for name in ("train", "test"):
-        seqs = sets[name]
-        gen = samples if name == "test" else None  # the gap is generated minus real held-out data
-        res = probes.conditional_entropy(
-            denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), ts=[pc.entropy_t], steps=pc.steps,
-            basin=basins[name], generated=gen, generated_mask=None if gen is None else data.real_mask(gen),
-            **common, **opts["entropy"],
-        )
-        found[name]["entropy"] = res
-        rows += res.rows
-    if network or getattr(denoiser, "source", None) is not None:
-        for name in ("train", "test"):
-            seqs = sets[name]
-            res = probes.likelihood(denoiser, seqs, set_name=name, real_mask=data.real_mask(seqs), **common,
-                                    **opts["likelihood"])
-            found[name]["likelihood"] = res
-            rows += res.rows
-    # membership AUC of the training set against the test set, one row per score (issue 8)
-    from basinlab.probes.audit import membership_rows_from_results
-
-    rows += membership_rows_from_results(found["train"], found["test"], t_start=pc.t_start)
-    return [dict(r) for r in rows]
-
-
-def restore_examples(
-    denoiser: Any, data: Any, cfg: Config, k: int = 4, t: float | None = None, train: torch.Tensor | None = None
-) -> dict[str, Any]:
-    """``k`` test sequences, corrupted at ``t`` (default ``sweep.transition_t``) with a fixed seed, so that every
-    run of a sweep sees the same corrupted sentences, restored by the stochastic reverse chain (SPEC 3/5).
-
-    With ``train`` (the run's ``D_N``), each restoration also records its Hamming distance to the nearest training
-    sequence: 0 means the corrupted test sentence fell into the basin of a memorised training sentence."""
-    from basinlab.diffusion import corrupt, reverse_chain
-
-    t = float(cfg.sweep.transition_t if t is None else t)
-    x = data.test[:k]
-    gen = torch.Generator().manual_seed(EXAMPLE_SEED)
-    alpha = denoiser.schedule.alpha(torch.tensor(t, dtype=torch.float64))
-    z = corrupt(x, alpha, data.vocab_size, generator=gen)
-    with torch.inference_mode():
-        restored = reverse_chain(denoiser, z, t, steps=cfg.probe.steps, greedy=False, generator=gen).cpu()
-    real = data.real_mask(x)
-    nn = None
-    if train is not None and len(train):
-        nn = torch.stack([((train != r) & (data.real_mask(train) | data.real_mask(r[None]))).sum(1).min()
-                          for r in restored]).tolist()  # positions real in either: short rows are not near
-    items = []
-    for i in range(x.shape[0]):
-        changed = (z[i] != x[i]) & real[i]
-        n_changed = int(changed.sum())
-        fixed = int(((restored[i] == x[i]) & changed).sum())
-        items.append({
-            "original": x[i].tolist(),
-            "corrupted": z[i].tolist(),
-            "restored": restored[i].tolist(),
-            "real": real[i].tolist(),
-            "text": {
-                "original": data.decode(x[i : i + 1])[0],
-                "corrupted": data.decode(z[i : i + 1])[0],
-                "restored": data.decode(restored[i : i + 1])[0],
-            },
-            "tokens": {
-                "original": _tokens(data, x[i]),
-                "corrupted": _tokens(data, z[i]),
-                "restored": _tokens(data, restored[i]),
-            },
-            "surface": None if getattr(data, "tokenizer", None) is None else {
-                "original": surface_pieces(data.tokenizer, x[i].tolist()),
-                "corrupted": surface_pieces(data.tokenizer, z[i].tolist()),
-                "restored": surface_pieces(data.tokenizer, restored[i].tolist()),
-            },
-            "changed": n_changed,
-            "recovered": fixed,
-            "exact": bool((restored[i][real[i]] == x[i][real[i]]).all()),
-            "nn_train_hamming": None if nn is None else int(nn[i]),
-        })
-    return {"t": t, "steps": cfg.probe.steps, "seed": EXAMPLE_SEED, "examples": items}
-
-
-def surface_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
-    """The decoded text of each position: concatenated, the pieces spell ``tokenizer.decode(ids)`` (a piece
-    carries its own leading space; PAD/BOS/EOS decode to ""). Piece ``i`` is what decoding ``ids[: i + 1]`` adds to
-    decoding ``ids[: i]``, so it is right for any tokeniser (WordPiece ``##``, byte-level BPE); where a decoder's
-    clean-up makes a prefix's text no prefix of the longer text, the token decoded alone stands in, after a space.
-    """
-    pieces, prev = [], ""
-    for i in range(len(ids)):
-        text = tokenizer.decode(ids[: i + 1])
-        if text.startswith(prev):
-            pieces.append(text[len(prev):])
-        else:
-            alone = tokenizer.decode(ids[i : i + 1])
-            pieces.append(" " + alone if alone else "")
-        prev = text
-    return pieces
-
-
-def _tokens(data: Any, seq: torch.Tensor) -> list[str]:
-    """One display string per position (token pieces for text, state ids for Markov data)."""
-    tok = getattr(data, "tokenizer", None)
-    ids = seq.tolist()
-    if tok is None:
-        return [str(i) for i in ids]
-    fn = getattr(getattr(tok, "tk", tok), "id_to_token", None)  # HF tokenizers: WordPiece pieces, e.g. ##ing
-    if callable(fn):
-        pieces = [fn(i) for i in ids]
-        if all(isinstance(p, str) for p in pieces):
-            return pieces
-    return [tok.decode([i]) for i in ids]
-
-
 # ---- one run ----------------------------------------------------------------------------------------------
 
 
@@ -332,50 +166,31 @@ def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
     return cfg.with_values(data__n_train=key.N, train__seed=key.seed, out_dir=str(run_dir))
 
 
-def _oracle(key: RunKey, data: Any, cfg: Config, device: torch.device) -> Any:
-    from basinlab.diffusion import get_schedule
-    from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
-
-    schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
-    if key.model == ORACLE_EMPIRICAL:
-        return EmpiricalDenoiser(data.train(key.N), data.vocab_size, schedule, device=device)
-    if key.model == ORACLE_MARKOV:
-        if data.source is None:
-            raise BasinlabError("oracle:markov needs Markov data (data.source=markov)")
-        return MarkovDenoiser(data.source, schedule, device=device)
-    raise BasinlabError(f"unknown oracle '{key.model}'")
-
-
-def _execute(key: RunKey, cfg: Config, data: Any, out_dir: Path, store: ResultStore, progress: bool) -> None:
-    """Train (if a network) and probe one run, then record it in one transaction."""
-    import basinlab
-    from basinlab.models import resolve_device
-    from basinlab.training.trainer import train
-
+def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
+    """Train (if a network) and probe one run with the probe suite, then record it in one transaction."""
     run_dir = out_dir / "runs" / key.name
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}
     device = resolve_device(cfg.train.device)
     if key.model.startswith("oracle:"):
-        denoiser = _oracle(key, data, cfg, device)
-        network = False
+        denoiser = build_oracle(key.model, data, key.N, cfg, device=device)
     else:
-        rcfg = _run_config(cfg, key, run_dir)
-        res = train(rcfg, data=data, out_dir=run_dir, resume=True, progress=progress)
+        res = train(_run_config(cfg, key, run_dir), data=data, out_dir=run_dir, resume=True, progress=progress)
         info.update(
             final_loss=res.final_loss, steps=res.steps, resumed=res.resumed, train_s=res.elapsed_s,
             epochs=res.steps * cfg.train.batch_size / key.N, ce_warmup_steps=cfg.train.ce_warmup_steps,
         )
-        denoiser = basinlab.load(run_dir, device=device, batch_size=cfg.probe.batch_size).denoiser
-        network = True
+        denoiser = load_trained(run_dir, device=device, batch_size=cfg.probe.batch_size).denoiser
     t1 = time.perf_counter()
-    rows = probe_denoiser(denoiser, data, key.N, cfg, key.seed, network=network, progress=progress)
-    examples = restore_examples(denoiser, data, cfg, train=data.train(key.N))
+    result = run_suite(denoiser, data, cfg.probe, n_train=key.N, seed=key.seed, probes=probes_for(key.model),
+                       progress=progress)
+    examples = restore_examples(denoiser, data, k=4, t=cfg.sweep.transition_t, steps=cfg.probe.steps,
+                                train=data.train(key.N))
     examples.update(N=key.N, seed=key.seed, model=key.model)
     atomic_write_text(run_dir / "examples.json", json.dumps(examples, indent=1))
     info.update(probe_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
-    store.record_run(key, rows, info)
+    store.record_run(key, [dict(r) for r in result.rows], info)
 
 
 def plan_lines(cfg: Config, out_dir: str | Path, shard: tuple[int, int] | None = None) -> list[str]:
@@ -431,18 +246,50 @@ def run_sweep(
         )
     cfg.validate()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = plan_runs(cfg)
+    runs = plan_runs(cfg)  # refuses a bad grid before anything is written
+    mine = shard_runs(runs, shard)
     devices = expand_devices(devices if devices is not None else (cfg.sweep.devices or []))
     if launch is None:
-        _check_or_save_config(cfg, out_dir)
+        check_writable_dir(out_dir, "--out")
         if len(devices) > 1:
+            _prepare(cfg, out_dir)
             return _launch_workers(out_dir, shard, devices, progress)
+    else:
+        die_with_launcher()
     if len(devices) == 1:
         cfg = cfg.with_values(train__device=devices[0])
-    mine = shard_runs(runs, shard)
-    from basinlab.data import build_dataset
+    data = _sweep_data(cfg, runs)
+    if launch is None:
+        _prepare(cfg, out_dir)
+    token = launch or uuid.uuid4().hex
+    with ResultStore(out_dir) as store:
+        done = store.done_keys()
+        todo = [k for k in mine if k not in done]
+        logger.info("sweep %s: %d runs here, %d done, %d to go", out_dir, len(mine), len(mine) - len(todo), len(todo))
+        for i, key in enumerate(todo):
+            if not store.claim(key, token, {"dir": f"runs/{key.name}"}):
+                continue  # finished meanwhile, or a live process (this launch's or another sweep's) has it
+            logger.info("[%d/%d] N=%d seed=%d model=%s", i + 1, len(todo), key.N, key.seed, key.model)
+            with _Heartbeat(out_dir, key, token):
+                _execute(key, cfg, data, out_dir, store, progress)
+            store.export()
+            if on_run_done is not None:
+                on_run_done(key)
+        store.export()
+        for h in store.holders() if launch is None else []:
+            logger.warning("run %s is still being run by process %s on %s; rerun later to export it",
+                           RunKey(h["N"], h["seed"], h["model"]).name, h["pid"], h["host"])
+    return out_dir
 
+
+def _prepare(cfg: Config, out_dir: Path) -> None:
+    """Create the sweep directory and save (or check) its config; warn on a network file system."""
+    _check_or_save_config(cfg, out_dir)  # refuses another sweep's directory before writing anything
+    warn_if_network_fs(out_dir)
+
+
+def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
+    """The data of every run (nested subsets of one pool), refused when the pool is smaller than the largest N."""
     n_max = max(k.N for k in runs)
     data = build_dataset(dataclasses.replace(cfg.data, n_train=n_max))
     if n_max > data.pool_size:
@@ -450,24 +297,34 @@ def run_sweep(
             f"sweep.sizes go up to N={n_max} but the training pool has {data.pool_size} sequences; "
             f"lower the sizes or enlarge the pool (data.markov_pool for Markov data)"
         )
-    token = launch or uuid.uuid4().hex
-    with ResultStore(out_dir) as store:
-        done = store.done_keys()
-        todo = [k for k in mine if k not in done]
-        if progress:
-            print(f"sweep {out_dir}: {len(mine)} runs here, {len(mine) - len(todo)} done, {len(todo)} to go",
-                  file=sys.stderr)
-        for i, key in enumerate(todo):
-            if not store.claim(key, token, {"dir": f"runs/{key.name}", "pid": os.getpid()}):
-                continue  # finished meanwhile, or another worker of this launch has it
-            if progress:
-                print(f"[{i + 1}/{len(todo)}] N={key.N} seed={key.seed} model={key.model}", file=sys.stderr)
-            _execute(key, cfg, data, out_dir, store, progress)
-            store.export()
-            if on_run_done is not None:
-                on_run_done(key)
-        store.export()
-    return out_dir
+    return data
+
+
+class _Heartbeat:
+    """While a run executes, refresh its claim every ``every_s`` seconds from a thread with its own connection,
+    so that workers on other hosts see the claim alive (:data:`basinlab.study.store.STALE_S`)."""
+
+    def __init__(self, out_dir: Path, key: RunKey, token: str, every_s: float = 60.0) -> None:
+        self.args, self.every_s = (out_dir, key, token), every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{key.name}")
+
+    def _beat(self) -> None:
+        out_dir, key, token = self.args
+        while not self._stop.wait(self.every_s):
+            try:
+                with ResultStore(out_dir) as store:
+                    store.heartbeat(key, token)
+            except (BasinlabError, sqlite3.Error) as exc:  # a missed beat is harmless; the next one may pass
+                logger.debug("heartbeat of %s failed: %s", key.name, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[str], progress: bool) -> Path:
@@ -488,27 +345,25 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
             cmd.append(f"--shard={shard[0]}/{shard[1]}")
         if not progress:
             cmd.append("--quiet")
-        env = dict(os.environ)
+        env = dict(os.environ, **{LAUNCHER_ENV: str(os.getpid())})
         if not str(dev).startswith("cuda"):
             env["OMP_NUM_THREADS"] = str(threads)
         elif devices.count(dev) > 1:  # several workers share this GPU: share the host's cores too
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(devices))))
         log_path = out_dir / f"worker-{k}.log"
-        log = open(log_path, "a")  # noqa: SIM115 - closed below
+        log = open(log_path, "a")  # closed in the finally below
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-        if progress:
-            print(f"worker {k} on {dev}: log in {log_path}", file=sys.stderr)
+        logger.info("worker %d on %s: log in %s", k, dev, log_path)
     failed = []
     try:
         seen = -1
         while any(p.poll() is None for p, _ in procs):
             time.sleep(2.0)
-            if progress:
-                with ResultStore(out_dir) as store:
-                    n_done = len(store.done_keys())
-                if n_done != seen:
-                    print(f"{time.strftime('%H:%M:%S')} {n_done} runs done in {out_dir}", file=sys.stderr)
-                    seen = n_done
+            with ResultStore(out_dir) as store:
+                n_done = len(store.done_keys())
+            if n_done != seen:
+                logger.info("%s %d runs done in %s", time.strftime("%H:%M:%S"), n_done, out_dir)
+                seen = n_done
         failed = [k for k, (p, _) in enumerate(procs) if p.wait() != 0]
     except KeyboardInterrupt:
         for p, _ in procs:

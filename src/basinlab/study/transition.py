@@ -31,7 +31,7 @@ ENTROPY = "entropy"
 
 
 def _frame(rows: Any) -> Any:
-    import pandas as pd
+    import pandas as pd  # here: pandas costs a second to import; only the estimate from rows needs it
 
     if isinstance(rows, pd.DataFrame):
         return rows

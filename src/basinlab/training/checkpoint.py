@@ -278,7 +278,7 @@ def require_checkpoint(path: str | Path) -> Path:
 def read_manifest(ckpt: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((ckpt / MANIFEST).read_text())
-        manifest["files"]  # noqa: B018 (presence check)
+        manifest["files"]  # presence check: KeyError when missing
     except (OSError, ValueError, KeyError, TypeError):
         raise BasinlabError(
             f"checkpoint {ckpt} is corrupt or truncated (unreadable {MANIFEST}); delete it or retrain"
@@ -385,7 +385,7 @@ def load_tokenizer(path: str | Path):
         return Tokenizer.from_file(str(path))
     except BasinlabError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input here
+    except Exception as exc:  # any parse failure is bad input here
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BasinlabError(f"cannot read tokenizer '{path}': {first}") from None
 

@@ -1,0 +1,57 @@
+"""The one place that builds an exact oracle (SPEC 6) from a config: the CLI and the sweep both call
+:func:`build_oracle`.
+
+An oracle is named by its *kind* (``empirical``: the memoriser of ``D_N``; ``markov``: the Bayes-optimal generaliser
+of the Markov source) and recorded in results under its *label* ``oracle:{kind}``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from basinlab.config import Config
+from basinlab.data.sequences import SequenceData
+from basinlab.diffusion import Denoiser, get_schedule
+from basinlab.errors import BasinlabError
+from basinlab.oracles.markov import MarkovDenoiser
+from basinlab.oracles.memoriser import EmpiricalDenoiser
+
+#: Oracle kinds, in the order a sweep runs them.
+KINDS = ("empirical", "markov")
+ORACLE_EMPIRICAL = "oracle:empirical"
+ORACLE_MARKOV = "oracle:markov"
+
+
+def oracle_label(kind: str) -> str:
+    """``'empirical'`` -> ``'oracle:empirical'`` (the ``model`` column of the results)."""
+    return f"oracle:{kind}"
+
+
+def oracle_kinds(data_source: str) -> tuple[str, ...]:
+    """The oracles that exist for data of ``data.source``: the memoriser always, the generaliser on Markov data."""
+    return KINDS if data_source == "markov" else ("empirical",)
+
+
+def build_oracle(
+    kind: str,
+    data: SequenceData,
+    n_train: int,
+    cfg: Config,
+    *,
+    device: torch.device | str | None = None,
+    top_k: int | None = None,
+) -> Denoiser:
+    """The oracle ``kind`` for ``D_N`` (the first ``n_train`` training sequences of ``data``) with the schedule of
+    ``cfg.train`` (SPEC 6). ``top_k`` keeps the memoriser's ``K`` nearest training rows only (an approximation)."""
+    kind = kind.removeprefix("oracle:")
+    schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
+    if kind == "markov":
+        if data.source is None:
+            raise BasinlabError("the markov oracle needs Markov data: use the markov preset or data.source=markov")
+        return MarkovDenoiser(data.source, schedule, device=device)
+    if kind == "empirical":
+        train = data.train(n_train)
+        if train.shape[0] == 0:
+            raise BasinlabError("the empirical oracle needs a non-empty training subset: set data.n_train >= 1")
+        return EmpiricalDenoiser(train, data.vocab_size, schedule, top_k=top_k, device=device)
+    raise BasinlabError(f"unknown oracle '{kind}'; choose from {', '.join(KINDS)}")

@@ -1,0 +1,145 @@
+"""Bad input to the probe, sample, nll, sweep, report and merge commands (issue 10): each is refused with exit
+code 2 and one line on stderr naming the problem, without a traceback, and nothing is written.
+
+CASES is the table that docs/RELIABILITY.md counts (scripts/reliability_counts.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from basinlab.cli import main
+from basinlab.config import load_config
+from basinlab.training.trainer import train
+
+#: Markov data small enough for seconds (oracle commands rebuild it, from the cache outside the work directory).
+TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
+       "data.markov_pool=300", "data.n_test=20", "data.n_train=16"]
+SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
+         "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu", "train.progress=false"]
+
+# (id, argv, words the one line must contain). {CK}: a trained run; {FILE}: a regular file; {SWEEP}: a sweep dir
+# with another config; {EMPTY}: an empty directory; {T}: the toy data overrides (with their cache dir).
+CASES = [
+    ("no-command-choice", ["frobnicate"], ["invalid choice"]),
+    ("probe-no-source", ["probe", "basins"], ["--checkpoint", "--oracle"]),
+    ("probe-bad-test", ["probe", "bogus", "--oracle", "markov"], ["invalid choice"]),
+    ("probe-not-an-int", ["probe", "basins", "--oracle", "markov", "--n", "abc"], ["invalid int"]),
+    ("probe-markov-on-text", ["probe", "basins", "--oracle", "markov", "data.source=brown"], ["Markov data"]),
+    ("probe-unknown-preset", ["probe", "basins", "--oracle", "empirical", "nosuchpreset"], ["unknown preset"]),
+    ("probe-unknown-key", ["probe", "basins", "--oracle", "markov", "{T}", "data.bogus=1"], ["unknown config key"]),
+    ("probe-two-configs", ["probe", "basins", "--oracle", "markov", "a.yaml", "b.yaml"], ["at most one CONFIG"]),
+    ("probe-missing-checkpoint", ["probe", "basins", "--checkpoint", "no/such/run"], ["no/such/run"]),
+    ("probe-checkpoint-data-override", ["probe", "basins", "--checkpoint", "{CK}", "data.n_train=5"], ["probe.*"]),
+    ("probe-checkpoint-and-config", ["probe", "basins", "--checkpoint", "{CK}", "markov"], ["drop the CONFIG"]),
+    ("probe-n-zero", ["probe", "basins", "--checkpoint", "{CK}", "--n", "0"], ["probe.m"]),
+    ("probe-steps-zero", ["probe", "basins", "--checkpoint", "{CK}", "--steps", "0"], ["probe.steps"]),
+    ("probe-batch-zero", ["probe", "basins", "--checkpoint", "{CK}", "--batch-size", "0"], ["probe.batch_size"]),
+    ("probe-ts-out-of-range", ["probe", "basins", "--checkpoint", "{CK}", "--ts", "0,2"], ["--ts"]),
+    ("probe-ts-not-numbers", ["probe", "basins", "--checkpoint", "{CK}", "--ts", "a,b"], ["--ts"]),
+    ("probe-samples-negative", ["probe", "novelty", "--checkpoint", "{CK}", "--samples", "-1"], ["n_samples"]),
+    ("probe-show-negative", ["probe", "basins", "--checkpoint", "{CK}", "--show", "-1"], ["--show"]),
+    ("probe-show-t-zero", ["probe", "basins", "--checkpoint", "{CK}", "--show-t", "0"], ["--show-t"]),
+    ("probe-basins-on-random", ["probe", "basins", "--checkpoint", "{CK}", "--set", "random"], ["basins", "train"]),
+    ("probe-out-is-a-file", ["probe", "basins", "--checkpoint", "{CK}", "--out", "{FILE}"], ["is a file"]),
+    ("probe-out-under-a-file", ["probe", "basins", "--checkpoint", "{CK}", "--out", "{FILE}/x"], ["not a directory"]),
+    ("probe-empty-memoriser", ["probe", "basins", "--oracle", "empirical", "{T}", "data.n_train=0"], ["n_train"]),
+    ("probe-top-k-zero", ["probe", "basins", "--oracle", "empirical", "{T}", "--top-k", "0"], ["top_k"]),
+    ("probe-batch-too-large", ["probe", "fixed-points", "--set", "random", "--oracle", "markov", "{T}",
+                               "data.markov_vocab=2000", "--n", "10000000", "--batch-size", "10000000"],
+     ["probe.batch_size", "GiB"]),
+    ("sample-n-zero", ["sample", "--checkpoint", "{CK}", "--n", "0"], ["--n"]),
+    ("sample-steps-zero", ["sample", "--checkpoint", "{CK}", "--steps", "0"], ["--steps"]),
+    ("sample-missing-checkpoint", ["sample", "--checkpoint", "no/such/run"], ["no/such/run"]),
+    ("sample-out-is-a-dir", ["sample", "--checkpoint", "{CK}", "--out", "{EMPTY}"], ["is a directory"]),
+    ("sample-out-under-a-file", ["sample", "--checkpoint", "{CK}", "--out", "{FILE}/s.txt"], ["not a directory"]),
+    ("nll-times-zero", ["nll", "--checkpoint", "{CK}", "--times", "0"], ["--times"]),
+    ("nll-bad-set", ["nll", "--checkpoint", "{CK}", "--set", "random"], ["invalid choice"]),
+    ("sweep-no-config", ["sweep", "--out", "s"], ["CONFIG"]),
+    ("sweep-no-out", ["sweep", "--preset", "markov"], ["--out"]),
+    ("sweep-unknown-preset", ["sweep", "--preset", "nosuch", "--out", "s"], ["unknown preset"]),
+    ("sweep-missing-config", ["sweep", "no/such.yaml", "--out", "s"], ["not found"]),
+    ("sweep-config-and-preset", ["sweep", "a.yaml", "--preset", "markov", "--out", "s"], ["not both"]),
+    ("sweep-bad-shard", ["sweep", "--preset", "markov", "--out", "s", "--shard", "3/2"], ["--shard"]),
+    ("sweep-shard-not-a-fraction", ["sweep", "--preset", "markov", "--out", "s", "--shard", "x"], ["--shard"]),
+    ("sweep-no-seeds", ["sweep", "--preset", "markov", "--out", "s", "sweep.seeds=[]"], ["sweep.seeds"]),
+    ("sweep-bad-sizes", ["sweep", "--preset", "markov", "--out", "s", "sweep.sizes=abc"], ["sweep.sizes"]),
+    ("sweep-sizes-over-pool", ["sweep", "--preset", "markov", "--out", "s", "{T}", "sweep.sizes=[16,100000]",
+                               "sweep.oracles=false", "sweep.devices=[]"], ["pool"]),
+    ("sweep-out-is-a-file", ["sweep", "--preset", "markov", "--out", "{FILE}"], ["is a file"]),
+    ("sweep-other-config", ["sweep", "--preset", "markov", "--out", "{SWEEP}", "train.steps=7"], ["another config"]),
+    ("report-missing-dir", ["report", "no/such/dir"], ["does not exist"]),
+    ("report-empty-dir", ["report", "{EMPTY}"], ["no sweep results"]),
+    ("report-bad-t", ["report", "{SWEEP}", "--t", "2"], ["--t"]),
+    ("merge-no-dirs", ["merge", "--out", "m"], ["DIR"]),
+    ("merge-not-a-sweep", ["merge", "{EMPTY}", "--out", "m"], ["not a sweep directory"]),
+    ("merge-into-itself", ["merge", "{SWEEP}", "--out", "{SWEEP}"], ["both an input and --out"]),
+]
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    """A trained toy run, a sweep directory (config only), a file and an empty directory, outside the work dir."""
+    base = tmp_path_factory.mktemp("bad-inputs")
+    cache = base / "cache"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(None, [*TOY, *SMALL, f"data.cache_dir={cache}"])
+        train(cfg, out_dir=base / "ck", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert main(["sweep", "--preset", "markov", "--out", str(base / "sweep"), "--plan", f"data.cache_dir={cache}"]) == 0
+    (base / "file.txt").write_text("not a directory\n")
+    (base / "empty").mkdir()
+    return {"{CK}": str(base / "ck"), "{SWEEP}": str(base / "sweep"), "{FILE}": str(base / "file.txt"),
+            "{EMPTY}": str(base / "empty"), "cache": str(cache), "base": base}
+
+
+def _argv(argv: list[str], fx: dict) -> list[str]:
+    out = []
+    for a in argv:
+        if a == "{T}":
+            out += [*TOY, f"data.cache_dir={fx['cache']}"]
+            continue
+        for k, v in fx.items():
+            if k.startswith("{"):
+                a = a.replace(k, v)
+        out.append(a)
+    return out
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    snap = {}
+    for root in roots:
+        for p in root.rglob("*"):
+            if "cache" in p.relative_to(root).parts:
+                continue
+            st = p.stat()
+            snap[str(p)] = (st.st_size, st.st_mtime_ns if p.is_file() else 0)
+    return snap
+
+
+@pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_in_one_line(fixtures, tmp_path, monkeypatch, capsys, argv, words):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("BASINLAB_CACHE", fixtures["cache"])
+    before = _snapshot(tmp_path, fixtures["base"])
+    try:
+        rc = main(_argv(argv, fixtures))
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("basinlab: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert _snapshot(tmp_path, fixtures["base"]) == before, "a refused command wrote something"
+    assert not os.listdir(tmp_path)

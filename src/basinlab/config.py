@@ -386,8 +386,10 @@ def _check_sweep(sc: SweepConfig) -> None:
         _seed(f"sweep.seeds[{i}]", s)
     _unit("sweep.transition_t", sc.transition_t, closed_low=False, closed_high=True)
     _unit("sweep.transition_tol", sc.transition_tol, closed_low=True, closed_high=True)
-    for i, d in enumerate(sc.devices):
-        _device(f"sweep.devices[{i}]", d)
+    for i, d in enumerate(sc.devices):  # DEV or DEV*K: K workers on one device (study.sweep.expand_devices)
+        dev, star, k = str(d).partition("*")
+        _require(not star or (k.isdigit() and int(k) >= 1), f"sweep.devices[{i}]", "DEVICE or DEVICE*K, K >= 1", d)
+        _device(f"sweep.devices[{i}]", dev)
 
 
 # ---- the sweep's grid of N -------------------------------------------------------------------------------------

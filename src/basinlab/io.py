@@ -49,6 +49,19 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
+def write_error(directory: str | Path, create: bool = False) -> OSError | None:
+    """The error of a real write in ``directory`` (created first with ``create``), or None when it is writable.
+    A real write, because ``os.access`` says yes to root on a read-only file system."""
+    try:
+        if create:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return exc
+    return None
+
+
 def check_writable_dir(path: str | Path, what: str) -> None:
     """Refuse, before any long computation, a directory ``path`` that basinlab could not create or write in: a file
     where the directory (or one of its parents) belongs, or a read-only place. ``what`` names the setting."""
@@ -58,12 +71,10 @@ def check_writable_dir(path: str | Path, what: str) -> None:
     base = _existing_ancestor(path)
     if not base.is_dir():
         raise BasinlabError(f"{what} '{path}': '{base}' is a file, not a directory; give another path")
-    try:  # a real write: os.access says yes to root on a read-only file system
-        with tempfile.TemporaryFile(dir=base):
-            pass
-    except OSError as exc:
+    exc = write_error(base)
+    if exc is not None:
         msg = f"{what} '{path}': cannot write in '{base}' ({exc.strerror}); give a writable directory"
-        raise BasinlabError(msg) from None
+        raise BasinlabError(msg)
 
 
 def check_writable_file(path: str | Path, what: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from basinlab.data.corpora import cache_root, data_fingerprint, load_sentences, 
 from basinlab.data.markov import MarkovSource
 from basinlab.data.tokenizer import Tokenizer, get_tokenizer, tokenizer_identity
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write
+from basinlab.io import atomic_write, write_error
 
 MODES = DATA_MODES
 CACHE_FORMAT = 2  # 2: the blob holds the data fingerprint
@@ -175,15 +174,12 @@ def build_dataset(cfg: DataConfig) -> SequenceData:
 
 def _check_cache_dir(where: Path) -> None:
     """One line, not a traceback, when the cache cannot be written: a file in the way, no permission."""
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=where):
-            pass
-    except OSError as exc:
+    exc = write_error(where, create=True)
+    if exc is not None:
         raise BasinlabError(
             f"cannot write the data cache in '{where}' ({exc.strerror or exc}); set data.cache_dir (or "
             "$BASINLAB_CACHE) to a writable directory"
-        ) from None
+        )
 
 
 def _load_cache(path: Path) -> dict | None:

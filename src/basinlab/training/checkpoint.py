@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write_text
+from basinlab.io import atomic_write_text, write_error
 
 CKPT_PREFIX = "ckpt-"
 LATEST = "latest"
@@ -195,15 +194,12 @@ def prepare_run_dir(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BasinlabError(f"run directory '{out}' is a file; give a directory (--out DIR / out_dir)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
+    exc = write_error(out, create=True)
+    if exc is not None:
         raise BasinlabError(
             f"run directory '{out}' is not writable ({exc.strerror or exc}); fix its permissions or choose another "
             "--out"
-        ) from None
+        )
     for name in (LATEST, "metrics.csv", CONFIG_FILE):
         if (out / name).is_dir():
             raise BasinlabError(f"'{out / name}' is a directory where basinlab keeps a file; move it away or choose "

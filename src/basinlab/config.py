@@ -26,6 +26,7 @@ from basinlab.errors import BasinlabError
 DATA_SOURCES = ("brown", "text", "datasets", "markov")
 DATA_MODES = ("sentence", "wrap")
 OBJECTIVES = ("nelbo", "ce_redrawn")
+LR_DECAYS = ("none", "linear", "cosine")
 #: seeds (``train.seed``, ``data.seed``, ``sweep.seeds``...) lie in ``[0, SEED_LIMIT)``: torch generators take 64 bits
 #: and basinlab derives child seeds by small affine maps
 SEED_LIMIT = 2**32
@@ -86,6 +87,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 3e-4
     warmup_steps: int = 100
+    lr_decay: str = "none"  # none | linear | cosine: after the warm-up, constant or decayed to 0 at train.steps
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
@@ -359,6 +361,7 @@ def _check_train(tc: TrainConfig) -> None:
     for key in ("beta1", "beta2", "ema", "eps", "t_eps"):
         _unit(f"train.{key}", getattr(tc, key), closed_low=True, closed_high=False)
     _choice("train.objective", tc.objective, OBJECTIVES)
+    _choice("train.lr_decay", tc.lr_decay, LR_DECAYS)
     _choice("train.schedule", tc.schedule, tuple(SCHEDULES))
     _choice("train.precision", tc.precision, PRECISIONS)
     _device("train.device", tc.device)

@@ -53,6 +53,7 @@ VALUE_CASES = [
     ("dropout-1", ["model.dropout=1.0"], "model.dropout"),
     ("ema-1", ["train.ema=1"], "train.ema"),
     ("warmup-float", ["train.warmup_steps=2.5"], "train.warmup_steps"),
+    ("lr-decay-unknown", ["train.lr_decay=step"], "train.lr_decay"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -31,6 +32,19 @@ def test_schedules_of_lr_and_ema() -> None:
     assert lr_at(500, 1e-3, 10) == 1e-3
     assert lr_at(0, 1e-3, 0) == 1e-3
     assert ema_decay(0, 0.9999) == pytest.approx(0.1)
+
+
+def test_lr_decay_reaches_zero_at_the_last_step() -> None:
+    """After the warm-up, ``linear`` and ``cosine`` fall from the base rate to 0 at ``total_steps``, by hand."""
+    base, warm, total = 1e-3, 10, 110
+    for decay in ("linear", "cosine"):
+        assert lr_at(4, base, warm, decay, total) == pytest.approx(5e-4)  # the warm-up is unchanged
+        assert lr_at(warm, base, warm, decay, total) == pytest.approx(base)
+        assert lr_at(60, base, warm, decay, total) == pytest.approx(base / 2)  # halfway: both at one half
+        assert lr_at(total, base, warm, decay, total) == 0.0
+    assert lr_at(35, base, warm, "linear", total) == pytest.approx(base * 0.75)
+    assert lr_at(35, base, warm, "cosine", total) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_at(100, base, warm, "none", total) == base
     assert ema_decay(10**7, 0.9999) == 0.9999
 
 

@@ -45,6 +45,7 @@ float64 log-softmax over ``[L, V]``). The output ``[B, L, V]`` in ``dtype`` (flo
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -138,7 +139,9 @@ class EmpiricalDenoiser:
         ix = self.index()
         keys = z_t + torch.arange(self.L, device=self.device) * self.vocab_size
         counts = (ix["crow"][keys + 1] - ix["crow"][keys]).reshape(-1)  # rows sharing each query token
-        if int(counts.sum()) * 4 <= z_t.shape[0] * self.N * self.L and int(counts.sum()) <= self.max_elements:
+        # an entry of the inverted way costs about 30-40 compared entries of the dense way (measured on a CPU:
+        # docs/PERFORMANCE.md), so the index pays only when the query's tokens are rare in the training set
+        if int(counts.sum()) * 32 <= z_t.shape[0] * self.N * self.L and int(counts.sum()) <= self.max_elements:
             return self._distances_inverted(keys.reshape(-1), counts, z_t.shape[0])
         return self.distances_dense(z_t)
 
@@ -213,9 +216,12 @@ class EmpiricalDenoiser:
         rel = (d - dmin[:, None]).to(torch.float64)
         n_keep = keep.sum(1)
         dense = n_keep > self.dense_above
-        for b in torch.nonzero(dense).flatten().tolist():
-            w = torch.where(keep[b], torch.exp(-lam[b] * rel[b]), 0.0)
-            self._dense_query(z_t[b], w, lam[b], out[b])
+        qd = torch.nonzero(dense).flatten()
+        step = max(1, self.max_elements // max(self.L * self.vocab_size, self.N))  # bounds w [b, N], S [b, L, V]
+        for q0 in range(0, qd.numel(), step):
+            qs = qd[q0:q0 + step]
+            w = torch.where(keep[qs], torch.exp(-lam[qs, None] * rel[qs]), 0.0)
+            out[qs] = self._dense_queries(z_t[qs], w, lam[qs]).to(out.dtype)
         sparse = torch.nonzero(~dense).flatten()
         if sparse.numel() == 0:
             return
@@ -228,21 +234,30 @@ class EmpiricalDenoiser:
             qb = qs[qb]
             self._sparse_queries(z_t, qb, n, torch.exp(-lam[qb] * rel[qb, n]), lam, out)
 
-    def _dense_query(self, z: torch.Tensor, w: torch.Tensor, lam: torch.Tensor, out: torch.Tensor) -> None:
-        """One query's ``log x_θ`` into ``out [L, V]`` from its row weights ``w [N]`` (float64, zero for skipped
-        rows). The normaliser ``Z_l = e^λ Σ_{k != z_l} S_l(k) + S_l(z_l)`` comes from row sums (no exp pass)."""
+    def _dense_queries(self, z: torch.Tensor, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``log x_θ [b, L, V]`` of ``b`` queries from their row weights ``w [b, N]`` (float64, zero for skipped
+        rows): ``S_l(k) = Σ_n w_n [x_nl = k]`` for every query at once, as one sparse-dense product with the
+        training one-hots (the index, read as a CSR matrix ``[L·V, N]``). The normaliser
+        ``Z_l = e^λ Σ_{k != z_l} S_l(k) + S_l(z_l)`` comes from row sums (no exp pass)."""
         ix = self.index()
         L, V = self.L, self.vocab_size
-        s = torch.bincount(ix["keys"], weights=torch.index_select(w, 0, ix["rows"]), minlength=L * V).reshape(L, V)
-        at = (torch.arange(L, device=self.device), z)
-        s_z = s[at]
-        s[at] = 0.0
-        log_z = torch.logaddexp(torch.log(s.sum(1)) + lam, torch.log(s_z))
-        s[at] = s_z
+        if "onehot" not in ix:
+            with warnings.catch_warnings():  # torch calls its CSR support "beta"; the product used here is tested
+                warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+                ix["onehot"] = torch.sparse_csr_tensor(
+                    ix["crow"], ix["rows"].long(), torch.ones(ix["rows"].numel(), dtype=torch.float64,
+                                                             device=self.device),
+                    size=(L * V, self.N), check_invariants=False)
+        s = torch.sparse.mm(ix["onehot"], w.t().contiguous()).t().reshape(-1, L, V)  # [b, L, V]
+        at = z[:, :, None]
+        s_z = s.gather(2, at)
+        s.scatter_(2, at, 0.0)
+        log_z = torch.logaddexp(torch.log(s.sum(2, keepdim=True)) + lam[:, None, None], torch.log(s_z))
+        s.scatter_(2, at, s_z)
         log_s = torch.log(s, out=s)
-        log_s.sub_((log_z - lam)[:, None])  # log S + λ - log Z for every k != z_l ...
-        log_s[at] -= lam  # ... and log S - log Z at z_l
-        out.copy_(log_s)
+        log_s.sub_(log_z - lam[:, None, None])  # log S + λ - log Z for every k != z_l ...
+        log_s.scatter_add_(2, at, -lam[:, None, None].expand_as(s_z))  # ... and log S - log Z at z_l
+        return log_s
 
     def _sparse_queries(
         self, z: torch.Tensor, qb: torch.Tensor, n: torch.Tensor, w: torch.Tensor, lam: torch.Tensor,

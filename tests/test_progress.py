@@ -48,3 +48,33 @@ def test_a_terminal_gets_a_bar_and_disabled_is_silent():
     quiet = progress_bar(5, "x", enabled=False, stream=tty)
     quiet.update(5)
     quiet.close()
+
+
+def test_a_line_per_tenth_of_the_total(caplog):
+    with caplog.at_level(logging.INFO, logger="basinlab.progress"):
+        bar = progress_bar(3600, "train", stream=io.StringIO(), every_s=3600.0, initial=100)
+        for _ in range(3500):
+            bar.update(1)
+        bar.close()
+    counts = [int(r.getMessage().split(": ")[1].split("/")[0]) for r in caplog.records]
+    assert counts == [360 * k for k in range(1, 11)]  # 10%, 20%, ..., 100%; the close adds none
+
+
+def test_a_short_training_logs_few_lines(tmp_path):
+    """Issue 17.6: a training with stdout and stderr redirected to a file writes a line per 10%, not a bar update
+    per step (a demo worker log held ~3,400 progress updates per training)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:
+        subprocess.run([sys.executable, "-m", "basinlab.cli", "train", "demo", "data.n_train=8", "data.markov_pool=300",
+                        "data.n_test=20", "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16",
+                        "train.steps=200", "train.batch_size=4", "train.log_every=10", "train.ckpt_every=100",
+                        "train.warmup_steps=2", "train.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
+                        "--out", str(tmp_path / "run")], stdout=f, stderr=subprocess.STDOUT, check=True, timeout=600)
+    text = log.read_text()
+    progress = [line for line in text.splitlines() if line.startswith("train: ")]
+    assert "\r" not in text
+    assert 10 <= len(progress) <= 12, progress  # 20/200, 40/200, ..., 200/200 (and a 60 s line on a slow machine)
+    assert progress[-1].startswith("train: 200/200")

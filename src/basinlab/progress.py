@@ -1,5 +1,7 @@
 """Progress that does not fill log files: a tqdm bar in a terminal; elsewhere (a worker's log file, a pipe, a
-batch job) one ``logging`` line every ``every_s`` seconds and one at the end, never carriage-return updates."""
+batch job) one ``logging`` line at every 10% of the total or after ``every_s`` seconds (60) without one, whichever
+comes first, and one at the end; never carriage-return updates. A run of any length writes at most about
+``10 + duration / every_s + 1`` lines."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two progress lines outside a terminal.
-LOG_EVERY_S = 30.0
+#: At most this many seconds between two progress lines outside a terminal.
+LOG_EVERY_S = 60.0
+#: A line each time this fraction of the total is passed.
+LOG_EVERY_FRACTION = 0.1
 
 
 class LogProgress:
@@ -25,12 +29,18 @@ class LogProgress:
         self._t0 = self._last = time.monotonic()
         self._logged_n = self.n
         self._closed = False
+        self._step = max(1, round(total * LOG_EVERY_FRACTION)) if total else None
+        self._next = self._milestone_after(self.n)
+
+    def _milestone_after(self, n: int) -> float:
+        return (n // self._step + 1) * self._step if self._step else float("inf")
 
     def update(self, n: int = 1) -> None:
         self.n += int(n)
         now = time.monotonic()
-        if now - self._last >= self.every_s:
+        if self.n >= self._next or now - self._last >= self.every_s:
             self._log(now)
+            self._next = self._milestone_after(self.n)
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = dict(values)

@@ -11,7 +11,7 @@ from basinlab.config import load_config
 from basinlab.data import build_dataset
 from basinlab.diffusion import get_schedule
 from basinlab.oracles import EmpiricalDenoiser
-from basinlab.probes.audit import audit, auc_table, roc_curve, tpr_at_fpr
+from basinlab.probes.audit import auc_table, audit, roc_curve, tpr_at_fpr
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.tokens import token_predictions, token_texts, tokens_frame
 
@@ -62,9 +62,9 @@ def test_token_predictions_are_the_entropy_probes_values(markov):
     p = pred["top_probs"]
     assert p.shape == (12, seqs.shape[1], 3) and (p[..., :-1] >= p[..., 1:]).all() and (p.sum(-1) <= 1 + 1e-5).all()
     # x_θ from the log-probabilities in float64: the top-k are the k largest entries of the full distribution
+    from basinlab.diffusion import corrupt
     from basinlab.probes._common import make_generator
     from basinlab.probes.results import child_seed
-    from basinlab.diffusion import corrupt
     z = corrupt(seqs, float(sched.alpha(1e-5)), data.vocab_size, generator=make_generator(
         child_seed(4, "entropy", 1e-5), torch.device("cpu")))
     full = den(z, torch.full((12,), 1e-5, dtype=torch.float64)).to(torch.float64).exp()

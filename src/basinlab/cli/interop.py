@@ -68,8 +68,9 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
             "Score each text for memorisation (leave-one-out conditional entropy at t = 1e-5, basin recovery per "
             "t, fixed point yes/no, NELBO per token, and with --reference the distance to the nearest reference "
             "sequence); with --members and --nonmembers, the ROC AUC of each score telling them apart (1.0 = "
-            "members look more memorised; DeLong 95%% interval). Writes scores.csv, scores.parquet, auc.json and "
-            "roc.png to --out."
+            "members look more memorised; DeLong 95%% interval; TPR at 1%% and 0.1%% FPR). Writes scores.csv, "
+            "scores.parquet, auc.json, roc.png, tokens.parquet (per token: entropy, top-5, basin outcome) and "
+            "audit.html (every text token by token, shaded by entropy) to --out."
         ),
         epilog="example:\n  basinlab audit --checkpoint runs/m16 --members train.txt --nonmembers test.txt "
                "--format ids --out runs/m16/audit",
@@ -207,7 +208,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    batch_size=args.batch_size, progress=not args.quiet)
     texts = [t for g, _ in files for t in lines[g]]
     _write_audit(Path(args.out), result, groups, texts, args)
+    _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))
     return 0
+
+
+def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, checkpoint: str) -> None:
+    """``tokens.parquet`` (one row per token) and ``audit.html`` (the page over it)."""
+    from basinlab.io import atomic_write
+    from basinlab.probes.tokens import token_texts, tokens_frame
+    from basinlab.study.html.audit_page import write_audit_page
+
+    texts, special = token_texts(tm.tokenizer, tm.vocab_size)
+    frame = tokens_frame(result.arrays, groups, texts, special)
+    atomic_write(out / "tokens.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    write_audit_page(out / "audit.html", result, groups, texts, special, tm.vocab_size, checkpoint,
+                     markov=tm.tokenizer is None)
+    print(f"wrote tokens.parquet ({len(frame)} tokens) and audit.html to {out}")
 
 
 def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], args: argparse.Namespace) -> None:

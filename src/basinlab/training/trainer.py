@@ -534,7 +534,7 @@ def train(
 
 
 def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torch.device) -> TrainResult:
-    from tqdm.auto import tqdm
+    from basinlab.progress import progress_bar
 
     tc = cfg.train
     run = _prepare(cfg, data, out, dd, device)
@@ -551,7 +551,7 @@ def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torc
     start_step, t_start = run.step, time.perf_counter()
     metrics = _Metrics(out, start_step, dd.main, tokens_per_step=run.global_batch * run.x_train.shape[1])
     show = (tc.progress if progress is None else progress) and dd.main
-    bar = tqdm(total=tc.steps, initial=start_step, disable=not show, desc="train", dynamic_ncols=True)
+    bar = progress_bar(tc.steps, "train", enabled=show, initial=start_step)  # a log line per 10% outside a TTY
     run.model.train()
     with _sigint_finishes_the_step(dd.world == 1) as interrupted:
         try:

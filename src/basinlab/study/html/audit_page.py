@@ -55,7 +55,8 @@ def page_data(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[str
         used.update(out[m, moved].tolist())
     vocab = {str(i): texts[i] for i in sorted(used)}
     return {"texts": rows, "vocab": vocab, "special": sorted(i for i in used if special[i]),
-            "scores": [{"name": s.name, "dir": s.direction, "v": [_r(float(v)) for v in s.values.tolist()]}
+            "scores": [{"name": s.name, "dir": s.direction,
+                        "v": [float(v) if math.isfinite(v) else None for v in s.values.tolist()]}
                        for s in scores],
             "basin_t": float(arrays["tokens/basin_t"])}
 

@@ -1,5 +1,6 @@
 """Token shading by leave-one-out conditional entropy (SPEC 5), shared by the audit page and the sweep report:
-one colour scale (viridis, 10 bins from 0 to ``h_max`` nats; low entropy = dark = memorised) and its legend."""
+one colour scale (viridis, 10 bins from 0 to ``h_max`` nats on a square-root scale, so that near-zero entropy
+stands apart from a fraction of a nat; low entropy = dark = memorised) and its legend."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ def bin_of(h: float | None, h_max: float) -> int | None:
     """The colour bin of entropy ``h`` (None off the real tokens)."""
     if h is None or not math.isfinite(h):
         return None
-    return min(len(PALETTE) - 1, max(0, int(h / h_max * len(PALETTE))))
+    return min(len(PALETTE) - 1, max(0, int(math.sqrt(max(h, 0.0) / h_max) * len(PALETTE))))
+
+
+def bin_edges(h_max: float) -> list[float]:
+    """The lower edge of each bin in nats: ``h_max (i / n)²``."""
+    n = len(PALETTE)
+    return [h_max * (i / n) ** 2 for i in range(n + 1)]
 
 
 def css() -> str:
@@ -38,11 +45,11 @@ def css() -> str:
 
 def legend_html(h_max: float) -> str:
     """A legend of the scale: one swatch per bin with its range in nats."""
-    n = len(PALETTE)
+    n, edges = len(PALETTE), bin_edges(h_max)
     cells = []
     for i in range(n):
-        lo, hi = h_max * i / n, h_max * (i + 1) / n
-        label = f"{lo:.2f}–{hi:.2f}" if i < n - 1 else f"≥ {lo:.2f}"
+        lo, hi = edges[i], edges[i + 1]
+        label = f"{lo:.2g}–{hi:.2g}" if i < n - 1 else f"≥ {lo:.2g}"
         cells.append(f'<span class="sw h{i}" title="{html.escape(label)} nats">{html.escape(label)}</span>')
     return ('<div class="legend"><b>leave-one-out entropy (nats)</b> ' + "".join(cells)
             + ' <span class="note">dark = the model is certain of the token (memorised)</span></div>')
@@ -51,14 +58,14 @@ def legend_html(h_max: float) -> str:
 def tokens_html(texts: Sequence[str], entropies: Sequence[float | None], h_max: float,
                 special: Sequence[bool] | None = None, marks: Sequence[str] | None = None) -> str:
     """One ``<span>`` per token shaded by its entropy (title: entropy in nats); special tokens boxed, runs of one
-    special token collapsed to ``[PAD]×n``. ``marks``: an extra CSS class per token (e.g. ``chg`` for a corrupted
-    position)."""
+    special token off the real tokens (entropy None, e.g. PAD) collapsed to ``[PAD]×n``. ``marks``: an extra CSS
+    class per token (e.g. ``chg`` for a corrupted position)."""
     out: list[str] = []
     i, n = 0, len(texts)
     while i < n:
         sp = bool(special[i]) if special is not None else False
         j = i + 1
-        while sp and j < n and special[j] and texts[j] == texts[i]:
+        while sp and entropies[i] is None and j < n and special[j] and texts[j] == texts[i] and entropies[j] is None:
             j += 1
         b = bin_of(entropies[i], h_max)
         cls = ["t", "sp" if sp else "", f"h{b}" if b is not None else "", marks[i] if marks else ""]

@@ -102,5 +102,15 @@ def test_report_page_in_chromium(report_path, tmp_path):
         assert b.eval("document.images.length") >= 4
         assert b.eval("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         assert b.eval("document.querySelectorAll('.tok').length") > 0  # the restoration examples' tokens
+        # the examples' sentences shaded by entropy at the smallest and largest N, test and training sentences
+        shaded = b.eval("Array.from(document.querySelectorAll('table.ex th')).filter(th => "
+                        "th.textContent.startsWith('entropy, N = ') || /^N = \\d+ \\(mean/.test(th.textContent))"
+                        ".map(th => th.textContent.split(' (')[0])")
+        assert {"entropy, N = 8", "entropy, N = 32", "N = 8", "N = 32"} <= set(shaded), shaded
+        assert b.eval("document.querySelectorAll('table.ex .t[class*=h]').length") > 20
+        assert b.eval("document.querySelector('.legend') !== null")
+        heads = b.eval("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        assert "Training" in heads and "Provenance" in heads
+        assert "basinlab" in b.eval("document.body.innerText.split('Provenance')[1]")
         b.screenshot(tmp_path / "report.png", full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -91,32 +91,31 @@ def token_texts(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[bool]]
     special token (PAD/BOS/EOS/UNK and added specials: shown by name). Without a tokeniser (Markov): the ids."""
     if tokenizer is None:
         return [f" {i}" for i in range(vocab_size)], [False] * vocab_size
+    dec = _byte_decoder()
+    texts = [token_text(tokenizer, i, dec) for i in range(vocab_size)]
+    return texts, [i in tokenizer.special_ids for i in range(vocab_size)]
+
+
+def token_text(tokenizer: Any, i: int, byte_decoder: dict[str, int] | None = None) -> str:
+    """The display text of token ``i`` (see :func:`token_texts`)."""
     from tokenizers import decoders
 
     tk = tokenizer.tk
-    byte_level = isinstance(tk.decoder, decoders.ByteLevel)
-    wordpiece = isinstance(tk.decoder, decoders.WordPiece)
-    dec = _byte_decoder() if byte_level else {}
-    texts, special = [], []
-    for i in range(vocab_size):
-        piece = tk.id_to_token(i)
-        is_special = i in tokenizer.special_ids
-        special.append(is_special)
-        if piece is None:
-            texts.append(" " + tokenizer.decode([i]))
-        elif is_special:
-            texts.append(piece)
-        elif byte_level and all(c in dec for c in piece):
-            raw = bytes(dec[c] for c in piece)
-            try:
-                texts.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                texts.append("‹" + " ".join(f"{b:02x}" for b in raw) + "›")
-        elif wordpiece:
-            texts.append(piece[2:] if piece.startswith("##") else " " + piece)
-        else:
-            texts.append(" " + (tokenizer.decode([i]) or piece))
-    return texts, special
+    piece = tk.id_to_token(int(i))
+    if piece is None:
+        return " " + tokenizer.decode([int(i)])
+    if int(i) in tokenizer.special_ids:
+        return piece
+    dec = byte_decoder if byte_decoder is not None else _byte_decoder()
+    if isinstance(tk.decoder, decoders.ByteLevel) and all(c in dec for c in piece):
+        raw = bytes(dec[c] for c in piece)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "‹" + " ".join(f"{b:02x}" for b in raw) + "›"
+    if isinstance(tk.decoder, decoders.WordPiece):
+        return piece[2:] if piece.startswith("##") else " " + piece
+    return " " + (tokenizer.decode([int(i)]) or piece)
 
 
 # ---- the table ---------------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def legend_html(h_max: float) -> str:
         label = f"{lo:.2g}–{hi:.2g}" if i < n - 1 else f"≥ {lo:.2g}"
         cells.append(f'<span class="sw h{i}" title="{html.escape(label)} nats">{html.escape(label)}</span>')
     return ('<div class="legend"><b>leave-one-out entropy (nats)</b> ' + "".join(cells)
-            + ' <span class="note">dark = the model is certain of the token (memorised)</span></div>')
+            + ' <span class="lnote">dark = the model is certain of the token (memorised)</span></div>')
 
 
 def tokens_html(texts: Sequence[str], entropies: Sequence[float | None], h_max: float,

@@ -58,7 +58,7 @@ def plot_losses(curves: list[tuple[int, Any]], plt: Any) -> Any:
 
 def interpolation_note(n_star: float | None, sizes: list[int]) -> str:
     """When ``N*`` falls strictly between two adjacent grid sizes, a sentence saying it is an interpolation."""
-    if n_star is None or not sizes:
+    if n_star is None or not sizes or any(abs(n - n_star) <= 1e-9 * n for n in sizes):
         return ""
     below = [n for n in sizes if n < n_star]
     above = [n for n in sizes if n > n_star]

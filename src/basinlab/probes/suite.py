@@ -14,7 +14,8 @@ The plan (:data:`PLAN`):
 - ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
   sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
 - ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
-  score tells ``train`` from ``test`` (probes/audit.py), when the suite ran whole (at least basins, fixed points
+  score tells ``train`` from ``test`` (probes/audit.py), each with its ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001``
+  rows (the TPR at 1% and 0.1% FPR), when the suite ran whole (at least basins, fixed points
   and entropy) on both sets: the sweep and ``probe all``, not a single-probe command.
 
 The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PROBE_SET_SEED + seed``).

@@ -121,7 +121,8 @@ def _log_y(fig: Any) -> Any:
     """A log value axis (the smallest N's near-zero training NELBO would squash the rest on a linear one)."""
     ax = fig.axes[0]
     if all(y > 0 for line in ax.get_lines() for y in line.get_ydata() if np.isfinite(y)):
-        ax.set_yscale("log")
+        report_extras.log_axis(ax)
+        fig.tight_layout()
     return fig
 
 
@@ -224,7 +225,7 @@ _AUC_LABELS = {"entropy": "entropy", "basins": "recovery", "fixed_points": "fixe
 def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | None) -> Any:
     """Membership AUC (training set vs test set, 1 = members look memorised) of each score against ``N``."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))  # room for the legend beside the axes
     sel = df[(df["metric"] == "membership_auc") & (df["model"] == model)]
     for i, ((probe, t), _) in enumerate(sel.groupby(["probe", sel["t"].fillna(-1.0)], sort=True)):
         label = _AUC_LABELS.get(probe, probe) + (f" (t = {t:g})" if probe == "basins" else "")
@@ -242,7 +243,6 @@ def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | No
     ax.set_ylim(-0.02, 1.02)
     _mark_nstar(ax, tr)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # clear of the 0.5 line
-    fig.set_size_inches(9, 4.2)
     fig.tight_layout()
     return fig
 

@@ -45,7 +45,7 @@ def plot_losses(curves: list[tuple[int, Any]], plt: Any) -> Any:
     cmap = plt.get_cmap("viridis")
     for i, (n, df) in enumerate(curves):
         ax.plot(df["step"], df["loss"], "-", lw=1.3, color=cmap(i / max(1, len(curves) - 1) * 0.9), label=f"N = {n}")
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (per logged window)")
     objectives = sorted({str(o) for _, df in curves for o in df.get("objective", [])})
@@ -54,6 +54,18 @@ def plot_losses(curves: list[tuple[int, Any]], plt: Any) -> Any:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
+
+
+def log_axis(ax: Any) -> None:
+    """A log value axis whose tick labels read as plain numbers (0.5, 2, 3), not powers of ten; the minor ticks
+    are labelled only when the axis spans less than a decade (else they would crowd)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(fmt)
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_minor_formatter(fmt if lo > 0 and hi / lo < 10 else NullFormatter())
 
 
 def interpolation_note(n_star: float | None, sizes: list[int]) -> str:

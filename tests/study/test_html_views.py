@@ -55,3 +55,33 @@ def test_provenance_names_version_date_host_and_command():
 
     p = provenance()
     assert p["basinlab"] == basinlab.__version__ and p["date"].endswith("UTC") and p["host"] and p["command"]
+
+
+def test_audit_page_without_members_has_no_roc_and_carries_the_tokens(tmp_path):
+    """Texts only (no member/non-member labels): no ROC section; the data block holds every token's entropy."""
+    import json
+
+    import torch
+
+    from basinlab.config import load_config
+    from basinlab.data import build_dataset
+    from basinlab.diffusion import get_schedule
+    from basinlab.oracles import EmpiricalDenoiser
+    from basinlab.probes.audit import audit
+    from basinlab.probes.tokens import token_texts
+    from basinlab.study.html.audit_page import render_audit_page
+
+    cfg = load_config("demo", ["data.markov_pool=300", "data.n_test=20", "data.n_train=8",
+                               f"data.cache_dir={tmp_path}"])
+    data = build_dataset(cfg.data)
+    den = EmpiricalDenoiser(data.train(8), data.vocab_size, get_schedule("loglinear", 1e-3))
+    seqs = torch.cat([data.train(8)[:3], data.test[:2]])
+    res = audit(den, seqs, ts=(0.25,), steps=4, nelbo_times=1)
+    texts, special = token_texts(None, data.vocab_size)
+    page = render_audit_page(res, ["text"] * 5, texts, special, data.vocab_size, "<run>", markov=True)
+    assert "Members against non-members" not in page and "&lt;run&gt;" in page
+    blob = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert len(blob["texts"]) == 5 and all(len(r["h"]) == seqs.shape[1] for r in blob["texts"])
+    h = res.arrays["tokens/entropy"]
+    assert blob["texts"][0]["h"][0] == pytest.approx(float(h[0, 0]), rel=1e-2, abs=1e-9)
+    assert max(abs(v) for r in blob["texts"][:3] for v in r["h"]) < 1e-6  # the memoriser's own sequences

@@ -8,7 +8,7 @@ memoriser's faster exact computation (issue 9.1) moves ``oracle:empirical`` rows
 near-zero entropies (float32 work with a per-query shift; log-probabilities agree to 1e-6 relative above -30), and
 each example gains a ``surface`` field (decoded text pieces; null for Markov data, issue 7.1). Issue 17 adds,
 without changing any number: ``tpr_at_fpr_0.01`` / ``tpr_at_fpr_0.001`` rows beside each ``membership_auc`` row,
-and per-token ``entropy`` on every example plus ``train_examples`` in examples.json. Any change to a
+and per-token ``entropy`` and ``token_text`` on every example plus ``train_examples`` in examples.json. Any change to a
 number here must be deliberate: regenerate the files with ``python tests/study/test_golden.py --write`` and say
 in the commit which item changed which number and why.
 """

@@ -34,9 +34,9 @@ def restore_examples(
     With ``train`` (the run's ``D_N``), each restoration also records its Hamming distance to the nearest training
     sequence: 0 means the corrupted test sentence fell into the basin of a memorised training sentence; and
     ``train_examples`` holds the first ``k`` training sequences. Every original (test and train) carries
-    ``entropy``: the leave-one-out conditional entropy of each position at ``t = 1e-5`` (nats, 4 significant
-    digits, None off the real tokens; :func:`basinlab.probes.tokens.token_predictions`), for the report's token
-    shading."""
+    ``token_text`` (each token's own text; None for Markov data) and ``entropy``: the leave-one-out conditional
+    entropy of each position at ``t = 1e-5`` (nats, 4 significant digits, None off the real tokens;
+    :func:`basinlab.probes.tokens.token_predictions`), for the report's token shading."""
     t = float(t)
     x = data.test[:k]
     gen = torch.Generator().manual_seed(EXAMPLE_SEED + int(seed))
@@ -51,8 +51,9 @@ def restore_examples(
                           for r in restored]).tolist()  # positions real in either: short rows are not near
     items = [_item(data, x[i], z[i], restored[i], real[i], None if nn is None else int(nn[i]))
              for i in range(x.shape[0])]
-    for item, h in zip(items, _entropies(denoiser, x, real, seed), strict=True):
+    for item, h, row in zip(items, _entropies(denoiser, x, real, seed), x.tolist(), strict=True):
         item["entropy"] = h
+        item["token_text"] = _token_texts(data, row)
     out = {"t": t, "steps": steps, "seed": EXAMPLE_SEED + int(seed), "examples": items}
     if train is not None and len(train):
         xt = train[:k]
@@ -60,9 +61,21 @@ def restore_examples(
         out["train_examples"] = [
             {"original": xt[i].tolist(), "real": rt[i].tolist(), "tokens": {"original": data.pieces(xt[i])},
              "surface": None if getattr(data, "tokenizer", None) is None else {
-                 "original": surface_pieces(data.tokenizer, xt[i].tolist())}, "entropy": h}
+                 "original": surface_pieces(data.tokenizer, xt[i].tolist())}, "entropy": h,
+             "token_text": _token_texts(data, xt[i].tolist())}
             for i, h in enumerate(_entropies(denoiser, xt, rt, seed))]
     return out
+
+
+def _token_texts(data: SequenceData, ids: list[int]) -> list[str] | None:
+    """Each token's own text (:func:`basinlab.probes.tokens.token_text`: a space token is " ", a partial
+    character its bytes), for the report's per-token shading; None without a tokeniser."""
+    from basinlab.probes.tokens import _byte_decoder, token_text
+
+    if getattr(data, "tokenizer", None) is None:
+        return None
+    dec = _byte_decoder()
+    return [token_text(data.tokenizer, i, dec) for i in ids]
 
 
 def _entropies(denoiser: Denoiser, x: torch.Tensor, real: torch.Tensor, seed: int) -> list[list[float | None]]:

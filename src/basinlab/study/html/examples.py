@@ -83,8 +83,8 @@ def shaded_line(e: dict[str, Any], h_max: float) -> str:
     """The original sentence of an example, each token shaded by its entropy (``e["entropy"]``)."""
     tokens = e["tokens"]["original"]
     surface = (e.get("surface") or {}).get("original")
-    texts = [(" " + t) if surface is None else (surface[i] if surface[i].strip() else "␣")
-             for i, t in enumerate(tokens)]  # a token that decodes to nothing (a lone space) still shows
+    own = e.get("token_text")  # each token's own text: a space token is " ", not "" (text data)
+    texts = [(" " + t) if surface is None else (own[i] if own else surface[i]) or "␣" for i, t in enumerate(tokens)]
     special = [not r for r in e["real"]]
     texts = [t if not sp else tokens[i] for i, (t, sp) in enumerate(zip(texts, special, strict=True))]
     return shading.tokens_html(texts, e["entropy"], h_max, special).strip()

@@ -70,8 +70,9 @@ def tokens_html(texts: Sequence[str], entropies: Sequence[float | None], h_max: 
         b = bin_of(entropies[i], h_max)
         cls = ["t", "sp" if sp else "", f"h{b}" if b is not None else "", marks[i] if marks else ""]
         title = "special token" if b is None else f"H = {entropies[i]:.3g} nats"
-        label = texts[i].strip() + (f"×{j - i}" if j - i > 1 else "")
-        lead = " " if texts[i][:1].isspace() or sp else ""
+        blank = not texts[i].strip() and not sp  # a space token: a shaded gap
+        label = texts[i] if blank else texts[i].strip() + (f"×{j - i}" if j - i > 1 else "")
+        lead = " " if (texts[i][:1].isspace() and not blank) or sp else ""
         out.append(f'{lead}<span class="{" ".join(c for c in cls if c)}" title="{html.escape(title)}">'
                    f"{html.escape(label)}</span>")
         i = j

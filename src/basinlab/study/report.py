@@ -8,10 +8,14 @@ external file or network needed) and ``out_dir/plots/*.png``:
   transition plot at the chosen ``t`` with ``N*`` and its interval marked;
 - fixed-point rates (train, test, random);
 - conditional entropy (train, test, generated; recovered/failed split);
-- NELBO on train and test;
+- NELBO on train and test (log axis);
 - novelty of generated samples;
 - membership AUC (training vs test sequences) of each per-sequence score against ``N``;
-- the same corrupted test sentences restored by the model at the smallest and at the largest ``N``.
+- the same corrupted test sentences restored by the model at the smallest ``N``, nearest ``N*`` and at the largest
+  ``N``, with test and training sentences shaded token by token by each model's leave-one-out entropy
+  (:mod:`basinlab.study.html.examples`);
+- the training loss of every run, the note that ``N*`` is an interpolation where it falls between two grid sizes,
+  and the page's provenance (:mod:`basinlab.study.report_extras`).
 """
 
 from __future__ import annotations

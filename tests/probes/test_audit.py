@@ -143,7 +143,15 @@ def test_audit_cli_ids(tmp_path, capsys):
     assert pd.read_parquet(out / "scores.parquet").shape == csv.shape
     doc = json.loads((out / "auc.json").read_text())
     assert doc["scores"]["nn_hamming_reference"]["auc"] == 1.0
+    assert doc["scores"]["nn_hamming_reference"]["tpr_at_fpr_0.01"] == 1.0  # members at distance 0, others not
+    assert 0.0 <= doc["scores"]["entropy"]["tpr_at_fpr_0.001"] <= 1.0
     assert (out / "roc.png").stat().st_size > 1000
+    tok = pd.read_parquet(out / "tokens.parquet")
+    assert len(tok) == 13 * 12 and list(tok["group"][::12]) == list(csv["group"])
+    per_text = tok.groupby("text_index")["entropy"].mean().to_numpy()
+    np.testing.assert_allclose(per_text, csv["entropy"].to_numpy(), rtol=1e-9)
+    page = (out / "audit.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "http://" not in page and "https://" not in page  # offline
 
 
 def test_audit_cli_text_with_tokenizer(tmp_path):

@@ -1,0 +1,108 @@
+"""The masked oracles (SPEC 2b, 6) against brute-force enumeration in float64 (bar 1e-10), the no-consistent-sequence
+limit, SUBS carry-over, normalisation, and the one-pass leave-one-out against masking each position in turn."""
+
+import math
+
+import pytest
+import torch
+
+from basinlab.data.markov import MarkovSource
+from basinlab.diffusion import LogLinearSchedule
+from basinlab.oracles.masked import MaskedEmpiricalDenoiser, MaskedMarkovDenoiser
+from tests.oracles._brute import all_sequences, brute_masked
+
+V, L = 3, 5
+M = V  # [MASK]
+
+
+def _mask(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.where(torch.rand(x.shape, generator=gen) < p, torch.full_like(x, M), x)
+
+
+def _queries(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Masked copies of ``x`` at several rates, random sequences (often inconsistent), all masked, none masked."""
+    rand = torch.randint(0, V, (4, L), generator=gen)
+    return torch.cat([_mask(x, 0.3, gen), _mask(x, 0.7, gen), _mask(rand, 0.3, gen), rand,
+                      torch.full((1, L), M), x[:2]])
+
+
+def _check(oracle, z: torch.Tensor, log_prior: torch.Tensor, xs: torch.Tensor) -> tuple[float, int]:
+    """Every row of ``oracle(z)`` and ``oracle.leave_one_out(z)`` against enumeration; returns the max abs error
+    (probabilities) and the number of queries that needed the ε-limit."""
+    t = torch.full((z.shape[0],), 0.5, dtype=torch.float64)
+    out, loo = oracle(z, t), oracle.leave_one_out(z, t)
+    counted = oracle.no_consistent  # before the per-position calls below
+    assert out.shape == loo.shape == (z.shape[0], L, V) and out.dtype == loo.dtype == torch.float64
+    assert not torch.isnan(out).any() and not torch.isnan(loo).any()
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(z.shape[0], L, dtype=torch.float64), atol=1e-12, rtol=0)
+    err, limit = 0.0, 0
+    for b in range(z.shape[0]):
+        ref, dmin = brute_masked(log_prior, xs, z[b], M, V)
+        limit += dmin > 0
+        vis = z[b] != M
+        want = torch.where(vis[:, None], torch.nn.functional.one_hot(z[b].clamp(max=V - 1), V).double(), ref)
+        assert torch.equal(torch.isneginf(out[b]), want == 0)  # exact zeros are -inf, nothing else is
+        err = max(err, float((out[b].exp() - want).abs().max()))
+        for l in range(L):  # leave-one-out = position l masked as well
+            zl = z[b].clone()
+            zl[l] = M
+            ref_l, _ = brute_masked(log_prior, xs, zl, M, V)
+            assert torch.equal(torch.isneginf(loo[b, l]), ref_l[l] == 0)
+            err = max(err, float((loo[b, l].exp() - ref_l[l]).abs().max()))
+            torch.testing.assert_close(oracle(zl[None], t[:1])[0, l], loo[b, l], atol=1e-12, rtol=0)
+    print(f"{type(oracle).__name__}: max |p - brute| = {err:.1e}")
+    assert err < 1e-10, err
+    assert counted == limit  # the counter says how often the ε-limit was needed
+    return err, limit
+
+
+@pytest.mark.parametrize("opts", [{}, {"dense_share": 0.0}, {"dense_share": 2.0}, {"max_elements": 7}])
+def test_masked_memoriser_matches_enumeration(gen, opts):
+    N = 7
+    train = torch.randint(0, V, (N, L), generator=gen)
+    train[1] = train[0]  # a duplicate counts twice
+    oracle = MaskedEmpiricalDenoiser(train, V, LogLinearSchedule(), dtype=torch.float64,
+                                     max_elements=opts.get("max_elements", 1 << 24))
+    oracle.dense_share = opts.get("dense_share", oracle.dense_share)
+    z = _queries(train[:4], gen)
+    _, limit = _check(oracle, z, torch.zeros(N, dtype=torch.float64), train)
+    assert limit > 0  # the random rows exercised the ε-limit
+    assert oracle.queries == z.shape[0] * (1 + L) and oracle.loo_positions == z.numel()
+
+
+def test_masked_memoriser_unseen_takes_the_nearest_rows():
+    """No row agrees with the visible tokens: the rows with the fewest disagreements, uniformly (SPEC 2b)."""
+    train = torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [2, 1, 1, 1], [2, 2, 2, 2]])
+    oracle = MaskedEmpiricalDenoiser(train, 3, LogLinearSchedule(), dtype=torch.float64)
+    z = torch.tensor([[3, 1, 0, 1]])  # rows 1 and 2 disagree at one visible position, 0 and 3 at more
+    out = oracle(z, torch.tensor([0.5], dtype=torch.float64)).exp()
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64), atol=0, rtol=0)
+    assert oracle.no_consistent == 1 and oracle.queries == 1
+
+
+@pytest.mark.parametrize("successors", [2, 3])
+def test_masked_markov_matches_enumeration(gen, successors):
+    src = MarkovSource(vocab_size=V, successors=successors, seed=3)
+    oracle = MaskedMarkovDenoiser(src, LogLinearSchedule(), dtype=torch.float64)
+    xs = all_sequences(V, L)
+    z = _queries(src.sample(4, L, generator=gen), gen)
+    z = torch.cat([z, torch.tensor([[0, 1, 2, 0, 1], [0, M, 2, M, 1]])])  # observations the source may not emit
+    _, limit = _check(oracle, z, src.log_prob(xs), xs)
+    assert (limit > 0) == (successors < V)  # a dense source emits everything: the limit is never needed
+
+
+def test_masked_oracles_default_dtype_and_bad_input(gen):
+    train = torch.randint(0, 8, (20, 6), generator=gen)
+    mem = MaskedEmpiricalDenoiser(train, 8, LogLinearSchedule())
+    z = train.clone()
+    z[:, ::2] = 8
+    out = mem(z, torch.full((20,), 0.5, dtype=torch.float64))
+    assert out.dtype == torch.float32 and out.shape == (20, 6, 8)
+    assert (out[:, 1::2].exp().sum(-1) == 1).all() and torch.isfinite(out[z != 8].amax(-1)).all()
+    from basinlab.errors import BasinlabError
+
+    with pytest.raises(BasinlabError, match=r"\[0, 8\]"):
+        mem(torch.full((1, 6), 9), torch.zeros(1, dtype=torch.float64))
+    with pytest.raises(BasinlabError, match="long"):
+        mem(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, dtype=torch.float64))
+    assert math.isinf(float(out[0, 1].min()))  # a visible position puts -inf on every other token

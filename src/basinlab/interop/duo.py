@@ -198,10 +198,11 @@ def check_hf_config(cfg: Any, where: Any) -> dict[str, Any]:
     return cfg
 
 
-def _strip_prefix(state: Mapping[str, Any], where: Any) -> dict[str, torch.Tensor]:
+def _strip_prefix(state: Mapping[str, Any], where: Any, family: str = "Duo/UDLM") -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` tensors of a state dict, prefix removed (``family`` names the expected source)."""
     out = {k[len(PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(PREFIX)}
     if not out:
-        raise BasinlabError(f"{where} holds no '{PREFIX}*' weights; is it a Duo/UDLM checkpoint?")
+        raise BasinlabError(f"{where} holds no '{PREFIX}*' weights; is it a {family} checkpoint?")
     bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise BasinlabError(f"{where}: '{PREFIX}{bad[0]}' is not a tensor")
@@ -270,8 +271,14 @@ def _config_from_hparams(hp: Any, raw: Mapping[str, torch.Tensor], src: Path, n_
     return arch
 
 
-def _find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
-    """Scalar values named ``keys`` anywhere in nested dicts / placeholder states (omegaconf's ``_content``)."""
+def _is_scalar(val: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(val, types) and (bool in types or not isinstance(val, bool))
+
+
+def _find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0,
+                         types: tuple[type, ...] = (int, float)) -> dict[str, Any]:
+    """Scalar values (of ``types``; a bool only if ``bool`` is named) named ``keys`` anywhere in nested dicts /
+    placeholder states (omegaconf's ``_content``), the first found for each key."""
     out: dict[str, Any] = {}
     if depth > 12:
         return out
@@ -282,14 +289,14 @@ def _find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0) -> dic
             val = getattr(v, "state", None) if isinstance(v, OpaqueMetadata) else v
             if isinstance(val, Mapping) and "_val" in val:
                 val = val["_val"]
-            if k in keys and isinstance(val, (int, float)) and not isinstance(val, bool):
+            if k in keys and _is_scalar(val, types):
                 out.setdefault(k, val)
             else:
-                for kk, vv in _find_in_placeholder(v, keys, depth + 1).items():
+                for kk, vv in _find_in_placeholder(v, keys, depth + 1, types).items():
                     out.setdefault(kk, vv)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            for kk, vv in _find_in_placeholder(v, keys, depth + 1).items():
+            for kk, vv in _find_in_placeholder(v, keys, depth + 1, types).items():
                 out.setdefault(kk, vv)
     return out
 

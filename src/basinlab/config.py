@@ -76,6 +76,7 @@ class ModelConfig:
     n_head: int | None = None
     d_cond: int | None = None
     dropout: float | None = None
+    time_conditioning: bool = True  # condition on sigma_t (off: sigma = 0, as MDLM's OpenWebText model; SPEC 2b)
 
 
 @dataclass
@@ -93,7 +94,8 @@ class TrainConfig:
     beta2: float = 0.999
     ema: float = 0.9999  # decay; warmed up as min(ema, (1 + k) / (10 + k))
     grad_clip: float = 1.0
-    objective: str = "nelbo"  # nelbo | ce_redrawn
+    process: str = "uniform"  # uniform (SPEC 2) | masked (SPEC 2b: [MASK] appended, V + 1 outputs)
+    objective: str = "nelbo"  # nelbo | ce_redrawn (masked process: cross-entropy on the masked positions)
     ce_warmup_steps: int = 0  # steps of ce_redrawn before switching to the NELBO
     schedule: str = "loglinear"  # loglinear | cosine
     eps: float = 1e-3  # schedule epsilon
@@ -121,6 +123,7 @@ class ProbeConfig:
     n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
+    remask: float = 0.0  # masked models: ReMDM's eta in the reverse chains (0: MDLM's sampler; SPEC 2b)
 
 
 @dataclass
@@ -348,6 +351,7 @@ def _check_model(mc: ModelConfig) -> None:
 
 
 def _check_train(tc: TrainConfig) -> None:
+    from basinlab.diffusion.forward import PROCESSES
     from basinlab.diffusion.schedules import SCHEDULES
     from basinlab.models.denoiser import PRECISIONS
 
@@ -363,6 +367,7 @@ def _check_train(tc: TrainConfig) -> None:
     _choice("train.objective", tc.objective, OBJECTIVES)
     _choice("train.lr_decay", tc.lr_decay, LR_DECAYS)
     _choice("train.schedule", tc.schedule, tuple(SCHEDULES))
+    _choice("train.process", tc.process, PROCESSES)
     _choice("train.precision", tc.precision, PRECISIONS)
     _device("train.device", tc.device)
     _seed("train.seed", tc.seed)
@@ -378,6 +383,7 @@ def _check_probe(pc: ProbeConfig) -> None:
         _unit(f"probe.ts[{i}]", t, closed_low=False, closed_high=True)
     _unit("probe.t_start", pc.t_start, closed_low=False, closed_high=True)
     _unit("probe.entropy_t", pc.entropy_t, closed_low=False, closed_high=True)
+    _unit("probe.remask", pc.remask, closed_low=True, closed_high=True)
     if pc.quick:  # the one place `quick` acts: a CPU-sized probe
         pc.m, pc.steps = min(pc.m, QUICK_M), min(pc.steps, QUICK_STEPS)
 

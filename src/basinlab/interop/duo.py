@@ -350,10 +350,11 @@ def basinlab_to_duo(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -
 
 def build_dit(cfg: Mapping[str, Any], seq_len: int):
     """basinlab's DiT with the shape of a Duo/UDLM config (``hidden_dim`` -> ``d_model`` ...)."""
-    from basinlab.models.dit import DiT
+    from basinlab.models import build
 
-    return DiT(vocab_size=cfg["vocab_size"], seq_len=seq_len, n_layer=cfg["n_blocks"], d_model=cfg["hidden_dim"],
-               n_head=cfg["n_heads"], d_cond=cfg["cond_dim"], dropout=float(cfg.get("dropout", 0.0)))
+    arch = {"n_layer": cfg["n_blocks"], "d_model": cfg["hidden_dim"], "n_head": cfg["n_heads"],
+            "d_cond": cfg["cond_dim"], "dropout": float(cfg.get("dropout", 0.0))}
+    return build(arch, cfg["vocab_size"], seq_len, process="uniform")
 
 
 def sigma_of_t(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Model size presets and :func:`build_model` (the DiT of ``basinlab.models.dit``).
+"""Model size presets and :func:`build`, the one place a network is constructed (the DiT of ``basinlab.models.dit``).
 
 | preset | n_layer | d_model | n_head | d_cond | dropout | params (V=8192, L=32)        |
 |--------|---------|---------|--------|--------|---------|------------------------------|
@@ -11,7 +11,8 @@
 small 12 x 768, medium 24 x 1024 with 16 heads, ``cond_dim = 128``, dropout 0.1; small and medium are also the
 public Duo/MDLM configs). ``micro`` is CPU-sized and drops dropout, since the memorisation study wants a model that
 can memorise.
-Any field of ``ModelConfig`` that is not ``None`` overrides the preset.
+Any field of ``ModelConfig`` that is not ``None`` overrides the preset. ``time_conditioning`` (default on) is not
+a size: every preset has it, and ``model.time_conditioning: false`` turns it off (SPEC 2b).
 """
 
 from __future__ import annotations
@@ -62,7 +63,29 @@ def resolve_arch(model_cfg: ModelConfig | dict[str, Any] | str) -> dict[str, Any
     return arch
 
 
-def build_model(model_cfg: ModelConfig | dict[str, Any] | str, vocab_size: int, seq_len: int) -> DiT:
-    """A freshly initialised :class:`DiT` for ``model_cfg`` (a ``ModelConfig``, a dict or a preset name)."""
+def time_conditioning(model_cfg: ModelConfig | dict[str, Any] | str) -> bool:
+    """``model.time_conditioning`` (default on) of a config, a checkpoint's ``arch`` or a preset name."""
+    if isinstance(model_cfg, str):
+        return True
+    tc = model_cfg.get("time_conditioning") if isinstance(model_cfg, dict) else model_cfg.time_conditioning
+    if tc is not None and not isinstance(tc, bool):
+        raise BasinlabError(f"model.time_conditioning must be true or false, got {tc!r}")
+    return True if tc is None else tc
+
+
+def build(model_cfg: ModelConfig | dict[str, Any] | str, vocab_size: int, seq_len: int,
+          process: Any = None) -> DiT:
+    """A freshly initialised :class:`DiT` for ``model_cfg`` (a ``ModelConfig``, a preset name, or a dict such as a
+    checkpoint's ``arch``), over ``vocab_size`` clean tokens of the forward ``process`` (a
+    :class:`~basinlab.diffusion.forward.ForwardProcess` or its name; default uniform): the network has
+    ``process.n_outputs`` inputs and outputs. The one place a network is built (training, checkpoints, interop)."""
+    from basinlab.diffusion.forward import ForwardProcess, get_process
+
+    if not isinstance(process, ForwardProcess):
+        process = get_process(process or "uniform", vocab_size)
     arch = resolve_arch(model_cfg)
-    return DiT(vocab_size=vocab_size, seq_len=seq_len, **arch)
+    return DiT(vocab_size=process.n_outputs, seq_len=seq_len, time_conditioning=time_conditioning(model_cfg), **arch)
+
+
+#: the former name of :func:`build`
+build_model = build

@@ -29,7 +29,7 @@ import torch
 
 from basinlab.config import ProbeConfig
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import Denoiser
+from basinlab.diffusion import Denoiser, process_of, with_process
 from basinlab.errors import BasinlabError
 from basinlab.oracles.build import ORACLE_EMPIRICAL
 from basinlab.probes._common import denoiser_device
@@ -171,6 +171,7 @@ def run_suite(
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
     masks = {k: data.real_mask(v) for k, v in seqs.items()}
+    denoiser = _sampler_process(denoiser, cfg)
     common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
     opts = protocol_options(cfg.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
     out = ProbeResult()
@@ -207,6 +208,15 @@ def run_suite(
             out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
                        prefix=f"{probe}/{name}/")
     return out
+
+
+def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
+    """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
+    (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
+    proc = process_of(denoiser)
+    if not getattr(cfg, "remask", 0.0) or proc.name != "masked":
+        return denoiser
+    return with_process(denoiser, proc.with_remask(cfg.remask))
 
 
 def _samples(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, seed: int,

@@ -391,7 +391,8 @@ def load_tokenizer(path: str | Path):
 
 @dataclass
 class TrainedModel:
-    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``."""
+    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``; ``process`` is its
+    forward process (uniform or masked, SPEC 2/2b)."""
 
     model: torch.nn.Module
     denoiser: Any  # NetworkDenoiser
@@ -404,6 +405,7 @@ class TrainedModel:
     path: Path
     source: Any | None = None  # MarkovSource for Markov data
     ema: bool = True
+    process: Any = None  # the forward process (``denoiser.process``)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, seqs: torch.Tensor) -> list[str]:
@@ -449,7 +451,7 @@ class TrainedModel:
     def __repr__(self) -> str:
         return (
             f"TrainedModel(path={str(self.path)!r}, step={self.step}, V={self.vocab_size}, L={self.seq_len}, "
-            f"ema={self.ema}, schedule={self.schedule!r})"
+            f"ema={self.ema}, schedule={self.schedule!r}, process={getattr(self.process, 'name', 'uniform')})"
         )
 
 
@@ -467,9 +469,8 @@ def load_trained(
     ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the
     checkpoint's. Missing path/checkpoint, corrupt files or a vocabulary mismatch -> :class:`BasinlabError`.
     """
-    from basinlab.diffusion import get_schedule
-    from basinlab.models import NetworkDenoiser, resolve_device
-    from basinlab.models.dit import DiT
+    from basinlab.diffusion import get_process, get_schedule
+    from basinlab.models import NetworkDenoiser, build, resolve_device
 
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
@@ -489,8 +490,8 @@ def load_trained(
         if tv is not None and tv != V:
             raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {V}")
     dev = resolve_device(device)
-    arch = {k: v for k, v in meta["arch"].items() if k not in ("vocab_size", "seq_len")}
-    model = DiT(vocab_size=V, seq_len=L, **arch)
+    process = get_process(meta.get("process", "uniform"), V, **meta.get("process_options", {}))
+    model = build(meta["arch"], V, L, process=process)
     state = load_weights(ckpt, ema=ema)
     try:
         model.load_state_dict(state)
@@ -498,7 +499,8 @@ def load_trained(
         raise BasinlabError(f"checkpoint {ckpt} does not match its architecture: {str(exc).splitlines()[0]}") from None
     model.to(dev).eval()
     schedule = get_schedule(meta.get("schedule", cfg.train.schedule), float(meta.get("eps", cfg.train.eps)))
-    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size)
+    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size,
+                               process=process)
     return TrainedModel(
         model=model,
         denoiser=denoiser,
@@ -512,4 +514,5 @@ def load_trained(
         source=load_source(ckpt),
         ema=ema,
         meta=meta,
+        process=process,
     )

@@ -106,3 +106,43 @@ def test_masked_oracles_default_dtype_and_bad_input(gen):
     with pytest.raises(BasinlabError, match="long"):
         mem(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, dtype=torch.float64))
     assert math.isinf(float(out[0, 1].min()))  # a visible position puts -inf on every other token
+
+
+def test_build_oracle_follows_the_process_and_the_suite_runs_on_it():
+    """``train.process = masked`` gives the masked oracles; the probes run on them (leave-one-out entropy through
+    the oracle's one-pass method, which equals masking each position in turn); a memoriser restores its own
+    training data, and a masked chain never changes a clean token (no unstable outcome)."""
+    from basinlab.config import Config, ProbeConfig
+    from basinlab.data.sequences import SequenceData
+    from basinlab.diffusion import process_of
+    from basinlab.oracles.build import build_oracle
+    from basinlab.probes.suite import run_suite
+
+    src = MarkovSource(vocab_size=8, successors=3, seed=1)
+    g = torch.Generator().manual_seed(0)
+    data = SequenceData(train_pool=src.sample(40, 8, generator=g), test=src.sample(12, 8, generator=g),
+                        vocab_size=8, source=src, n_train=12)
+    cfg = Config()
+    cfg.train.process = "masked"
+    mem, gen_ = build_oracle("empirical", data, 12, cfg), build_oracle("oracle:markov", data, 12, cfg)
+    assert isinstance(mem, MaskedEmpiricalDenoiser) and isinstance(gen_, MaskedMarkovDenoiser)
+    assert process_of(mem).name == process_of(gen_).name == "masked"
+    cfg.train.process = "uniform"
+    assert not isinstance(build_oracle("empirical", data, 12, cfg), MaskedEmpiricalDenoiser)
+    z = data.test[:3]
+    t = torch.full((3,), 1e-5, dtype=torch.float64)
+    for oracle in (mem, gen_):
+        own = process_of(oracle).leave_one_out(oracle, z, t)
+        slow = process_of(oracle).leave_one_out(lambda zz, tt, o=oracle: o(zz, tt), z, t)  # L calls, one mask each
+        torch.testing.assert_close(own, slow, atol=1e-6, rtol=0)
+    pcfg = ProbeConfig(m=12, ts=[0.1, 1.0], steps=20, batch_size=12, n_samples=6)
+    res = run_suite(mem, data, pcfg, n_train=12)
+    rows = {(r["probe"], r["set"], r["t"], r["metric"]): r for r in res.rows}
+    assert rows[("basins", "train", 0.1, "unstable_rate")]["value"] == 0.0
+    assert rows[("basins", "train", 0.1, "recovery_rate")]["value"] > 0.9
+    assert rows[("entropy", "train", 1e-5, "entropy")]["value"] == 0.0  # a memoriser is certain of its data ...
+    assert rows[("entropy", "test", 1e-5, "entropy")]["value"] > 0.0  # ... and not of unseen sequences
+    assert mem.loo_no_consistent > 0  # the test set is unseen: its leave-one-out took the ε-limit
+    res = run_suite(gen_, data, pcfg, n_train=12)
+    vals = [r["value"] for r in res.rows if r["metric"] in ("recovery_rate", "entropy")]
+    assert vals and all(math.isfinite(v) for v in vals)

@@ -2,7 +2,9 @@
 :func:`build_oracle`.
 
 An oracle is named by its *kind* (``empirical``: the memoriser of ``D_N``; ``markov``: the Bayes-optimal generaliser
-of the Markov source) and recorded in results under its *label* ``oracle:{kind}``.
+of the Markov source) and recorded in results under its *label* ``oracle:{kind}``. The forward process of the
+config (``train.process``) decides which family is built: the uniform oracles (SPEC 6) or the masked ones (SPEC 2b,
+:mod:`basinlab.oracles.masked`), so a masked sweep compares its networks with the masked memoriser and generaliser.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import Denoiser, get_schedule
 from basinlab.errors import BasinlabError
 from basinlab.oracles.markov import MarkovDenoiser
+from basinlab.oracles.masked import MaskedEmpiricalDenoiser, MaskedMarkovDenoiser
 from basinlab.oracles.memoriser import EmpiricalDenoiser
 
 #: Oracle kinds, in the order a sweep runs them.
@@ -40,18 +43,27 @@ def build_oracle(
     *,
     device: torch.device | str | None = None,
     top_k: int | None = None,
+    process: str | None = None,
 ) -> Denoiser:
     """The oracle ``kind`` for ``D_N`` (the first ``n_train`` training sequences of ``data``) with the schedule of
-    ``cfg.train`` (SPEC 6). ``top_k`` keeps the memoriser's ``K`` nearest training rows only (an approximation)."""
+    ``cfg.train`` (SPEC 6), for the forward process ``process`` (default ``cfg.train.process``: ``uniform`` or
+    ``masked``, SPEC 2b). ``top_k`` keeps the uniform memoriser's ``K`` nearest training rows only (an
+    approximation; the masked memoriser is exact at any ``N`` and takes none)."""
     kind = kind.removeprefix("oracle:")
+    process = process or getattr(cfg.train, "process", "uniform")
+    if process not in ("uniform", "masked"):
+        raise BasinlabError(f"no oracles for the forward process '{process}'; choose uniform or masked")
+    masked = process == "masked"
     schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
     if kind == "markov":
         if data.source is None:
             raise BasinlabError("the markov oracle needs Markov data: use the markov preset or data.source=markov")
-        return MarkovDenoiser(data.source, schedule, device=device)
+        return (MaskedMarkovDenoiser if masked else MarkovDenoiser)(data.source, schedule, device=device)
     if kind == "empirical":
         train = data.train(n_train)
         if train.shape[0] == 0:
             raise BasinlabError("the empirical oracle needs a non-empty training subset: set data.n_train >= 1")
+        if masked:
+            return MaskedEmpiricalDenoiser(train, data.vocab_size, schedule, device=device)
         return EmpiricalDenoiser(train, data.vocab_size, schedule, top_k=top_k, device=device)
     raise BasinlabError(f"unknown oracle '{kind}'; choose from {', '.join(KINDS)}")

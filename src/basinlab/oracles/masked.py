@@ -21,9 +21,10 @@ exists (``d = 0``), this is the exact conditional itself. Each oracle counts how
   weights at that ``d``, a product adds the ``d`` and multiplies the weights (all terms are positive, so nothing
   cancels and the leading terms are exact).
 
-Both return ``log x_θ`` over the ``V`` clean tokens, ``[B, L, V]`` (SUBS never predicts the mask), and offer
-``leave_one_out(z_t, t)``: ``log x_θ,l`` of ``z_t`` with position ``l`` masked as well, for every ``l`` at once
-(SPEC 2b's leave-one-out conditional, from one pass instead of ``L`` calls).
+Both carry ``process`` (a :class:`~basinlab.diffusion.masked.MaskedProcess`, ``[MASK] = V``), return ``log x_θ``
+over the ``V`` clean tokens, ``[B, L, V]`` (SUBS never predicts the mask), and offer ``leave_one_out(z_t, t)``:
+``log x_θ,l`` of ``z_t`` with position ``l`` masked as well, for every ``l`` at once (SPEC 2b's leave-one-out
+conditional, from one pass instead of ``L`` calls; the masked process uses it when a denoiser has it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from basinlab.diffusion.masked import MaskedProcess
 from basinlab.diffusion.schedules import Schedule
 from basinlab.errors import BasinlabError
 from basinlab.oracles.markov import log_matmul
@@ -82,7 +84,8 @@ class MaskedEmpiricalDenoiser:
         self.memory = EmpiricalDenoiser(train, vocab_size, schedule, device=device, max_elements=max_elements)
         self.train, self.N, self.L = self.memory.train, self.memory.N, self.memory.L
         self.vocab_size = int(vocab_size)
-        self.mask_index = self.vocab_size
+        self.process = MaskedProcess(self.vocab_size)
+        self.mask_index = self.process.mask_index
         self.schedule = schedule
         self.device = self.memory.device
         self.dtype = dtype
@@ -173,7 +176,8 @@ class MaskedMarkovDenoiser:
         self.source = source
         self.schedule = schedule
         self.vocab_size = int(source.vocab_size)
-        self.mask_index = self.vocab_size
+        self.process = MaskedProcess(self.vocab_size)
+        self.mask_index = self.process.mask_index
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         self.log_pi = torch.log(source.pi.to(torch.float64)).to(self.device)

@@ -225,3 +225,10 @@ def test_audit_runs_on_a_converted_mdlm_model(tmp_path):
         assert scores[col].notna().all() and (scores[col] >= 0).all()
     assert (scores["entropy"] <= torch.log(torch.tensor(float(V))).item() + 1e-4).all()  # over V clean tokens
     assert (tmp_path / "audit" / "auc.json").is_file()
+
+
+def test_duo_export_refuses_a_masked_run(tmp_path, capsys):
+    convert(write_hf(tmp_path / "hf", _params(11), tc=True), tmp_path / "run")
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "x"),
+                 "--format", "duo-hf"]) == 2
+    assert "--format mdlm-hf" in capsys.readouterr().err

@@ -31,18 +31,12 @@ converted run's config. Sigma is the log-linear one with ``eps = 1e-3`` (MDLM's 
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from basinlab.errors import BasinlabError
 from basinlab.interop import duo
-
-logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "mdlm"
 HF_FIELDS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
@@ -80,34 +74,15 @@ def check_mdlm_config(cfg: Any, where: Any) -> dict[str, Any]:
 
 def read_mdlm_hf(src: Path) -> dict[str, Any]:
     """``{config, raw, ema, step}`` of an MDLM Hugging Face directory (``ema`` is ``None``: one set of weights)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    cfg = check_mdlm_config(_read_json(src / duo.HF_CONFIG), src / duo.HF_CONFIG)
-    f = src / duo.HF_WEIGHTS
-    if not f.is_file():
-        raise BasinlabError(f"{src} has no {duo.HF_WEIGHTS}; an MDLM Hugging Face directory needs one")
-    try:
-        state = load_file(str(f))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BasinlabError(f"cannot read {f}: {duo._first_line(exc)}") from None
-    return {"config": cfg, "raw": duo._strip_prefix(state, f, "MDLM"), "ema": None,
+    cfg = check_mdlm_config(duo.read_json(src, "MDLM"), src / duo.HF_CONFIG)
+    return {"config": cfg, "raw": duo.load_hf_weights(src, "MDLM"), "ema": None,
             "step": int(cfg.get("step", 0) or 0)}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BasinlabError(f"{path.parent} has no {path.name}; a Hugging Face directory needs one") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BasinlabError(f"{path} is not valid JSON: {duo._first_line(exc)}") from None
 
 
 def lightning_hparams(ck: Any) -> dict[str, Any]:
     """The hyper-parameters of :data:`_HPARAMS` found in a loaded Lightning checkpoint (placeholders searched)."""
     hp = ck.get("hyper_parameters") if isinstance(ck, Mapping) else None
-    return duo._find_in_placeholder(hp, _HPARAMS, types=(int, float, bool, str))
+    return duo.find_in_placeholder(hp, _HPARAMS, types=(int, float, bool, str))
 
 
 def is_masked_ckpt(ck: Any) -> bool:
@@ -127,7 +102,7 @@ def read_mdlm_ckpt(src: Path, ck: Any, n_heads: int | None = None,
     if hp.get("parameterization") not in (None, "subs"):
         raise BasinlabError(f"{src} uses the {hp['parameterization']!r} parameterisation; basinlab reads MDLM's "
                             "SUBS models")
-    raw = duo._strip_prefix(ck["state_dict"], src, "MDLM")
+    raw = duo.strip_prefix(ck["state_dict"], src, "MDLM")
     arch = duo.infer_arch(raw, src, n_heads if n_heads is not None else hp.get("n_heads"))
     if arch["n_heads"] is None:
         raise BasinlabError(f"{src} does not say its number of attention heads; pass --n-heads")
@@ -137,32 +112,8 @@ def read_mdlm_ckpt(src: Path, ck: Any, n_heads: int | None = None,
                             "or model.time_conditioning=false")
     cfg = check_mdlm_config({**arch, "model_type": MODEL_TYPE, "model_length": int(hp.get("length", 0) or 0) or None,
                              "dropout": float(hp.get("dropout", 0.1)), "time_conditioning": bool(tc)}, src)
-    return {"config": cfg, "raw": raw, "ema": _shadow(ck, src, cfg["n_blocks"]),
+    return {"config": cfg, "raw": raw, "ema": duo.ema_by_name(ck, src, cfg["n_blocks"], "MDLM"),
             "step": int(ck.get("global_step", 0) or 0)}
-
-
-def _shadow(ck: Mapping[str, Any], src: Path, n_blocks: int) -> dict[str, torch.Tensor] | None:
-    """The EMA weights by name: ``ema.shadow_params`` in the order of ``backbone.parameters()``."""
-    if ck.get("ema") is None:
-        return None
-    shadow = ck["ema"].get("shadow_params") if isinstance(ck["ema"], Mapping) else None
-    if not isinstance(shadow, (list, tuple)) or not all(isinstance(p, torch.Tensor) for p in shadow):
-        raise BasinlabError(f"{src}: ema.shadow_params must be a list of tensors")
-    names = [b for _, b in duo.key_map(n_blocks)]
-    if len(shadow) != len(names):
-        raise BasinlabError(f"{src}: ema.shadow_params has {len(shadow)} tensors but MDLM's DIT with {n_blocks} "
-                            f"blocks has {len(names)} parameters (a learned noise schedule is not supported)")
-    return dict(zip(names, shadow, strict=True))
-
-
-def build_masked_dit(cfg: Mapping[str, Any], seq_len: int):
-    """basinlab's DiT for an MDLM config: ``V = vocab_size - 1`` clean tokens of the masked process."""
-    from basinlab.models import build
-
-    arch = {"n_layer": cfg["n_blocks"], "d_model": cfg["hidden_dim"], "n_head": cfg["n_heads"],
-            "d_cond": cfg["cond_dim"], "dropout": float(cfg["dropout"]),
-            "time_conditioning": bool(cfg["time_conditioning"])}
-    return build(arch, cfg["vocab_size"] - 1, seq_len, process="masked")
 
 
 # ---- convert in ---------------------------------------------------------------------------------------------
@@ -198,47 +149,13 @@ def convert(
     masked-process run over ``V = vocab_size - 1`` clean tokens. ``weights``, ``overrides``, ``n_heads`` as for
     :func:`basinlab.interop.duo.convert`; ``model.time_conditioning=...`` in ``overrides`` says what a ``.ckpt``
     without hyper-parameters cannot. Returns the checkpoint directory written."""
-    from basinlab import __version__
-    from basinlab.training.checkpoint import save_checkpoint, tokenizer_vocab_size
-
     src, overrides = Path(src), list(overrides)
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
     tc = _override(overrides, "model.time_conditioning")
-    tc_given = None if tc is None else tc.lower() in ("true", "1", "yes", "on")
-    got = read_source(src, n_heads, tc_given, ck)
-    hf = got["config"]
-    V = hf["vocab_size"] - 1
-    tok, tok_name = duo.resolve_tokenizer(tokenizer, src if src.is_dir() else None)
-    if tok is not None and tokenizer_vocab_size(tok) != V:
-        raise BasinlabError(f"tokenizer '{tok_name}' has {tokenizer_vocab_size(tok)} tokens but the model has "
-                            f"{V} besides its appended [MASK] (vocab_size {hf['vocab_size']}); give the tokenizer it "
-                            "was trained with (basinlab reads MDLM models whose [MASK] is the last id)")
-    if not hf.get("model_length") and _override(overrides, "data.seq_len") is None:
-        raise BasinlabError(f"{src} does not say its sequence length (model_length); pass data.seq_len=L")
-    pinned = ["train.process=masked", f"model.time_conditioning={str(hf['time_conditioning']).lower()}"]
-    cfg = duo._run_config({**hf, "vocab_size": V}, hf.get("model_length"), tok_name, [*overrides, *pinned])
-    seq_len = int(hf.get("model_length") or cfg.data.seq_len)
-    if seq_len != cfg.data.seq_len:
-        raise BasinlabError(f"data.seq_len={cfg.data.seq_len} differs from the model's model_length={seq_len}")
-    model = build_masked_dit(hf, seq_len)
-    raw = duo.duo_to_basinlab(got["raw"], model, src)
-    if weights == "ema" and got["ema"] is None:
-        raise BasinlabError(f"{src} has no EMA weights; use --weights raw")
-    use_ema = got["ema"] is not None and weights != "raw"
-    chosen = duo.duo_to_basinlab(got["ema"], model, f"{src} (ema)") if use_ema else raw
-    model.load_state_dict(chosen)
-    meta = {
-        "arch": model.arch(), "vocab_size": V, "seq_len": seq_len, "schedule": duo.SCHEDULE, "eps": duo.EPS,
-        "process": "masked", "n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
-        "converted_from": {"path": str(src.resolve()), "model_type": MODEL_TYPE,
-                           "weights": "ema" if use_ema else "raw", "tokenizer": tok_name},
-    }
-    if isinstance(hf.get("basinlab"), Mapping):
-        meta.update({k: v for k, v in hf["basinlab"].items() if k in ("schedule", "eps", "n_train", "objective")})
-    logger.info("converting %s (mdlm, %s weights) into %s", src, meta["converted_from"]["weights"], out)
-    return save_checkpoint(out, step=got["step"], model_state=raw, ema_state=chosen, config=cfg, meta=meta,
-                           tokenizer=tok)
+    got = read_source(src, n_heads, None if tc is None else tc.lower() in ("true", "1", "yes", "on"), ck)
+    return duo.save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides,
+                               process="masked")
 
 
 # ---- export out ---------------------------------------------------------------------------------------------
@@ -249,42 +166,20 @@ def export_mdlm_hf(run: str | Path, out: str | Path, *, raw: bool = False) -> Pa
     (``model_type: mdlm``, ``vocab_size = V + 1``, ``time_conditioning``) and ``model.safetensors``
     (``backbone.*`` keys, float32), plus ``tokenizer.json`` when the run has one. ``config.json`` keeps the run's
     basinlab config under ``basinlab`` so that :func:`convert` gives back the same run. EMA weights unless ``raw``."""
-    from safetensors.torch import save_file
-
-    from basinlab.io import atomic_write, atomic_write_text
     from basinlab.training.checkpoint import load_trained
 
     tm = load_trained(run, device="cpu", ema=not raw)
     if getattr(tm.process, "name", "uniform") != "masked":
         raise BasinlabError(f"{run} is a {getattr(tm.process, 'name', 'uniform')} model; MDLM's layout holds masked "
                             "ones: export it with --format duo-hf")
-    sched = tm.schedule
-    if sched.name != duo.SCHEDULE or abs(float(sched.eps) - duo.EPS) > 1e-12:
-        logger.warning("%s was trained with the %s schedule (eps %g); MDLM conditions on the log-linear one with "
-                       "eps 1e-3", run, sched.name, sched.eps)
-    m = tm.model
-    hf = {
-        "model_type": MODEL_TYPE, "architectures": ["MDLM"], "vocab_size": tm.vocab_size + 1,
-        "model_length": tm.seq_len, "hidden_dim": m.d_model, "cond_dim": m.d_cond, "n_blocks": m.n_layer,
-        "n_heads": m.n_head, "dropout": float(m.dropout_p), "time_conditioning": bool(m.time_conditioning),
-        "step": tm.step,
-        "basinlab": {"config": tm.config.to_dict(), "schedule": sched.name, "eps": float(sched.eps),
-                     "weights": "raw" if raw else "ema"},
-    }
-    state = duo.basinlab_to_duo(m.state_dict(), m)
-    dest = Path(out)
-    dest.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest / duo.HF_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    if tm.tokenizer is not None:
-        tm.tokenizer.save(dest / "tokenizer.json")
-    atomic_write_text(dest / duo.HF_CONFIG, json.dumps(hf, indent=2) + "\n")
-    return dest
+    hf = {"model_type": MODEL_TYPE, "architectures": ["MDLM"], "vocab_size": tm.vocab_size + 1,
+          **duo.hf_fields(tm, run, raw, "MDLM models")}
+    return duo.write_hf_dir(tm, out, hf)
 
 
 __all__ = [
     "HF_FIELDS",
     "MODEL_TYPE",
-    "build_masked_dit",
     "check_mdlm_config",
     "convert",
     "export_mdlm_hf",

@@ -136,6 +136,7 @@ class SweepConfig:
     transition_t: float = 0.25
     transition_tol: float = 0.05  # N* = first N where train - test recovery at transition_t is <= this
     devices: list[str] = field(default_factory=list)  # one worker process per entry, e.g. [cuda:0, cuda:1]
+    processes: list[str] = field(default_factory=list)  # processes to train, e.g. [uniform, masked]; []: train.process
 
 
 @dataclass
@@ -389,7 +390,13 @@ def _check_probe(pc: ProbeConfig) -> None:
 
 
 def _check_sweep(sc: SweepConfig) -> None:
+    from basinlab.diffusion.forward import PROCESSES
+
     resolve_sizes(sc.sizes)
+    for i, p in enumerate(sc.processes):
+        _choice(f"sweep.processes[{i}]", p, PROCESSES)
+    _require(len(set(sc.processes)) == len(sc.processes), "sweep.processes", "a list without repeats",
+             sc.processes)
     _require(len(sc.seeds) > 0, "sweep.seeds", "a non-empty list of integers", sc.seeds)
     for i, s in enumerate(sc.seeds):
         _seed(f"sweep.seeds[{i}]", s)

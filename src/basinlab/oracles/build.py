@@ -22,13 +22,21 @@ ORACLE_EMPIRICAL = "oracle:empirical"
 ORACLE_MARKOV = "oracle:markov"
 
 
-def oracle_label(kind: str) -> str:
-    """``'empirical'`` -> ``'oracle:empirical'`` (the ``model`` column of the results)."""
-    return f"oracle:{kind}"
+def oracle_label(kind: str, process: str = "uniform") -> str:
+    """``'empirical'`` -> ``'oracle:empirical'`` (the ``model`` column of the results); ``'oracle:empirical@masked'``
+    for the masked process (``basinlab.study.store.model_label``)."""
+    return f"oracle:{kind}" if process == "uniform" else f"oracle:{kind}@{process}"
 
 
-def oracle_kinds(data_source: str) -> tuple[str, ...]:
-    """The oracles that exist for data of ``data.source``: the memoriser always, the generaliser on Markov data."""
+#: the forward processes with exact oracles here
+ORACLE_PROCESSES = ("uniform",)
+
+
+def oracle_kinds(data_source: str, process: str = "uniform") -> tuple[str, ...]:
+    """The oracles that exist for data of ``data.source`` and ``process``: the memoriser always, the generaliser on
+    Markov data (none for a process without oracles)."""
+    if process not in ORACLE_PROCESSES:
+        return ()
     return KINDS if data_source == "markov" else ("empirical",)
 
 
@@ -43,7 +51,10 @@ def build_oracle(
 ) -> Denoiser:
     """The oracle ``kind`` for ``D_N`` (the first ``n_train`` training sequences of ``data``) with the schedule of
     ``cfg.train`` (SPEC 6). ``top_k`` keeps the memoriser's ``K`` nearest training rows only (an approximation)."""
-    kind = kind.removeprefix("oracle:")
+    kind, _, process = kind.removeprefix("oracle:").partition("@")
+    if (process or "uniform") not in ORACLE_PROCESSES:
+        raise BasinlabError(f"no exact oracles for the {process} process here; choose from "
+                            f"{', '.join(ORACLE_PROCESSES)}")
     schedule = get_schedule(cfg.train.schedule, cfg.train.eps)
     if kind == "markov":
         if data.source is None:

@@ -99,8 +99,8 @@ class MaskedProcess(ForwardProcess):
 
     def leave_one_out(self, denoiser: Any, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_θ,l`` with position ``l`` (and no other) masked in ``z_t``: ``p(x_l | x_{-l})`` at ``t -> 0``
-        (SPEC 2b). The ``L`` maskings of each row run as one batch of ``B L`` rows, unless the denoiser computes
-        them itself (``denoiser.leave_one_out(z_t, t)``: the exact oracles do, in one pass)."""
+        (SPEC 2b). The ``L`` maskings of each row run as one batch of ``B L`` rows; a denoiser with its own
+        ``leave_one_out(z_t, t)`` (an exact oracle computing all ``l`` at once) is asked instead."""
         own = getattr(denoiser, "leave_one_out", None)
         if callable(own):
             return own(z_t, t)

@@ -12,9 +12,8 @@ import contextlib
 
 import torch
 
+from basinlab.config import PRECISIONS
 from basinlab.errors import BasinlabError
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

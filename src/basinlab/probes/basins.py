@@ -6,7 +6,8 @@ default), then the final step (greedy). Per sequence, over its *real* tokens:
 - ``recovery_rate``: fraction of the changed positions (``z_t != x``) restored to ``x``; sequences with no changed
   real position are counted apart (row ``n_unchanged``) and left out of the mean;
 - ``exact_match``: the restore equals ``x`` on every real position;
-- ``unstable_rate``: fraction of the unchanged real positions that the restore changed.
+- ``unstable_rate``: fraction of the unchanged real positions that the restore changed. Not reported for a
+  process under which a clean token never changes (masked without remasking, SPEC 2b): impossible by construction.
 
 Options for the ``paper`` protocol (SPEC 5 "Protocols", :mod:`basinlab.probes.protocol`): ``final_greedy=False``
 draws the final step; ``count_special=True`` counts every position (BOS/EOS/PAD too), ignoring ``real_mask``;
@@ -117,6 +118,8 @@ def basin_test(
     else:
         raise BasinlabError(f"basin-test engine '{engine}' (greedy={greedy}): use auto, loop, or packed (stochastic)")
     arrays = _outcomes(res, set_name, ts, seqs, mask, z_all, out_all)
+    if not process_of(denoiser).can_change_clean:  # SPEC 2b: no "unstable" outcome by construction, not a finding
+        res.rows = [r for r in res.rows if r["metric"] != "unstable_rate"]
     rec = arrays["recovery"]
     means = [float(torch.nanmean(rec[i])) if (~rec[i].isnan()).any() else float("nan") for i in range(nt)]
     radius, area = basin_radius(ts, means), basin_area(ts, means)

@@ -165,3 +165,30 @@ def test_masked_leave_one_out_is_the_uniform_one_at_t_to_0(gen):
              (MarkovDenoiser(src, sched, dtype=torch.float64), MaskedMarkovDenoiser(src, sched, dtype=torch.float64))]
     for uniform, masked in pairs:
         torch.testing.assert_close(masked.leave_one_out(x, t).exp(), uniform(x, t).exp(), atol=1e-9, rtol=0)
+
+
+def test_the_suite_reports_how_often_the_limit_was_needed():
+    """SPEC 2b: "report how often that happens": rows ``oracle_limit`` of a masked oracle's probe run."""
+    from basinlab.config import Config, ProbeConfig
+    from basinlab.data.sequences import SequenceData
+    from basinlab.oracles.build import build_oracle
+    from basinlab.probes.suite import run_suite
+
+    src = MarkovSource(vocab_size=8, successors=3, seed=1)
+    g = torch.Generator().manual_seed(0)
+    data = SequenceData(train_pool=src.sample(40, 8, generator=g), test=src.sample(12, 8, generator=g),
+                        vocab_size=8, source=src, n_train=12)
+    cfg = Config()
+    mem = build_oracle("oracle:empirical@masked", data, 12, cfg)
+    q0, l0 = mem.queries, mem.loo_positions
+    res = run_suite(mem, data, ProbeConfig(m=12, ts=[0.5], steps=10, batch_size=12, n_samples=4), n_train=12,
+                    probes=["entropy", "basins"])
+    rows = {r["metric"]: r for r in res.rows if r["probe"] == "oracle_limit"}
+    assert rows["no_consistent_share"]["n"] == mem.queries - q0 > 0
+    n = (12 + 12 + 4) * 8  # train, test and the 4 generated samples (the entropy gap), L = 8
+    assert rows["loo_no_consistent_share"]["n"] == mem.loo_positions - l0 == n
+    # every test position's leave-one-out took the limit (unseen rows), no train position did
+    assert 12 * 8 / n <= rows["loo_no_consistent_share"]["value"] <= 16 * 8 / n
+    assert not any(r["probe"] == "oracle_limit" for r in run_suite(
+        build_oracle("empirical", data, 12, cfg), data, ProbeConfig(m=12, ts=[0.5], steps=10, batch_size=12,
+                                                                    n_samples=4), n_train=12, probes=["basins"]).rows)

@@ -176,6 +176,7 @@ def run_suite(
     common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
     opts = protocol_options(cfg.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
     out = ProbeResult()
+    counted = _limit_counters(denoiser)
     basins = {}
     for name in on.get("basins", []):
         basins[name] = basin_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
@@ -208,7 +209,31 @@ def run_suite(
         for name in on[probe]:
             out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
                        prefix=f"{probe}/{name}/")
+    _add_limit_rows(out, counted, _limit_counters(denoiser))
     return out
+
+
+#: counters of an exact oracle of the masked process (SPEC 2b): queries, and how many needed the ε-limit
+_LIMIT_COUNTERS = ("queries", "no_consistent", "loo_positions", "loo_no_consistent")
+
+
+def _limit_counters(denoiser: Denoiser) -> dict[str, int] | None:
+    if not all(isinstance(getattr(denoiser, k, None), int) for k in _LIMIT_COUNTERS):
+        return None
+    return {k: int(getattr(denoiser, k)) for k in _LIMIT_COUNTERS}
+
+
+def _add_limit_rows(out: ProbeResult, before: dict[str, int] | None, after: dict[str, int] | None) -> None:
+    """For an oracle that counts them (the masked ones): the share of its predictions during this run that no
+    sequence consistent with the visible tokens supported (the ε-limit of SPEC 2b), rows ``oracle_limit`` /
+    ``all``: ``no_consistent_share`` (per query) and ``loo_no_consistent_share`` (per leave-one-out position)."""
+    if before is None or after is None:
+        return
+    for metric, num, den in (("no_consistent_share", "no_consistent", "queries"),
+                             ("loo_no_consistent_share", "loo_no_consistent", "loo_positions")):
+        n = after[den] - before[den]
+        if n > 0:
+            out.add("oracle_limit", "all", None, metric, {"value": (after[num] - before[num]) / n, "n": n})
 
 
 def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:

@@ -159,7 +159,10 @@ class Config:
     def validate(self) -> Config:
         """Check every value of every section and return ``self``, normalised in place: numbers given as strings
         become numbers, ``probe.quick`` caps ``m`` and ``steps``. Bad values raise one :class:`BasinlabError` line
-        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this."""
+        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this; a config unchanged
+        since its last validation is not checked again (the sweep hands its validated config down to the trainer)."""
+        if getattr(self, "_validated", None) == self.to_dict():
+            return self
         _normalise(self, "")
         if not self.out_dir:
             raise _bad("out_dir", "a directory path", self.out_dir)
@@ -168,10 +171,14 @@ class Config:
         _check_train(self.train)
         _check_probe(self.probe)
         _check_sweep(self.sweep)
+        self._validated = self.to_dict()
         return self
 
-    def with_values(self, **values: Any) -> Config:
-        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``."""
+    def with_values(self, validate: bool = True, **values: Any) -> Config:
+        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``.
+
+        ``validate=False`` for values taken from a validated config (a sweep's grid, its devices): the copy then
+        counts as validated, and is not checked again on its way to the trainer."""
         new = copy.deepcopy(self)
         for name, value in values.items():
             section, _, key = name.rpartition("__")
@@ -179,6 +186,9 @@ class Config:
             if not hasattr(obj, key):
                 raise BasinlabError(f"unknown config key '{name.replace('__', '.')}'")
             setattr(obj, key, value)
+        if not validate:
+            new._validated = new.to_dict()
+            return new
         return new.validate()
 
     def to_yaml(self) -> str:

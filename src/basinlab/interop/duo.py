@@ -473,6 +473,7 @@ def save_conversion(
     source's ``time_conditioning``)."""
     from basinlab import __version__
     from basinlab.training.checkpoint import save_checkpoint, tokenizer_vocab_size
+    from basinlab.training.meta import CheckpointMeta
 
     hf, masked = got["config"], process == "masked"
     V = hf["vocab_size"] - masked
@@ -496,15 +497,19 @@ def save_conversion(
     use_ema = got["ema"] is not None and weights != "raw"
     chosen = duo_to_basinlab(got["ema"], model, f"{src} (ema)") if use_ema else raw
     model.load_state_dict(chosen)
-    meta = {
-        "arch": model.arch(), "vocab_size": V, "seq_len": seq_len, "schedule": SCHEDULE, "eps": EPS,
-        "process": process, "n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
-        "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
-                           "weights": "ema" if use_ema else "raw", "tokenizer": tok_name},
-    }
+    meta = CheckpointMeta(
+        arch=model.arch(), vocab_size=V, seq_len=seq_len, schedule=SCHEDULE, eps=EPS, process=process,
+        tokenizer=tok_name,
+        extra={"n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
+               "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
+                                  "weights": "ema" if use_ema else "raw", "tokenizer": tok_name}},
+    )
     if isinstance(hf.get("basinlab"), Mapping):
-        meta.update({k: v for k, v in hf["basinlab"].items() if k in ("schedule", "eps", "n_train", "objective")})
-    logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"], meta["converted_from"]["weights"], out)
+        saved = hf["basinlab"]
+        meta.schedule, meta.eps = saved.get("schedule", meta.schedule), saved.get("eps", meta.eps)
+        meta.extra.update({k: v for k, v in saved.items() if k in ("n_train", "objective")})
+    logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"],
+                "ema" if use_ema else "raw", out)
     return save_checkpoint(out, step=got["step"], model_state=raw, ema_state=chosen, config=cfg, meta=meta,
                            tokenizer=tok)
 

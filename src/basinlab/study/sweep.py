@@ -174,8 +174,9 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
 
 
 def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
+    """The run's config: the sweep's, validated once, with the run's key (values of its validated grid)."""
     return cfg.with_values(data__n_train=key.N, train__seed=key.seed, train__process=label_process(key.model),
-                           out_dir=str(run_dir))
+                           out_dir=str(run_dir), validate=False)
 
 
 def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
@@ -271,7 +272,7 @@ def run_sweep(
     else:
         die_with_launcher()
     if len(devices) == 1:
-        cfg = cfg.with_values(train__device=devices[0])
+        cfg = cfg.with_values(train__device=devices[0], validate=False)  # checked by expand_devices
     data = _sweep_data(cfg, runs)
     if launch is None:
         _prepare(cfg, out_dir)

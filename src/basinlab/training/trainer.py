@@ -65,6 +65,7 @@ from basinlab.io import atomic_write_text
 from basinlab.memory import require_fits
 from basinlab.models import autocast, autocast_dtype, build, resolve_arch, resolve_device
 from basinlab.training import checkpoint as ckpt_mod
+from basinlab.training.meta import CheckpointMeta
 
 logger = logging.getLogger(__name__)
 METRIC_FIELDS = ("step", "epoch", "objective", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
@@ -276,7 +277,7 @@ class _Run:
     schedule: Any
     process: Any  # the forward process (basinlab.diffusion.forward)
     sampler: EpochSampler
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     data: Any
     fwd: torch.nn.Module | None = None  # the model as called in the loop (DDP, compiled)
     step: int = 0
@@ -340,13 +341,13 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
     gen = torch.Generator().manual_seed(tc.seed * 7_368_787 + 2_027)
     torch.manual_seed(tc.seed + 104_729 * (dd.rank + 1))  # dropout, per rank
     schedule = get_schedule(tc.schedule, tc.eps)
-    meta = {
-        "arch": model.arch(), "vocab_size": vocab_size, "seq_len": seq_len, "schedule": schedule.name,
-        "eps": schedule.eps, "process": process.name, "process_options": process.options(),
-        "n_train": int(x_train.shape[0]), "objective": tc.objective,
-        "ce_warmup_steps": tc.ce_warmup_steps, "basinlab": _version(),
-        "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path,
-    }
+    meta = CheckpointMeta(
+        arch=model.arch(), vocab_size=vocab_size, seq_len=seq_len, schedule=schedule.name, eps=schedule.eps,
+        process=process.name, process_options=process.options(),
+        tokenizer=cfg.data.tokenizer if getattr(data, "tokenizer", None) is not None else None,
+        extra={"n_train": int(x_train.shape[0]), "objective": tc.objective, "ce_warmup_steps": tc.ce_warmup_steps,
+               "basinlab": _version(), "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path},
+    )
     return _Run(
         cfg=cfg, out=out, dd=dd, device=device, x_train=x_train, vocab_size=vocab_size, model=model,
         names=[n for n, _ in named], params=[p for _, p in named], ema=[p.detach().clone().float() for _, p in named],
@@ -403,7 +404,7 @@ def _check_compatible(saved, run: _Run, ckpt: Path, meta: dict[str, Any]) -> Non
             f"{f'; and {len(diffs) - 1} more' if len(diffs) > 1 else ''}); use --no-resume (resume=False) "
             f"to start over or another out_dir"
         )
-    ckpt_mod.check_data_fingerprint(meta, run.meta.get("data_sha256"), ckpt)
+    ckpt_mod.check_data_fingerprint(meta, run.meta.extra.get("data_sha256"), ckpt)
 
 
 def _wrap(run: _Run) -> None:

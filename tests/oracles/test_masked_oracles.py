@@ -80,10 +80,16 @@ def test_masked_memoriser_unseen_takes_the_nearest_rows():
     assert oracle.no_consistent == 1 and oracle.queries == 1
 
 
+@pytest.mark.parametrize("limit_only", [False, True])
 @pytest.mark.parametrize("successors", [2, 3])
-def test_masked_markov_matches_enumeration(gen, successors):
+def test_masked_markov_matches_enumeration(gen, successors, limit_only, monkeypatch):
+    """Both ways: the plain HMM for consistent rows with the ε-expansion for the others, and the ε-expansion for
+    every row."""
     src = MarkovSource(vocab_size=V, successors=successors, seed=3)
     oracle = MaskedMarkovDenoiser(src, LogLinearSchedule(), dtype=torch.float64)
+    if limit_only:  # every row through the (d, log w) messages
+        monkeypatch.setattr(oracle, "_consistent_loo", lambda z: (torch.zeros(*z.shape, V, dtype=torch.float64),
+                                                                  torch.zeros(z.shape[0], dtype=torch.bool)))
     xs = all_sequences(V, L)
     z = _queries(src.sample(4, L, generator=gen), gen)
     z = torch.cat([z, torch.tensor([[0, 1, 2, 0, 1], [0, M, 2, M, 1]])])  # observations the source may not emit

@@ -187,6 +187,28 @@ class MaskedMarkovDenoiser:
     def __repr__(self) -> str:
         return f"MaskedMarkovDenoiser({self.source!r})"
 
+    def _consistent_loo(self, z_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log x_θ,l [B, L, V], consistent [B])`` by the forward-backward of the plain HMM with emission
+        ``1[v = z_l]`` at visible positions (the ``d = 0`` level of the ε-expansion, all that counts where some
+        sequence agrees with every visible token), in log space with banded matmuls (exact whatever the range);
+        rows with ``consistent = False`` are left to the ε-expansion."""
+        B, L = z_t.shape
+        vis = (z_t != self.mask_index).unsqueeze(2)
+        log_e = torch.where(vis & (torch.arange(self.vocab_size, device=self.device) != z_t.unsqueeze(2)),
+                            -math.inf, 0.0).to(torch.float64)
+        log_f = torch.empty(B, L, self.vocab_size, dtype=torch.float64, device=self.device)
+        log_b = torch.empty_like(log_f)
+        cur = self.log_pi.expand(B, -1)
+        for l in range(L):
+            log_f[:, l] = cur
+            cur = log_matmul(cur + log_e[:, l], self.P)
+        consistent = torch.isfinite((log_f[:, -1] + log_e[:, -1]).amax(-1))
+        cur = torch.zeros(B, self.vocab_size, dtype=torch.float64, device=self.device)
+        for l in range(L - 1, -1, -1):
+            log_b[:, l] = cur
+            cur = log_matmul(cur + log_e[:, l], self.P.T)
+        return torch.log_softmax(log_f + log_b, dim=2), consistent
+
     @staticmethod
     def _lex_matmul(d: torch.Tensor, lw: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``Σ_u (w_u ε^{d_u}) P_uv`` to leading order: ``(d', log w')`` per row ``[b, V]`` (``d = inf`` and
@@ -229,7 +251,18 @@ class MaskedMarkovDenoiser:
 
     def _loo(self, z_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log x_θ,l float64 [B, L, V], d of the best clean sequence per position [B, L], the same with the
-        emission at l kept [B])``."""
+        emission at l kept [B])``: the plain HMM for consistent rows, the ε-expansion for the others."""
+        B, L = z_t.shape
+        log_x, ok = self._consistent_loo(z_t)
+        dmin = torch.zeros(B, L, dtype=torch.float64, device=self.device)
+        best = torch.zeros(B, dtype=torch.float64, device=self.device)
+        if not bool(ok.all()):
+            bad = ~ok
+            log_x[bad], dmin[bad], best[bad] = self._loo_limit(z_t[bad])
+        return log_x, dmin, best
+
+    def _loo_limit(self, z_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_loo` by the ``(d, log w)`` messages, exact for every row."""
         f_d, f_lw, b_d, b_lw, c = self.messages(z_t)
         tot = f_d + b_d
         dmin = tot.amin(2, keepdim=True)

@@ -41,12 +41,12 @@ def log_matmul(a: torch.Tensor, P: torch.Tensor, rescale: bool = True) -> torch.
     m = a.amax(-1, keepdim=True)
     m = torch.where(torch.isneginf(m), 0.0, m)  # an all -inf row gives -inf (no NaN)
     rel = m - a  # >= 0, inf where a = -inf
-    band = torch.floor(rel / _BAND)
-    finite = torch.isfinite(rel)
-    nb = int(band[finite].max().item()) + 1 if bool(finite.any()) else 1
-    if nb == 1:
+    top = torch.where(torch.isfinite(rel), rel, 0.0).max()
+    if float(top) < _BAND:  # one band: no term underflows
         out = torch.log(torch.exp(-rel) @ P) + m
     else:
+        band = torch.floor(rel / _BAND)
+        nb = int(band[torch.isfinite(rel)].max().item()) + 1
         j = torch.arange(nb, dtype=torch.float64, device=a.device)
         jj = j[None, :, None]
         w = torch.where(band.unsqueeze(1) == jj, torch.exp(-(rel.unsqueeze(1) - _BAND * jj)), 0.0)

@@ -122,7 +122,9 @@ class MaskedEmpiricalDenoiser:
         with torch.inference_mode():
             z_t = _check_query(z_t, self.vocab_size, self.L, self.device)
             out = torch.empty(z_t.shape[0], self.L, self.vocab_size, dtype=self.dtype, device=self.device)
-            for sl in self._chunks(z_t.shape[0]):
+            rows = torch.nonzero((z_t == self.mask_index).any(1)).flatten()  # the others are all carry-over
+            for sl in self._chunks(rows.numel()):
+                sl = rows[sl]
                 d = self.visible_distances(z_t[sl])
                 dmin = d.min(1).values
                 c = self.counts(d == dmin[:, None])
@@ -275,10 +277,14 @@ class MaskedMarkovDenoiser:
         visible ones (SPEC 2b)."""
         with torch.inference_mode():
             z_t = _check_query(z_t, self.vocab_size, None, self.device)
-            log_x, _, best = self._loo(z_t)
-            self.queries += int(z_t.shape[0])
-            self.no_consistent += int((best > 0).sum())
-            return _carry_over(log_x.to(self.dtype), z_t, self.mask_index)
+            out = torch.empty(*z_t.shape, self.vocab_size, dtype=self.dtype, device=self.device)
+            rows = (z_t == self.mask_index).any(1)  # a row without [MASK] is all carry-over: nothing to predict
+            if bool(rows.any()):
+                log_x, _, best = self._loo(z_t[rows])
+                out[rows] = log_x.to(self.dtype)
+                self.queries += int(rows.sum())
+                self.no_consistent += int((best > 0).sum())
+            return _carry_over(out, z_t, self.mask_index)
 
     def leave_one_out(self, z_t: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """``log x_θ,l`` of ``z_t`` with position ``l`` masked too, every ``l``, ``[B, L, V]`` (SPEC 2b): the

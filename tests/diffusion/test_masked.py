@@ -186,6 +186,9 @@ def test_leave_one_out_masks_one_position_at_a_time():
         z[:, l] = 5
         assert torch.allclose(got[:, l], d(z, t)[:, l])
     assert torch.allclose(got.exp().sum(-1), torch.ones(3, 6), atol=1e-6)
+    d.calls = 0
+    d.process.loo_entries = 6 * 6 * 5  # one sequence per call, as for a large L L V: the same values
+    assert torch.equal(d.process.leave_one_out(d, x, t), got) and d.calls == 3
 
 
 def test_uniform_process_is_the_functions():

@@ -33,6 +33,8 @@ class MaskedProcess(ForwardProcess):
     """SPEC 2b. ``remask``: ReMDM's ``η`` (0: MDLM's ancestral sampler, clean tokens never change)."""
 
     name = "masked"
+    #: the leave-one-out conditional's calls return at most about this many entries ([c L, L, V]: 256 MB float32)
+    loo_entries = 1 << 26
 
     def __init__(self, vocab_size: int, remask: float = 0.0, mask_index: int | None = None) -> None:
         super().__init__(vocab_size)
@@ -107,11 +109,16 @@ class MaskedProcess(ForwardProcess):
         B, L = z_t.shape
         t = torch.as_tensor(t, dtype=torch.float64)
         t = t.expand(B) if t.dim() == 0 else t
-        rows = z_t.repeat_interleave(L, dim=0)  # row b L + l is z_t[b]
-        pos = torch.arange(L, device=z_t.device).repeat(B)
-        rows[torch.arange(B * L, device=z_t.device), pos] = self.mask_index
-        log_x = denoiser(rows, t.repeat_interleave(L).to(t.device))  # [B L, L, V]
-        return log_x.reshape(B, L, L, -1).diagonal(dim1=1, dim2=2).permute(0, 2, 1).contiguous()
+        c = max(1, self.loo_entries // max(1, L * L * self.vocab_size))  # sequences per call
+        out = []
+        for b0 in range(0, B, c):
+            z = z_t[b0 : b0 + c]
+            n = z.shape[0]
+            rows = z.repeat_interleave(L, dim=0)  # row i L + l is z[i], with position l masked below
+            rows[torch.arange(n * L, device=z.device), torch.arange(L, device=z.device).repeat(n)] = self.mask_index
+            log_x = denoiser(rows, t[b0 : b0 + c].repeat_interleave(L))  # [n L, L, V]
+            out.append(log_x.reshape(n, L, L, -1).diagonal(dim1=1, dim2=2).permute(0, 2, 1))
+        return torch.cat(out).contiguous()
 
     # ---- reverse ----------------------------------------------------------------------------------------------
 

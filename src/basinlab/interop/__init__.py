@@ -34,7 +34,9 @@ def detect_family(src: str | Path) -> tuple[str, Any]:
 
 def convert(src: str | Path, out: str | Path, *, family: str | None = None, **options: Any) -> Path:
     """Convert a Duo/UDLM or MDLM checkpoint into the basinlab run ``out`` (``family``: ``duo`` or ``mdlm``, else
-    detected); ``options`` as for :func:`basinlab.interop.duo.convert`. Returns the checkpoint directory."""
+    detected); ``options`` as for :func:`basinlab.interop.duo.convert`. Returns the checkpoint directory.
+    Detecting a ``.ckpt`` loads it (safely); an MDLM one is converted from that load, a Duo one is read again by
+    :func:`basinlab.interop.duo.convert` (pass ``family="duo"`` to skip the first read)."""
     from basinlab.errors import BasinlabError
     from basinlab.interop import duo, mdlm
 

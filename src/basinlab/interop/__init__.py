@@ -42,6 +42,9 @@ def convert(src: str | Path, out: str | Path, *, family: str | None = None, **op
 
     if family not in (None, *FAMILIES):
         raise BasinlabError(f"--model-type must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if not Path(src).exists():
+        raise BasinlabError(f"'{src}' does not exist; give a Duo, UDLM or MDLM Hugging Face directory or a "
+                            "Lightning .ckpt")
     ck = None
     if family is None:
         family, ck = detect_family(src)

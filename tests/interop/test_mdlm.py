@@ -232,3 +232,15 @@ def test_duo_export_refuses_a_masked_run(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "x"),
                  "--format", "duo-hf"]) == 2
     assert "--format mdlm-hf" in capsys.readouterr().err
+
+
+def test_detects_the_family_of_a_lightning_checkpoint(tmp_path):
+    """MDLM's config (``parameterization: subs``), Duo's repository's ``algo: mdlm`` and its ``algo: duo``."""
+    raw = _params(12)
+    model = {"n_heads": NH, "length": L, "name": "small"}
+    cases = {"mdlm": {"config": {"data": {"name": "openwebtext"}, "parameterization": "subs", "model": model}},
+             "duo-repo-mdlm": {"config": {"data": {"name": "lm1b"}, "model": model,
+                                          "algo": {"name": "mdlm", "parameterization": "subs"}}},
+             "duo": {"config": {"model": model, "algo": {"name": "duo", "parameterization": "mean"}}}}
+    got = {k: detect_family(write_ckpt(tmp_path / f"{k}.ckpt", raw, raw, hyper=v))[0] for k, v in cases.items()}
+    assert got == {"mdlm": "mdlm", "duo-repo-mdlm": "mdlm", "duo": "duo"}

@@ -10,8 +10,10 @@ head). What differs from Duo, and how basinlab represents it:
 
 - **vocabulary**: ``[MASK]`` is appended (``mask_index = V``; ``vocab_size`` in ``config.json`` is ``V + 1``, 50258
   for ``mdlm-owt`` over GPT-2's 50257 tokens). A converted run has ``train.process = masked`` over the ``V``
-  clean tokens; its network has ``V + 1`` inputs and outputs. Models whose tokenizer holds its own mask token
-  inside the vocabulary (MDLM with a BERT tokenizer) are refused: basinlab's mask is always the last id;
+  clean tokens; its network has ``V + 1`` inputs and outputs. basinlab's mask is always the last id: a model
+  whose tokenizer holds its own mask token inside the vocabulary (MDLM with a BERT tokenizer) is refused when that
+  tokenizer is given (it has ``V + 1`` tokens, not ``V``); without a tokenizer nothing tells, so do not convert
+  such a model without one;
 - **time conditioning**: ``time_conditioning: false`` (``mdlm-owt``) makes MDLM's ``_process_sigma`` feed
   ``sigma = 0`` whatever ``t``; the weights of ``sigma_map`` still shape the constant ``c``. basinlab's DiT has the
   same switch (``model.time_conditioning``);
@@ -41,7 +43,7 @@ from basinlab.interop import duo
 MODEL_TYPE = "mdlm"
 HF_FIELDS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
 #: hyper-parameters read from a Lightning checkpoint of MDLM's trainer (omegaconf values, any depth)
-_HPARAMS = ("n_heads", "dropout", "length", "time_conditioning", "parameterization", "diffusion", "name")
+_HPARAMS = ("n_heads", "dropout", "length", "time_conditioning", "parameterization", "diffusion")
 
 
 def check_mdlm_config(cfg: Any, where: Any) -> dict[str, Any]:
@@ -86,11 +88,10 @@ def lightning_hparams(ck: Any) -> dict[str, Any]:
 
 
 def is_masked_ckpt(ck: Any) -> bool:
-    """Whether a loaded Lightning checkpoint is a masked (MDLM) model: its config says ``parameterization: subs``,
-    ``diffusion: absorbing_state`` or ``algo.name: mdlm`` (Duo's repository trains MDLM too)."""
+    """Whether a loaded Lightning checkpoint is a masked (MDLM) model: its config says ``parameterization: subs``
+    (MDLM's, and Duo's repository's ``algo: mdlm``; Duo's own says ``mean``) or ``diffusion: absorbing_state``."""
     hp = lightning_hparams(ck)
-    return (hp.get("parameterization") == "subs" or hp.get("diffusion") == "absorbing_state"
-            or hp.get("name") == MODEL_TYPE)
+    return hp.get("parameterization") == "subs" or hp.get("diffusion") == "absorbing_state"
 
 
 def read_mdlm_ckpt(src: Path, ck: Any, n_heads: int | None = None,

@@ -26,6 +26,11 @@ from basinlab.errors import BasinlabError
 DATA_SOURCES = ("brown", "text", "datasets", "markov")
 DATA_MODES = ("sentence", "wrap")
 OBJECTIVES = ("nelbo", "ce_redrawn")
+#: names the config accepts; config.py imports nothing from models/diffusion, whose registries must agree
+#: (tests/test_config.py): ``diffusion.schedules.SCHEDULES``, ``diffusion.forward.PROCESSES``
+SCHEDULES = ("loglinear", "cosine")
+PROCESSES = ("uniform", "masked")
+PRECISIONS = ("auto", "bf16", "fp32")
 LR_DECAYS = ("none", "linear", "cosine")
 #: seeds (``train.seed``, ``data.seed``, ``sweep.seeds``...) lie in ``[0, SEED_LIMIT)``: torch generators take 64 bits
 #: and basinlab derives child seeds by small affine maps
@@ -76,6 +81,7 @@ class ModelConfig:
     n_head: int | None = None
     d_cond: int | None = None
     dropout: float | None = None
+    time_conditioning: bool = True  # condition on sigma_t (off: sigma = 0, as MDLM's OpenWebText model; SPEC 2b)
 
 
 @dataclass
@@ -93,7 +99,8 @@ class TrainConfig:
     beta2: float = 0.999
     ema: float = 0.9999  # decay; warmed up as min(ema, (1 + k) / (10 + k))
     grad_clip: float = 1.0
-    objective: str = "nelbo"  # nelbo | ce_redrawn
+    process: str = "uniform"  # uniform (SPEC 2) | masked (SPEC 2b: [MASK] appended, V + 1 outputs)
+    objective: str = "nelbo"  # nelbo | ce_redrawn (masked process: cross-entropy on the masked positions)
     ce_warmup_steps: int = 0  # steps of ce_redrawn before switching to the NELBO
     schedule: str = "loglinear"  # loglinear | cosine
     eps: float = 1e-3  # schedule epsilon
@@ -121,6 +128,7 @@ class ProbeConfig:
     n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
+    remask: float = 0.0  # masked models: ReMDM's eta in the reverse chains (0: MDLM's sampler; SPEC 2b)
 
 
 @dataclass
@@ -133,6 +141,7 @@ class SweepConfig:
     transition_t: float = 0.25
     transition_tol: float = 0.05  # N* = first N where train - test recovery at transition_t is <= this
     devices: list[str] = field(default_factory=list)  # one worker process per entry, e.g. [cuda:0, cuda:1]
+    processes: list[str] = field(default_factory=list)  # processes to train, e.g. [uniform, masked]; []: train.process
 
 
 @dataclass
@@ -150,7 +159,10 @@ class Config:
     def validate(self) -> Config:
         """Check every value of every section and return ``self``, normalised in place: numbers given as strings
         become numbers, ``probe.quick`` caps ``m`` and ``steps``. Bad values raise one :class:`BasinlabError` line
-        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this."""
+        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this; a config unchanged
+        since its last validation is not checked again (the sweep hands its validated config down to the trainer)."""
+        if getattr(self, "_validated", None) == self.to_dict():
+            return self
         _normalise(self, "")
         if not self.out_dir:
             raise _bad("out_dir", "a directory path", self.out_dir)
@@ -159,10 +171,14 @@ class Config:
         _check_train(self.train)
         _check_probe(self.probe)
         _check_sweep(self.sweep)
+        self._validated = self.to_dict()
         return self
 
-    def with_values(self, **values: Any) -> Config:
-        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``."""
+    def with_values(self, validate: bool = True, **values: Any) -> Config:
+        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``.
+
+        ``validate=False`` for values taken from a validated config (a sweep's grid, its devices): the copy then
+        counts as validated, and is not checked again on its way to the trainer."""
         new = copy.deepcopy(self)
         for name, value in values.items():
             section, _, key = name.rpartition("__")
@@ -170,6 +186,9 @@ class Config:
             if not hasattr(obj, key):
                 raise BasinlabError(f"unknown config key '{name.replace('__', '.')}'")
             setattr(obj, key, value)
+        if not validate:
+            new._validated = new.to_dict()
+            return new
         return new.validate()
 
     def to_yaml(self) -> str:
@@ -179,6 +198,56 @@ class Config:
         from basinlab.io import atomic_write_text
 
         atomic_write_text(path, self.to_yaml())
+
+
+# ---- model presets (models.build sizes the DiT from these; SPEC 5 "Protocols" for tiny/small/medium) ----------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "micro": {"n_layer": 4, "d_model": 128, "n_head": 4, "d_cond": 64, "dropout": 0.0},
+    "tiny": {"n_layer": 8, "d_model": 256, "n_head": 8, "d_cond": 128, "dropout": 0.1},
+    "small": {"n_layer": 12, "d_model": 768, "n_head": 12, "d_cond": 128, "dropout": 0.1},
+    "medium": {"n_layer": 24, "d_model": 1024, "n_head": 16, "d_cond": 128, "dropout": 0.1},
+}
+
+_FIELDS = ("n_layer", "d_model", "n_head", "d_cond", "dropout")
+
+
+def resolve_arch(model_cfg: ModelConfig | dict[str, Any] | str) -> dict[str, Any]:
+    """The preset's values with the config's non-``None`` fields on top, validated."""
+    if isinstance(model_cfg, str):
+        values: dict[str, Any] = {"preset": model_cfg}
+    elif isinstance(model_cfg, dict):
+        values = dict(model_cfg)
+    else:
+        values = {name: getattr(model_cfg, name) for name in ("preset", *_FIELDS)}
+    name = values.get("preset") or "micro"
+    if name not in PRESETS:
+        raise BasinlabError(f"unknown model preset '{name}'; available: {', '.join(PRESETS)}")
+    arch = dict(PRESETS[name])
+    for key in _FIELDS:
+        if values.get(key) is not None:
+            arch[key] = values[key]
+    for key in ("n_layer", "d_model", "n_head", "d_cond"):
+        if not isinstance(arch[key], int) or isinstance(arch[key], bool) or arch[key] < 1:
+            raise BasinlabError(f"model.{key} must be a positive integer, got {arch[key]!r}")
+    if arch["d_model"] % arch["n_head"] or (arch["d_model"] // arch["n_head"]) % 2:
+        raise BasinlabError(
+            f"model.d_model={arch['d_model']} must be n_head={arch['n_head']} times an even head size (rotary)"
+        )
+    if not 0.0 <= float(arch["dropout"]) < 1.0:
+        raise BasinlabError(f"model.dropout must lie in [0, 1), got {arch['dropout']!r}")
+    arch["dropout"] = float(arch["dropout"])
+    return arch
+
+
+def time_conditioning(model_cfg: ModelConfig | dict[str, Any] | str) -> bool:
+    """``model.time_conditioning`` (default on) of a config, a checkpoint's ``arch`` or a preset name."""
+    if isinstance(model_cfg, str):
+        return True
+    tc = model_cfg.get("time_conditioning") if isinstance(model_cfg, dict) else model_cfg.time_conditioning
+    if tc is not None and not isinstance(tc, bool):
+        raise BasinlabError(f"model.time_conditioning must be true or false, got {tc!r}")
+    return True if tc is None else tc
 
 
 # ---- types: one coercion of YAML values into each field's type --------------------------------------------------
@@ -342,15 +411,11 @@ def _check_data(dc: DataConfig) -> None:
 
 
 def _check_model(mc: ModelConfig) -> None:
-    from basinlab.models.presets import resolve_arch  # torch: loaded when a config is validated, not imported
-
     resolve_arch(mc)
+    time_conditioning(mc)
 
 
 def _check_train(tc: TrainConfig) -> None:
-    from basinlab.diffusion.schedules import SCHEDULES
-    from basinlab.models.denoiser import PRECISIONS
-
     _at_least(tc, "train", ("steps", "warmup_steps", "ce_warmup_steps"), 0)
     _at_least(tc, "train", ("batch_size", "grad_accum", "log_every", "ckpt_every"), 1)
     _require(tc.batch_size % tc.grad_accum == 0, "train.batch_size",
@@ -362,7 +427,8 @@ def _check_train(tc: TrainConfig) -> None:
         _unit(f"train.{key}", getattr(tc, key), closed_low=True, closed_high=False)
     _choice("train.objective", tc.objective, OBJECTIVES)
     _choice("train.lr_decay", tc.lr_decay, LR_DECAYS)
-    _choice("train.schedule", tc.schedule, tuple(SCHEDULES))
+    _choice("train.schedule", tc.schedule, SCHEDULES)
+    _choice("train.process", tc.process, PROCESSES)
     _choice("train.precision", tc.precision, PRECISIONS)
     _device("train.device", tc.device)
     _seed("train.seed", tc.seed)
@@ -378,12 +444,17 @@ def _check_probe(pc: ProbeConfig) -> None:
         _unit(f"probe.ts[{i}]", t, closed_low=False, closed_high=True)
     _unit("probe.t_start", pc.t_start, closed_low=False, closed_high=True)
     _unit("probe.entropy_t", pc.entropy_t, closed_low=False, closed_high=True)
+    _unit("probe.remask", pc.remask, closed_low=True, closed_high=True)
     if pc.quick:  # the one place `quick` acts: a CPU-sized probe
         pc.m, pc.steps = min(pc.m, QUICK_M), min(pc.steps, QUICK_STEPS)
 
 
 def _check_sweep(sc: SweepConfig) -> None:
     resolve_sizes(sc.sizes)
+    for i, p in enumerate(sc.processes):
+        _choice(f"sweep.processes[{i}]", p, PROCESSES)
+    _require(len(set(sc.processes)) == len(sc.processes), "sweep.processes", "a list without repeats",
+             sc.processes)
     _require(len(sc.seeds) > 0, "sweep.seeds", "a non-empty list of integers", sc.seeds)
     for i, s in enumerate(sc.seeds):
         _seed(f"sweep.seeds[{i}]", s)

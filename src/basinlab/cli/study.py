@@ -31,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "resumes: finished runs are skipped, an interrupted training continues from its checkpoint."
         ),
     )
-    p.add_argument("config", nargs="?", help="YAML config (or a preset name: demo, markov, paper)")
+    p.add_argument("config", nargs="?", help="YAML config (or a preset name: demo, contrast, markov, paper, text-demo)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sweep.sizes=[16,64,256]")
-    p.add_argument("--preset", help="a packaged preset (demo, markov, paper) instead of CONFIG")
+    p.add_argument("--preset", help="a packaged preset (demo, contrast, markov, paper, text-demo) instead of CONFIG")
     p.add_argument("--out", required=True, help="the sweep directory (created; reused to resume)")
     p.add_argument("--shard", help="run only shard i of n (i/n, 0-based), e.g. for a cluster job array")
     p.add_argument(
@@ -95,7 +95,7 @@ def _config(args: argparse.Namespace) -> Config:
     elif source is not None and "=" in source:
         raise BasinlabError(f"'{source}' looks like an override; give CONFIG.yaml or --preset NAME first")
     if source is None:
-        raise BasinlabError("give a CONFIG.yaml or --preset NAME (demo, markov, paper)")
+        raise BasinlabError("give a CONFIG.yaml or --preset NAME (demo, contrast, markov, paper, text-demo)")
     return load_config(source, overrides)
 
 

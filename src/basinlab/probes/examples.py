@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import Denoiser, corrupt, reverse_chain
+from basinlab.diffusion import Denoiser, process_of, reverse_chain
 
 #: Seed of the corruption of the example sentences (plus the caller's seed, 0 in a sweep): every run of a sweep
 #: sees the same corrupted test sentences.
@@ -41,7 +41,7 @@ def restore_examples(
     x = data.test[:k]
     gen = torch.Generator().manual_seed(EXAMPLE_SEED + int(seed))
     alpha = denoiser.schedule.alpha(torch.tensor(t, dtype=torch.float64))
-    z = corrupt(x, alpha, data.vocab_size, generator=gen)
+    z = process_of(denoiser).corrupt(x, alpha, generator=gen)
     with torch.inference_mode():
         restored = reverse_chain(denoiser, z, t, steps=steps, greedy=False, generator=gen).cpu()
     real = data.real_mask(x)

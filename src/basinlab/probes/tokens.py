@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from basinlab.diffusion import corrupt
+from basinlab.diffusion import process_of
 from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar, tvec
 from basinlab.probes.entropy import PROBE as ENTROPY_PROBE
 from basinlab.probes.entropy import token_entropy
@@ -49,6 +49,7 @@ def token_predictions(
     dev = denoiser_device(denoiser, device)
     M, L = seqs.shape
     k = max(1, min(int(k), denoiser.vocab_size))
+    proc = process_of(denoiser)
     g = make_generator(child_seed(seed, ENTROPY_PROBE, float(t)), dev)
     a_t = float(denoiser.schedule.alpha(float(t)))
     H = torch.empty(M, L, dtype=torch.float64)
@@ -58,8 +59,8 @@ def token_predictions(
     with torch.inference_mode():
         for sl in batches(M, batch_size):
             x = seqs[sl].to(dev)
-            z = corrupt(x, a_t, denoiser.vocab_size, generator=g)
-            log_x = denoiser(z, tvec(float(t), x.shape[0], dev))
+            z = proc.corrupt(x, a_t, generator=g)
+            log_x = proc.leave_one_out(denoiser, z, tvec(float(t), x.shape[0], dev))
             H[sl] = token_entropy(log_x).cpu()
             top = log_x.topk(k, dim=-1)
             ids[sl], probs[sl] = top.indices.cpu(), top.values.to(torch.float64).exp().cpu()

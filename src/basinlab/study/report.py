@@ -36,10 +36,19 @@ from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
 from basinlab.study import report_extras
 from basinlab.study.html import examples as html_examples
-from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
+from basinlab.study.store import CONFIG_NAME, ResultStore, label_process, model_label, read_results
 from basinlab.study.transition import Transition, estimate_all
 
 ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}
+
+
+def _oracle_style(o: str) -> tuple[str, str]:
+    """Line style and name of an oracle label, whatever its process (``oracle:empirical@masked``)."""
+    base, _, process = o.partition("@")
+    style, name = ORACLE_STYLE.get(base, ("-.", base))
+    return style, (f"{process} {name}" if process else name)
+
+
 SET_COLORS = {"train": "tab:blue", "test": "tab:orange", "random": "tab:gray", "generated": "tab:green"}
 
 
@@ -154,13 +163,13 @@ def plot_recovery(df: Any, model: str, oracles: list[str], tr: Transition | None
             for o in oracles:
                 so = _series(df, o, "recovery_rate", set_name, t)
                 if len(so):
-                    ax.plot(so["N"], so["value"], ORACLE_STYLE.get(o, ("-.", o))[0], color=color, lw=1, alpha=0.8)
+                    ax.plot(so["N"], so["value"], _oracle_style(o)[0], color=color, lw=1, alpha=0.8)
         _setup_ax(ax, "recovery rate (corrupted tokens restored)", f"{set_name} set")
         ax.set_ylim(-0.02, 1.02)
         _mark_nstar(ax, tr)
     handles, labels = axes[0].get_legend_handles_labels()
     for o in oracles:
-        style, name = ORACLE_STYLE.get(o, ("-.", o))
+        style, name = _oracle_style(o)
         handles.append(plt.Line2D([], [], ls=style, color="k", lw=1))
         labels.append(name)
     axes[1].legend(handles, labels, fontsize=8, loc="best")
@@ -181,7 +190,7 @@ def plot_transition(df: Any, model: str, oracles: list[str], tr: Transition) -> 
         for o in oracles:
             so = _series(df, o, "recovery_rate", set_name, tr.t)
             if len(so):
-                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                style, name = _oracle_style(o)
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.2, label=f"{name}: {set_name}")
     _setup_ax(ax, "recovery rate", f"Train vs test recovery at t = {tr.t:g}")
     ax.set_ylim(-0.02, 1.02)
@@ -207,7 +216,7 @@ def plot_metric_sets(
         for o in oracles:
             so = _series(df, o, metric, set_name)
             if len(so):
-                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                style, name = _oracle_style(o)
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {set_name}")
     for m2, set_name, label, style, t in extra or []:
         s = _series(df, model, m2, set_name, t)
@@ -240,7 +249,7 @@ def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | No
         for o in oracles:
             so = _series(df[df["probe"] == probe], o, "membership_auc", None, None if t < 0 else t)
             if len(so) and probe == "entropy":
-                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                style, name = _oracle_style(o)
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {label}")
     ax.axhline(0.5, color="0.5", lw=1, ls="--")
     _setup_ax(ax, "ROC AUC, train vs test", "Membership: telling training sequences from unseen ones")
@@ -369,9 +378,10 @@ def oracle_gaps(df: Any, model: str, t: float) -> list[tuple[str, float | None, 
     ]
     out = []
     for what, oracle, metric, set_name, n, tt in want:
+        oracle = model_label(oracle, label_process(model))  # the oracles of the model's own process
         theirs = _at(df, oracle, metric, set_name, n, tt)
         if theirs is not None:
-            out.append((f"{what}: {ORACLE_STYLE[oracle][1]}", _at(df, model, metric, set_name, n, tt), theirs))
+            out.append((f"{what}: {_oracle_style(oracle)[1]}", _at(df, model, metric, set_name, n, tt), theirs))
     return out
 
 
@@ -462,9 +472,12 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                    runs: list[dict[str, Any]], examples: list[dict[str, Any]], add: _Figures) -> str:
     """The report's section of one trained model: setup, N*, and one plot per test of SPEC 5."""
     m = tr.model
-    sfx = "" if len(models) == 1 else f"-{m}"
+    oracles = [o for o in oracles if label_process(o) == label_process(m)]  # each process has its own oracles
+    sfx = "" if len(models) == 1 else f"-{m.replace('@', '-')}"
     first_seed = int(sorted(df[df["model"] == m]["seed"].unique())[0])
     sec = [f"<h2>Setup</h2>{_setup_html(cfg, df, runs, m)}", _MEMORISATION_NOTE]
+    if len(models) > 1:
+        sec.insert(0, f"<h2>Model {html.escape(m)}</h2>")
     curves = report_extras.loss_curves(add.plots_dir.parent, m, first_seed)
     if curves:
         sec.append("<h2>Training</h2>" + add(f"training_loss{sfx}", report_extras.plot_losses(curves, _plt()),
@@ -494,7 +507,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
         "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
     sec.append("<h2>Likelihood</h2>")
     sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(_log_y(plot_metric_sets(
-        df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
+        df, m, [o for o in oracles if o.partition("@")[0] != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
         "NELBO (nats/token, log scale)", "NELBO on train and test", tr)), tr),
         "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
         "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))
@@ -526,6 +539,9 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     examples = _load_examples(out_dir)
     figure = _Figures(out_dir / "plots")
     sections = [_model_section(df, tr, models, oracles, cfg, runs, examples, figure) for tr in transitions]
+    from basinlab.study.contrast import contrast_section  # here: it uses this module's plotting helpers
+
+    sections.insert(0, contrast_section(df, transitions, t_star, figure))
     if not transitions:
         sections.append("<p>No trained models in the results (oracles only).</p>")
     summary = "".join(f"<li>{html.escape(m)}: {html.escape(tr.describe())}</li>" for m, tr in zip(

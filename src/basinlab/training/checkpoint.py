@@ -40,6 +40,7 @@ import torch
 
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, write_error
+from basinlab.training.meta import CheckpointMeta
 
 CKPT_PREFIX = "ckpt-"
 LATEST = "latest"
@@ -108,15 +109,16 @@ def save_checkpoint(
     model_state: dict[str, torch.Tensor],
     ema_state: dict[str, torch.Tensor],
     config: Any,
-    meta: dict[str, Any],
+    meta: CheckpointMeta | dict[str, Any],
     train_state: dict[str, Any] | None = None,
     tokenizer: Any | None = None,
     source: Any | None = None,
 ) -> Path:
     """Write a complete checkpoint of ``step`` under ``out_dir`` atomically; return its directory.
 
-    ``config`` is a :class:`~basinlab.config.Config`; ``meta`` must hold ``arch`` (see ``DiT.arch()``),
-    ``vocab_size`` and ``seq_len``. ``train_state`` (optimiser, RNG) goes to ``state.pt``.
+    ``config`` is a :class:`~basinlab.config.Config`; ``meta`` a :class:`~basinlab.training.meta.CheckpointMeta`
+    (or its flat dict: ``arch`` (see ``DiT.arch()``), ``vocab_size``, ``seq_len``...). ``train_state``
+    (optimiser, RNG) goes to ``state.pt``.
     """
     from safetensors.torch import save_file
 
@@ -133,7 +135,8 @@ def save_checkpoint(
         if train_state is not None:
             torch.save(train_state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(config.to_yaml())
-        meta = {"format": FORMAT, "step": int(step), **meta}
+        flat = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta)
+        meta = {"format": FORMAT, **flat, "step": int(step)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if tokenizer is not None:
             tokenizer.save(str(tmp / TOKENIZER_FILE))
@@ -391,7 +394,8 @@ def load_tokenizer(path: str | Path):
 
 @dataclass
 class TrainedModel:
-    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``."""
+    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``; ``process`` is its
+    forward process (uniform or masked, SPEC 2/2b)."""
 
     model: torch.nn.Module
     denoiser: Any  # NetworkDenoiser
@@ -404,6 +408,7 @@ class TrainedModel:
     path: Path
     source: Any | None = None  # MarkovSource for Markov data
     ema: bool = True
+    process: Any = None  # the forward process (``denoiser.process``)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, seqs: torch.Tensor) -> list[str]:
@@ -449,7 +454,7 @@ class TrainedModel:
     def __repr__(self) -> str:
         return (
             f"TrainedModel(path={str(self.path)!r}, step={self.step}, V={self.vocab_size}, L={self.seq_len}, "
-            f"ema={self.ema}, schedule={self.schedule!r})"
+            f"ema={self.ema}, schedule={self.schedule!r}, process={getattr(self.process, 'name', 'uniform')})"
         )
 
 
@@ -467,14 +472,13 @@ def load_trained(
     ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the
     checkpoint's. Missing path/checkpoint, corrupt files or a vocabulary mismatch -> :class:`BasinlabError`.
     """
-    from basinlab.diffusion import get_schedule
-    from basinlab.models import NetworkDenoiser, resolve_device
-    from basinlab.models.dit import DiT
+    from basinlab.models import NetworkDenoiser, build, resolve_device
 
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)
-    V, L = int(meta["vocab_size"]), int(meta["seq_len"])
+    record = CheckpointMeta.from_dict({"schedule": cfg.train.schedule, "eps": cfg.train.eps, **meta}, ckpt)
+    V, L = record.vocab_size, record.seq_len
     if tokenizer is not None:
         tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
         where = f"tokenizer '{tokenizer}'" if isinstance(tokenizer, (str, Path)) else "the tokenizer given"
@@ -489,16 +493,17 @@ def load_trained(
         if tv is not None and tv != V:
             raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {V}")
     dev = resolve_device(device)
-    arch = {k: v for k, v in meta["arch"].items() if k not in ("vocab_size", "seq_len")}
-    model = DiT(vocab_size=V, seq_len=L, **arch)
+    process = record.forward_process()
+    model = build(record.arch, V, L, process=process)
     state = load_weights(ckpt, ema=ema)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise BasinlabError(f"checkpoint {ckpt} does not match its architecture: {str(exc).splitlines()[0]}") from None
     model.to(dev).eval()
-    schedule = get_schedule(meta.get("schedule", cfg.train.schedule), float(meta.get("eps", cfg.train.eps)))
-    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size)
+    schedule = record.noise_schedule()
+    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size,
+                               process=process)
     return TrainedModel(
         model=model,
         denoiser=denoiser,
@@ -507,9 +512,10 @@ def load_trained(
         config=cfg,
         vocab_size=V,
         seq_len=L,
-        step=int(meta["step"]),
+        step=record.step,
         path=ckpt,
         source=load_source(ckpt),
         ema=ema,
         meta=meta,
+        process=process,
     )

@@ -1,8 +1,9 @@
 """Dataclass configs, YAML in/out and ``key=value`` overrides.
 
 A config has five sections, ``data``, ``model``, ``train``, ``probe`` and ``sweep``, plus ``out_dir``.
-YAML files hold any subset of the keys; ``section.key=value`` overrides are parsed as YAML scalars.
-An unknown key is an error that names the valid keys (SPEC-independent plumbing).
+YAML files hold any subset of the keys; ``section.key=value`` overrides are parsed as YAML scalars, both by
+:func:`load_yaml` (YAML 1.1 less its base-60, hex, octal and ``1_000`` numbers; duplicate keys, empty files and
+alias bombs refused). An unknown key is an error that names the valid keys (SPEC-independent plumbing).
 """
 
 from __future__ import annotations

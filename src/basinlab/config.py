@@ -1,8 +1,9 @@
 """Dataclass configs, YAML in/out and ``key=value`` overrides.
 
 A config has five sections, ``data``, ``model``, ``train``, ``probe`` and ``sweep``, plus ``out_dir``.
-YAML files hold any subset of the keys; ``section.key=value`` overrides are parsed as YAML scalars.
-An unknown key is an error that names the valid keys (SPEC-independent plumbing).
+YAML files hold any subset of the keys; ``section.key=value`` overrides are parsed as YAML scalars, both by
+:func:`load_yaml` (YAML 1.1 less its base-60, hex, octal and ``1_000`` numbers; duplicate keys, empty files and
+alias bombs refused). An unknown key is an error that names the valid keys (SPEC-independent plumbing).
 """
 
 from __future__ import annotations
@@ -264,7 +265,7 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise BasinlabError(f"config key '{where}{key}' is a section: give a mapping, not {value!r}")
+                raise BasinlabError(f"config key '{where}{key}' is a section: give a mapping, not {_show(value)}")
             _apply(current, value, f"{where}{key}.")
         else:
             setattr(obj, key, value)
@@ -283,7 +284,9 @@ def _normalise(obj: Any, where: str) -> None:
 
 def _bad(name: str, what: str, value: Any) -> BasinlabError:
     key = re.sub(r"\[\d+\]$", "", name)
-    return BasinlabError(f"config key '{name}' must be {what}, got {value!r}; fix it in the config or with {key}=...")
+    return BasinlabError(
+        f"config key '{name}' must be {what}, got {_show(value)}; fix it in the config or with {key}=..."
+    )
 
 
 def _typed(value: Any, hint: Any, name: str) -> Any:
@@ -324,9 +327,16 @@ def _typed(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+#: numbers written as text: plain ASCII decimals (no ``0x10``, ``010``, ``1_000`` or non-ASCII digits)
+_INT_TEXT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?:inf|nan)", re.IGNORECASE)
+
+
 def _number(value: Any, kind: type, name: str) -> int | float:
     what = "an integer" if kind is int else "a finite number"
     if isinstance(value, str):
+        if (_INT_TEXT if kind is int else _FLOAT_TEXT).fullmatch(value.strip()) is None:
+            raise _bad(name, f"{what} (plain decimal digits)", value)
         try:
             value = int(value.strip()) if kind is int else float(value.strip())
         except ValueError:
@@ -376,7 +386,7 @@ def _unit(name: str, value: float, closed_low: bool, closed_high: bool) -> None:
 
 def _choice(name: str, value: str, choices: Any) -> None:
     if value not in choices:
-        raise BasinlabError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        raise BasinlabError(f"unknown {name} {_show(value)}; choose one of {', '.join(choices)}")
 
 
 def validate_data(dc: DataConfig) -> DataConfig:
@@ -390,6 +400,9 @@ def _check_data(dc: DataConfig) -> None:
     from basinlab.memory import require_fits
 
     _choice("data.source", dc.source, DATA_SOURCES)
+    if dc.path is not None and dc.source in ("brown", "markov"):  # read only by the text and datasets sources
+        raise BasinlabError(f"data.path is read only for data.source=text or datasets; data.source={dc.source} would "
+                            "ignore it: drop data.path, or set data.source=text (or datasets)")
     if dc.source != "markov":
         _choice("data.mode", dc.mode, DATA_MODES)
     min_len = 2 if dc.source == "markov" else 3
@@ -493,7 +506,7 @@ def resolve_sizes(spec: Any) -> list[int]:
         nums = [_number(p, int if i < 2 else float, "sweep.sizes") for i, p in enumerate(parts)] if len(parts) in (
             2, 3) else []
         if not nums:
-            raise BasinlabError(f"sweep.sizes '{spec}' is not 'start:stop' or 'start:stop:factor'")
+            raise BasinlabError(f"sweep.sizes {_show(spec)} is not 'start:stop' or 'start:stop:factor'")
         sizes = geometric_sizes(int(nums[0]), int(nums[1]), float(nums[2]) if len(nums) == 3 else 2.0)
     elif isinstance(spec, dict):
         if "start" not in spec or "stop" not in spec or set(spec) - {"start", "stop", "factor"}:
@@ -506,9 +519,9 @@ def resolve_sizes(spec: Any) -> list[int]:
     elif isinstance(spec, int) and not isinstance(spec, bool):
         sizes = [spec]
     else:
-        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {spec!r}")
+        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {_show(spec)}")
     if not sizes or sizes[0] < 1:
-        raise BasinlabError(f"sweep.sizes must be positive integers, got {spec!r}")
+        raise BasinlabError(f"sweep.sizes must be positive integers, got {_show(spec)}")
     return sizes
 
 
@@ -527,7 +540,7 @@ def config_differences(old: Config, new: Config, sections: tuple[str, ...], swee
     a, b = old.to_dict(), new.to_dict()
     free = resumable_keys(sweep)
     return [
-        f"{s}.{k}: {a[s].get(k)!r} before, {v!r} now"
+        f"{s}.{k}: {_show(a[s].get(k))} before, {_show(v)} now"
         for s in sections
         for k, v in b[s].items()
         if k not in free.get(s, ()) and a[s].get(k) != v
@@ -543,6 +556,79 @@ def preset_path(name: str) -> Path:
     return path
 
 
+# ---- YAML: one reader for config files, overrides and checkpoints ------------------------------------------------
+
+#: a YAML document's values after its aliases are expanded: more is a "billion laughs" and is refused
+YAML_MAX_VALUES = 100_000
+#: at most this many characters of a value in an error message
+SHOWN_CHARS = 80
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader less YAML 1.1's surprises: integers are plain decimals (``16:32`` is no base-60 992,
+    ``0x10``, ``010``, ``0b1`` and ``1_000`` are no numbers: they stay text and are refused where a number is due);
+    floats have no ``_`` or base 60; a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {_show(key.value)} given twice", key.start_mark)
+                    seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rules if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for ch, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` cut to :data:`SHOWN_CHARS` characters, without expanding deep or shared structure."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, SHOWN_CHARS, SHOWN_CHARS
+    text = short.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values ``value`` holds once its YAML aliases (shared lists and mappings) are written out."""
+    if not isinstance(value, (list, dict)):
+        return 1
+    if id(value) not in memo:
+        memo[id(value)] = 0  # a recursive alias (`&a [*a]`) counts once
+        items = list(value.values()) + list(value.keys()) if isinstance(value, dict) else value
+        memo[id(value)] = 1 + sum(_expanded_size(v, memo) for v in items)
+    return memo[id(value)]
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse ``text`` (the content of ``where``: a file, an override) with :class:`_Loader`; a syntax error, a
+    duplicate key or aliases expanding to more than :data:`YAML_MAX_VALUES` values are one-line errors."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise BasinlabError(f"{where} is not valid YAML: {problem}{at}") from None
+    if _expanded_size(value, {}) > YAML_MAX_VALUES:
+        raise BasinlabError(f"{where}: YAML aliases expand to more than {YAML_MAX_VALUES} values; write the values out")
+    return value
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["train.steps=10", "data.seq_len=16"]`` -> nested dict, values parsed as YAML scalars."""
     nested: dict[str, Any] = {}
@@ -550,7 +636,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if "=" not in item:
             raise BasinlabError(f"override '{item}' is not of the form section.key=value (e.g. train.steps=100)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = load_yaml(raw, f"override '{_show(item)[1:-1]}'") if raw != "" else None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -580,14 +666,15 @@ def _read_yaml(source: str | Path) -> dict[str, Any]:
             raise BasinlabError(f"config file '{source}' not found; give a YAML path or a preset name")
         if not path.is_file():
             raise BasinlabError(f"config '{source}' is a directory, not a YAML file; give a YAML path or a preset name")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise BasinlabError(f"config file '{path}' is not text (binary or not UTF-8); give a YAML file") from None
     except OSError as exc:
         raise BasinlabError(f"cannot read config file '{path}': {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        line = str(exc).splitlines()[0]
-        raise BasinlabError(f"config file '{path}' is not valid YAML: {line}") from None
+    values = load_yaml(text, f"config file '{path}'")
+    if values is None:
+        raise BasinlabError(f"config file '{path}' is empty; give at least one section (data:, model:, train:...), "
+                            "or no CONFIG for the defaults")
     if not isinstance(values, dict):
         raise BasinlabError(f"config file '{path}' must hold a mapping of sections (data:, model:, train:...)")
     return values

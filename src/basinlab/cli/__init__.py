@@ -78,7 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the commands a rerun resumes (checkpoints, the sweep's store); Ctrl-C in any other starts over when rerun
+RESUMABLE_COMMANDS = ("train", "sweep", "demo")
+
+
+def _interrupted(command: str | None) -> str:
+    if command in RESUMABLE_COMMANDS:
+        return "basinlab: interrupted; finished work is saved and a rerun resumes"
+    if command is None:
+        return "basinlab: interrupted"
+    return f"basinlab: interrupted; `basinlab {command}` does not resume: rerun it to start over"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         parser = build_parser()  # imports the subcommands' modules: Ctrl-C may land here too
         args = parser.parse_args(argv)
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"basinlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("basinlab: interrupted; finished work is saved and a rerun resumes", file=sys.stderr)
+        print(_interrupted(getattr(args, "command", None)), file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -116,25 +117,44 @@ def shard_runs(runs: Sequence[RunKey], shard: tuple[int, int] | None) -> list[Ru
     return list(runs[i::n])
 
 
-def expand_devices(devices: Sequence[str]) -> list[str]:
+def expand_devices(devices: Sequence[str], check: bool = True) -> list[str]:
     """The worker devices of ``sweep.devices``/``--devices``: ``DEV*K`` repeats ``DEV`` K times (several workers on
     one device: small models leave a GPU mostly idle); ``auto`` is ``cuda:0`` when CUDA is available, else ``cpu``,
-    and ``auto*K`` on a CPU gives at most one worker per core. Other entries pass through unchanged."""
+    and ``auto*K`` on a CPU gives at most one worker per core. ``check`` (not for ``--plan``) refuses a device this
+    machine lacks (``cuda:1`` with one GPU or none) and caps CPU workers at one per core, with a warning."""
     out: list[str] = []
     for entry in devices:
         dev, _, reps = str(entry).strip().partition("*")
-        try:
-            k = int(reps) if reps else 1
-        except ValueError:
-            k = 0
-        if k < 1 or not dev:
-            raise BasinlabError(f"device entry '{entry}' must be DEVICE or DEVICE*K with K >= 1, e.g. cuda:0*4")
+        k = int(reps) if re.fullmatch(r"[0-9]+", reps) else 0 if reps else 1
+        if k < 1 or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", dev):
+            raise BasinlabError(f"device entry '{entry}' must be DEVICE or DEVICE*K with K >= 1 and DEVICE one of "
+                                "auto, cpu, mps, cuda, cuda:N; e.g. cuda:0*4")
         if dev == "auto":
             dev = "cuda:0" if torch.cuda.is_available() else "cpu"
             if dev == "cpu" and reps:
                 k = min(k, os.cpu_count() or 1)
+        if check:
+            _require_device(dev)
         out.extend([dev] * k)
+    cores = os.cpu_count() or 1
+    if check and out.count("cpu") > cores:
+        logger.warning("%d CPU workers asked for on %d cores: running %d (one per core)", out.count("cpu"), cores,
+                       cores)
+        extra = out.count("cpu") - cores
+        out = [d for i, d in enumerate(out) if d != "cpu" or out[: i + 1].count("cpu") > extra]
     return out
+
+
+def _require_device(dev: str) -> None:
+    """Refuse, before any worker starts, a device this machine does not have."""
+    if dev.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(dev.partition(":")[2] or 0)
+        if index >= n:
+            raise BasinlabError(f"device {dev} is not available: this machine has {n} CUDA device(s); "
+                                "use cpu, auto, or cuda:0 .. cuda:N-1")
+    elif dev == "mps" and not torch.backends.mps.is_available():
+        raise BasinlabError("device mps is not available on this machine; use cpu or auto")
 
 
 # ---- configuration ----------------------------------------------------------------------------------------

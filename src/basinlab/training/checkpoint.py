@@ -321,12 +321,31 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
 
 
 def load_config_file(ckpt: Path):
-    import yaml
-
-    from basinlab.config import config_from_dict
+    """The checkpoint's ``config.yaml``, validated, and refused where it disagrees with its ``meta.json``."""
+    from basinlab.config import config_from_dict, load_yaml
 
     verify_checkpoint(ckpt, [CONFIG_FILE])
-    return config_from_dict(yaml.safe_load((ckpt / CONFIG_FILE).read_text()) or {})
+    cfg = config_from_dict(load_yaml((ckpt / CONFIG_FILE).read_text(), f"{ckpt / CONFIG_FILE}") or {})
+    check_config_matches_meta(cfg, load_meta(ckpt), ckpt)
+    return cfg
+
+
+def check_config_matches_meta(cfg: Any, meta: dict[str, Any], ckpt: Path) -> None:
+    """``config.yaml`` and ``meta.json`` of one checkpoint are written together and agree on the network and its
+    schedule; an edited ``config.yaml`` (its manifest re-hashed) that says otherwise is refused (issue 18)."""
+    from basinlab.models.presets import resolve_arch
+
+    arch, saved = resolve_arch(cfg.model), meta.get("arch") or {}
+    pairs = [(f"model.{k}", arch[k], saved[k]) for k in ("n_layer", "d_model", "n_head", "d_cond", "dropout")
+             if k in saved]
+    pairs += [("data.seq_len", cfg.data.seq_len, meta.get("seq_len")),
+              ("train.schedule", cfg.train.schedule, meta.get("schedule")),
+              ("train.eps", cfg.train.eps, meta.get("eps")),
+              ("train.objective", cfg.train.objective, meta.get("objective"))]
+    bad = [f"{k}: {a!r} in {CONFIG_FILE}, {b!r} in {META_FILE}" for k, a, b in pairs if b is not None and a != b]
+    if bad:
+        raise BasinlabError(f"checkpoint {ckpt}: {CONFIG_FILE} disagrees with {META_FILE} ({'; '.join(bad)}); "
+                            f"restore the {CONFIG_FILE} this checkpoint was saved with")
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ LR_DECAYS = ("none", "linear", "cosine")
 SEED_LIMIT = 2**32
 QUICK_M, QUICK_STEPS = 256, 100
 PROBE_PROTOCOLS = ("exact", "paper")
+PROBE_WEIGHTS = ("ema", "raw")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
 #: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
 #: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
@@ -121,6 +122,7 @@ class ProbeConfig:
     n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
+    weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
 
 
 @dataclass
@@ -370,6 +372,8 @@ def _check_train(tc: TrainConfig) -> None:
 
 def _check_probe(pc: ProbeConfig) -> None:
     _choice("probe.protocol", pc.protocol, PROBE_PROTOCOLS)
+    if pc.weights is not None:
+        _choice("probe.weights", pc.weights, PROBE_WEIGHTS)
     _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)
     if pc.n_samples is not None:
         _at_least(pc, "probe", ("n_samples",), 0)

@@ -39,7 +39,7 @@ from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, novelty
-from basinlab.probes.protocol import protocol_options, resolve_n_samples
+from basinlab.probes.protocol import gap_sets, protocol_options, resolve_n_samples
 from basinlab.probes.results import ProbeResult
 
 #: The probes, in the order the suite runs them.
@@ -180,8 +180,8 @@ def run_suite(
                                   steps=cfg.steps, **common, **opts["basins"])
         out.extend(basins[name], prefix=f"basins/{name}/")
     for name in on.get("fixed_points", []):
-        out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name],
-                                    t_start=cfg.t_start, steps=cfg.steps, **common), prefix=f"fixed_points/{name}/")
+        out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], t_start=cfg.t_start,
+                                    steps=cfg.steps, **common, **opts["fixed_points"]), prefix=f"fixed_points/{name}/")
     samples = _samples(denoiser, data, cfg, seed, progress) if {"novelty", "entropy"} & set(probes) else None
     if samples is not None:
         out.arrays["generated_samples"] = samples
@@ -191,12 +191,14 @@ def run_suite(
                            real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
                            test_mask=data.real_mask(data.test), t_start=cfg.t_start, steps=cfg.steps, **common),
                    prefix="novelty/generated/")
+    gaps = gap_sets(cfg.protocol)  # generated minus test and/or train, per protocol
     for name in on.get("entropy", []):
-        gen = samples if name == "test" else None  # the gap is generated minus real held-out data
+        gen = samples if name in gaps else None
         out.extend(conditional_entropy(denoiser, seqs[name], set_name=name, real_mask=masks[name],
                                        ts=[cfg.entropy_t], steps=cfg.steps, basin=basins.get(name), generated=gen,
                                        generated_mask=None if gen is None else data.real_mask(gen),
-                                       trajectory=trajectory, **common, **opts["entropy"]), prefix=f"entropy/{name}/")
+                                       gap_name=gaps.get(name, "entropy_gap"), trajectory=trajectory, **common,
+                                       **opts["entropy"]), prefix=f"entropy/{name}/")
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
                               **opts["likelihood"]), prefix=f"likelihood/{name}/")

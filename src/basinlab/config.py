@@ -123,6 +123,8 @@ class ProbeConfig:
     quick: bool = False  # m=256, steps=100
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
+    trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
+    gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples
 
 
 @dataclass

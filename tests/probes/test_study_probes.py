@@ -206,7 +206,8 @@ def test_suite_scores_generated_samples_and_refuses_a_missing_scorer(scorer, mar
     cfg = ProbeConfig(m=4, ts=[0.5], steps=3, batch_size=4, n_samples=5, gen_ppl_model=str(scorer[0]))
     res = run_suite(den, data, cfg, n_train=20, probes=["gen_ppl"])
     rows = _rows(res, "gen_ppl")
-    assert {k[2] for k in rows} == {"gen_ppl", "gen_nll", "sample_entropy"} and rows[("generated", None, "gen_ppl")]["n"] == 5
+    assert {k[2] for k in rows} == {"gen_ppl", "gen_nll", "sample_entropy"}
+    assert rows[("generated", None, "gen_ppl")]["n"] == 5
     cfg.gen_ppl_model = str(tmp_path / "nope")
     with pytest.raises(BasinlabError, match="gen_ppl_model.*not a local Hugging Face model directory"):
         run_suite(den, data, cfg, n_train=20)

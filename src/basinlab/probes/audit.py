@@ -37,6 +37,7 @@ from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import nearest_hamming
+from basinlab.probes.protocol import protocol_options
 from basinlab.probes.results import ProbeResult, summarize
 
 PROBE = "audit"
@@ -157,6 +158,7 @@ def audit(
     batch_size: int = 256,
     progress: bool = False,
     device: torch.device | str | None = None,
+    protocol: str = "exact",
 ) -> ProbeResult:
     """Memorisation scores of each sequence of ``seqs [M, L]`` and, where ``groups`` holds both ``member`` and
     ``nonmember`` labels, the membership AUC of every score (see the module docstring).
@@ -164,6 +166,7 @@ def audit(
     ``groups`` (length ``M``; default all ``text``) labels the rows. Rows: per group and score the mean with its
     interval (``probe="audit"``, ``set`` = group, ``metric`` = score), and ``membership_auc`` rows
     (``set="member_vs_nonmember"``). ``.arrays``: ``score/<name>`` float64 ``[M]`` and ``n_tokens [M]``.
+    ``protocol``: the probes' definitions, as the sweep's (:func:`~basinlab.probes.protocol.protocol_options`).
     """
     seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
     M = seqs.shape[0]
@@ -173,11 +176,14 @@ def audit(
     if M == 0:
         raise BasinlabError("audit: no sequences to score")
     kw = {"seed": seed, "batch_size": batch_size, "real_mask": mask, "progress": progress, "device": device}
+    opts = protocol_options(protocol)
+    basin_opts = {k: v for k, v in opts["basins"].items() if k != "restored_entropy"}
     found = {
-        "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw),
-        "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw),
-        "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw),
-        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw),
+        "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw,
+                                       count_special=opts["entropy"]["count_special"]),
+        "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw, **basin_opts),
+        "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw, **opts["fixed_points"]),
+        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, **opts["likelihood"]),
     }
     nearest = None
     if reference is not None:

@@ -47,12 +47,12 @@ def test_t_grid_is_the_fixed_point_test_and_entropy_at_each_t(markov, protocol):
     ent = conditional_entropy(den, x, ts=ts, seed=4, batch_size=24)
     for i, t in enumerate(ts):
         fp = fixed_point_test(den, x, t_start=t, steps=7, batch_size=24, **opts)
-        assert rows[("test", t, "fixed_point_rate")]["value"] == fp.rows[0]["value"]
+        assert rows[("test", t, "grid_fixed_point_rate")]["value"] == fp.rows[0]["value"]
         assert torch.equal(res.arrays["fixed"][i], fp.arrays["fixed"])
-        assert rows[("test", t, "entropy")]["value"] == pytest.approx(ent.rows[i]["value"], rel=1e-12)
+        assert rows[("test", t, "grid_entropy")]["value"] == pytest.approx(ent.rows[i]["value"], rel=1e-12)
     # by hand: a denoiser whose x_θ is a point mass on the input keeps every sequence at every t, entropy 0
     keep = t_grid(TargetDenoiser(x, 5), x, ts=ts, steps=7, batch_size=24)
-    assert all(r["value"] == (1.0 if r["metric"] == "fixed_point_rate" else 0.0) for r in keep.rows)
+    assert all(r["value"] == (1.0 if r["metric"] == "grid_fixed_point_rate" else 0.0) for r in keep.rows)
 
 
 # ---- random-sequence basins ----------------------------------------------------------------------------------------

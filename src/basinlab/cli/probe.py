@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="sets", action="append", choices=SETS,
                    help="set to probe (repeatable; default train, test and random)")
     p.add_argument("--n", type=int, help="M, sequences per set (default probe.m)")
-    p.add_argument("--quick", action="store_true", help="M <= 256 and T <= 100 (a CPU-sized run)")
+    p.add_argument("--quick", action="store_true",
+                   help="M <= 128, T <= 25, 64 samples: about a CPU minute on a micro model")
     p.add_argument("--steps", type=int, help="T, the grid over [t_min, 1] (default probe.steps)")
     p.add_argument("--ts", help="comma-separated corruption levels t for the basin test (default probe.ts)")
     p.add_argument("--samples", type=int,

@@ -125,6 +125,7 @@ class ProbeConfig:
     quick: bool = False  # m <= 128, steps <= 25, n_samples <= 64: about a CPU minute (QUICK_*)
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
+    t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
     trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
     gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples
 

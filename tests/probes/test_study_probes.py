@@ -211,3 +211,30 @@ def test_suite_scores_generated_samples_and_refuses_a_missing_scorer(scorer, mar
     cfg.gen_ppl_model = str(tmp_path / "nope")
     with pytest.raises(BasinlabError, match="gen_ppl_model.*not a local Hugging Face model directory"):
         run_suite(den, data, cfg, n_train=20)
+
+
+def test_probe_all_quick_gives_the_study_rows(scorer, tmp_path):
+    """``basinlab probe all --checkpoint R --quick`` with ``probe.gen_ppl_model``: rows for the t-grid fixed points,
+    the random-sequence basins, the trajectory statistics, and the generative perplexity and sample entropy."""
+    import pandas as pd
+
+    from basinlab.cli import main
+    from basinlab.config import load_config
+    from basinlab.training.trainer import train
+
+    cfg = load_config(None, ["data.source=markov", "data.seq_len=8", "data.n_train=16", "data.n_test=16",
+                             "data.markov_pool=100", f"data.cache_dir={tmp_path / 'cache'}", "model.n_layer=1",
+                             "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
+                             "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu",
+                             "train.progress=false"])
+    train(cfg, out_dir=tmp_path / "run", progress=False)
+    out = tmp_path / "probes"
+    assert main(["probe", "all", f"probe.gen_ppl_model={scorer[0]}", "--checkpoint", str(tmp_path / "run"),
+                 "--quick", "--n", "4", "--steps", "3", "--samples", "3", "--device", "cpu", "--quiet",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out / "results.csv")
+    have = set(zip(df["probe"], df["set"], df["metric"], strict=True))
+    for s in ("train", "test", "random"):
+        assert ("t_grid", s, "grid_fixed_point_rate") in have and ("basins", s, "recovery_rate") in have
+    assert ("trajectory", "test", "traj_spectral_gap") in have
+    assert {("gen_ppl", "generated", m) for m in ("gen_ppl", "sample_entropy")} <= have

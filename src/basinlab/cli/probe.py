@@ -208,6 +208,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "entropy_stable", "entropy_unstable",
         "nelbo", "ppl_bound", "copy_rate",
         "nn_hamming_train", "nn_hamming_test", "novel_4gram_rate", "sample_fixed_point_rate", "spurious_rate",
+        "entropy_gap_train", "grid_fixed_point_rate", "grid_entropy", "gen_ppl", "sample_entropy",
     }
     sets: list[str] = []
     table: dict[tuple, dict[str, str]] = {}

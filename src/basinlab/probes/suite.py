@@ -12,8 +12,8 @@ The plan (:data:`PLAN`):
   ``generated - test`` (generated minus real held-out data).
 - ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
   sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
-- ``t_grid`` on ``train``, ``test`` and ``random``: fixed points and conditional entropy at every ``t`` of
-  ``probe.ts`` (probes/t_grid.py).
+- ``t_grid`` on ``train``, ``test`` and ``random`` when ``probe.t_grid``: fixed points and conditional entropy at
+  every ``t`` of ``probe.ts`` (probes/t_grid.py).
 - ``trajectory`` on ``train`` and ``test`` when ``probe.trajectory_stats``: statistics of ``x_θ`` along the reverse
   chain from ``t = 1`` (probes/trajectory.py).
 - ``gen_ppl`` once, on the generated samples, when ``probe.gen_ppl_model`` names a local causal LM: generative
@@ -230,7 +230,7 @@ def _study_probes(out: ProbeResult, denoiser: Denoiser, data: SequenceData, cfg:
                   samples: torch.Tensor | None, common: dict) -> None:
     """The t-grid, trajectory and generative-perplexity probes (the study's measurements beyond SPEC 5's core)."""
     opts = protocol_options(cfg.protocol)["fixed_points"]
-    for name in on.get("t_grid", []):
+    for name in on.get("t_grid", []) if cfg.t_grid else []:
         out.extend(t_grid(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
                           steps=cfg.steps, **common, **opts), prefix=f"t_grid/{name}/")
     for name in on.get("trajectory", []) if cfg.trajectory_stats else []:

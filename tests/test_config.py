@@ -46,7 +46,15 @@ def test_bad_inputs(tmp_path):
 
 def test_quick_probe_settings():
     cfg = load_config(None, ["probe.quick=true"])
-    assert cfg.probe.m == 256 and cfg.probe.steps == 100
+    assert cfg.probe.m == 128 and cfg.probe.steps == 25 and cfg.probe.n_samples == 64
+    cfg = load_config(None, ["probe.quick=true", "probe.m=16", "probe.steps=5", "probe.n_samples=3"])
+    assert (cfg.probe.m, cfg.probe.steps, cfg.probe.n_samples) == (16, 5, 3)  # a cap, never a raise
+    from basinlab.probes import resolve_probe_config
+
+    pc = load_config(None).probe
+    pc.quick = True
+    q = resolve_probe_config(pc)
+    assert (q.m, q.steps, q.n_samples) == (128, 25, 64) and pc.m == 5000  # a copy
 
 
 def test_scientific_notation_becomes_float(tmp_path):

@@ -36,8 +36,11 @@ LR_DECAYS = ("none", "linear", "cosine")
 #: seeds (``train.seed``, ``data.seed``, ``sweep.seeds``...) lie in ``[0, SEED_LIMIT)``: torch generators take 64 bits
 #: and basinlab derives child seeds by small affine maps
 SEED_LIMIT = 2**32
-QUICK_M, QUICK_STEPS = 256, 100
+#: ``probe.quick``: about a minute of CPU for ``probe all`` on a ``micro`` model (Markov preset, L = 32): at most
+#: 128 sequences per set, T = 25 and 64 generated samples (docs/STUDY.md, "Probe cost").
+QUICK_M, QUICK_STEPS, QUICK_SAMPLES = 128, 25, 64
 PROBE_PROTOCOLS = ("exact", "paper")
+PROBE_WEIGHTS = ("ema", "raw")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
 #: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
 #: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
@@ -127,9 +130,13 @@ class ProbeConfig:
     t_start: float = 1.0  # fixed-point test
     entropy_t: float = 1e-5
     n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
-    quick: bool = False  # m=256, steps=100
+    quick: bool = False  # m <= 128, steps <= 25, n_samples <= 64: about a CPU minute (QUICK_*)
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
     remask: float = 0.0  # masked models: ReMDM's eta in the reverse chains (0: MDLM's sampler; SPEC 2b)
+    weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
+    t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
+    trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
+    gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples
 
 
 @dataclass
@@ -449,6 +456,8 @@ def _check_train(tc: TrainConfig) -> None:
 
 def _check_probe(pc: ProbeConfig) -> None:
     _choice("probe.protocol", pc.protocol, PROBE_PROTOCOLS)
+    if pc.weights is not None:
+        _choice("probe.weights", pc.weights, PROBE_WEIGHTS)
     _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)
     if pc.n_samples is not None:
         _at_least(pc, "probe", ("n_samples",), 0)
@@ -458,8 +467,16 @@ def _check_probe(pc: ProbeConfig) -> None:
     _unit("probe.t_start", pc.t_start, closed_low=False, closed_high=True)
     _unit("probe.entropy_t", pc.entropy_t, closed_low=False, closed_high=True)
     _unit("probe.remask", pc.remask, closed_low=True, closed_high=True)
-    if pc.quick:  # the one place `quick` acts: a CPU-sized probe
+    apply_quick(pc)
+
+
+def apply_quick(pc: ProbeConfig) -> ProbeConfig:
+    """The one place ``probe.quick`` acts (in place): ``m <= QUICK_M``, ``steps <= QUICK_STEPS``, ``n_samples <=
+    QUICK_SAMPLES`` (``null``, the protocol's default, becomes ``QUICK_SAMPLES``)."""
+    if pc.quick:
         pc.m, pc.steps = min(pc.m, QUICK_M), min(pc.steps, QUICK_STEPS)
+        pc.n_samples = QUICK_SAMPLES if pc.n_samples is None else min(pc.n_samples, QUICK_SAMPLES)
+    return pc
 
 
 def _check_sweep(sc: SweepConfig) -> None:
@@ -738,7 +755,4 @@ def _toy_sizes(sizes: Any) -> list[int]:
 def _resolved_probe(probe: ProbeConfig) -> ProbeConfig:
     if probe.protocol not in ("exact", "paper"):
         raise BasinlabError(f"probe.protocol must be 'exact' or 'paper', got {probe.protocol!r}")
-    if probe.quick:
-        probe.m = min(probe.m, 256)
-        probe.steps = min(probe.steps, 100)
-    return probe
+    return apply_quick(probe)

@@ -206,3 +206,22 @@ def test_audit_cli_train_vs_test_on_a_converted_run(tmp_path):
     csv = pd.read_csv(out / "scores.csv")
     assert list(csv["group"]) == ["member"] * 10 + ["nonmember"] * 10
     assert set(json.loads((out / "auc.json").read_text())["scores"]) >= {"entropy", "fixed_point", "nelbo"}
+
+
+def test_audit_follows_the_probe_protocol():
+    """``audit(protocol="paper")`` passes the study's definitions to its probes, as the sweep does: the special
+    position 0 (which every restore gets wrong) counts in the fixed-point score only under ``paper``."""
+    from tests.probes._helpers import TargetDenoiser
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (6, 5), generator=g)
+    real = torch.ones_like(x, dtype=torch.bool)
+    real[:, 0] = False
+    target = x.clone()
+    target[:, 0] = (x[:, 0] + 1) % 5
+    groups = ["member"] * 3 + ["nonmember"] * 3
+    kw = {"groups": groups, "real_mask": real, "steps": 3, "batch_size": 6, "nelbo_times": 1}
+    exact = audit(TargetDenoiser(target, 5), x, **kw)
+    paper = audit(TargetDenoiser(target, 5), x, protocol="paper", **kw)
+    assert exact.arrays["score/fixed_point"].tolist() == [1.0] * 6
+    assert paper.arrays["score/fixed_point"].tolist() == [0.0] * 6

@@ -14,18 +14,20 @@ import torch
 from basinlab.config import ProbeConfig, load_config
 from basinlab.data.markov import MarkovSource
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import T_MIN, LogLinearSchedule, n_denoiser_calls, prior_kl
+from basinlab.diffusion import T_MIN, LogLinearSchedule, n_denoiser_calls, prior_kl, start_index, time_grid
 from basinlab.errors import BasinlabError
 from basinlab.oracles import EmpiricalDenoiser, MarkovDenoiser
 from basinlab.probes import (
     basin_test,
     conditional_entropy,
+    fixed_point_test,
     generate_samples,
     likelihood,
     protocol_options,
     resolve_n_samples,
     run_suite,
 )
+from basinlab.probes.protocol import gap_sets, resolve_weights
 from tests.oracles._brute import all_sequences, brute_posteriors, log_emission
 from tests.probes._helpers import TargetDenoiser
 
@@ -74,8 +76,8 @@ def _row(res, metric, t=None):
 
 def test_exact_is_the_default_and_passes_only_defaults():
     assert ProbeConfig().protocol == "exact" and load_config(None).probe.protocol == "exact"
-    fns = {"basins": basin_test, "generate": generate_samples, "entropy": conditional_entropy,
-           "likelihood": likelihood}
+    fns = {"basins": basin_test, "fixed_points": fixed_point_test, "generate": generate_samples,
+           "entropy": conditional_entropy, "likelihood": likelihood}
     exact = protocol_options("exact")
     assert protocol_options() == exact and set(exact) == set(fns) == set(PAPER)
     for probe, fn in fns.items():
@@ -110,7 +112,8 @@ def test_paper_basin_test_draws_the_final_step(mem):
     drawn, greedy = _expected_recovery(x, 0.5)
     assert drawn == pytest.approx(0.5993, abs=1e-4) and greedy == pytest.approx(0.7435, abs=1e-4)
     seqs = x.repeat(3000, 1)
-    for opts, expected in (({}, greedy), (PAPER["basins"], drawn)):
+    drawn_only = {**PAPER["basins"], "entry": "nearest"}  # the final step alone (paper's entry adds a step)
+    for opts, expected in (({}, greedy), (drawn_only, drawn)):
         row = _row(basin_test(mem, seqs, ts=(0.5,), steps=1, batch_size=3000, **opts), "recovery_rate", 0.5)
         se = row["std"] / math.sqrt(row["n"])
         assert abs(row["value"] - expected) < 4 * se, (opts, row["value"], expected)
@@ -251,3 +254,119 @@ def test_run_suite_paper_protocol():
                       sets=("train",))
     assert "entropy_stable" not in {r["metric"] for r in exact.rows}
     assert "nelbo_recon" in {r["metric"] for r in exact.rows}
+
+
+# ---- 5. grid entry: the smallest grid point >= t, at least one step -----------------------------------------------
+
+
+def _study_start(steps: int, t: float, eps: float = T_MIN) -> int:
+    """The study's rule, restated: ``searchsorted`` (left) of ``t`` in the ascending float32 grid, mirrored, then
+    clamped to ``[0, T - 1]``."""
+    grid = torch.linspace(1, eps, steps + 1)  # float32, as the study builds it
+    j = int(torch.searchsorted(grid.flip(0), torch.tensor([t], dtype=grid.dtype)).item())
+    return max(0, min(steps - j, steps - 1))
+
+
+def test_paper_grid_entry_is_the_first_point_above_t():
+    # by hand: T = 25, t = 0.25 lies between 0.28 (k = 18) and 0.24 (k = 19): nearest 19, the study 18
+    g25 = time_grid(25)
+    assert start_index(g25, 0.25) == 19 and start_index(g25, 0.25, "above") == 18
+    # T = 10, t = 0.05: nearest is t_min itself (no reverse step); the study takes one step from 0.1
+    g10 = time_grid(10)
+    assert start_index(g10, 0.05) == 10 and n_denoiser_calls(10, 0.05) == 1
+    assert start_index(g10, 0.05, "above") == 9 and n_denoiser_calls(10, 0.05, entry="above") == 2
+    assert start_index(g10, 1.0, "above") == 0 and start_index(g10, 1e-7, "above") == 9
+    for steps in (1, 4, 10, 25, 100, 1000):
+        grid = time_grid(steps)
+        for t in (0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 0.77, 1.0):
+            assert start_index(grid, t, "above") == _study_start(steps, t), (steps, t)
+    with pytest.raises(ValueError, match="grid entry"):
+        start_index(g10, 0.5, "below")
+
+
+def test_paper_basin_and_fixed_point_chains_enter_above(mem):
+    """Counted denoiser calls: a chain from ``t`` makes ``T - k0 + 1`` of them, ``k0`` by the protocol's rule."""
+    calls: list[int] = []
+
+    class Counting:
+        vocab_size, schedule = mem.vocab_size, mem.schedule
+
+        def __call__(self, z, t):
+            calls.append(1)
+            return mem(z, t)
+
+    seqs = TRAIN[:2]
+    for opts, want in (({}, 1), (PAPER["basins"], 2)):
+        calls.clear()
+        basin_test(Counting(), seqs, ts=(0.05,), steps=10, batch_size=2, n_boot=0,
+                   **{k: v for k, v in opts.items() if k != "restored_entropy"})
+        assert len(calls) == want, opts
+    for opts, want in (({}, 1), (PAPER["fixed_points"], 2)):
+        calls.clear()
+        fixed_point_test(Counting(), seqs, t_start=0.05, steps=10, batch_size=2, **opts)
+        assert len(calls) == want, opts
+
+
+# ---- 6. special tokens count in the entropy, the fixed-point match and the NELBO -----------------------------------
+
+
+def test_paper_counts_special_positions_everywhere():
+    """Position 0 is special. ``paper``'s means are over every position: by hand from the per-token arrays."""
+    src = MarkovSource(vocab_size=5, successors=2, seed=2)
+    den = MarkovDenoiser(src, SCHED, dtype=torch.float64)
+    x = src.sample(16, 6, generator=torch.Generator().manual_seed(1))
+    real = torch.ones_like(x, dtype=torch.bool)
+    real[:, 0] = False
+    ex = conditional_entropy(den, x, real_mask=real)
+    pa = conditional_entropy(den, x, real_mask=real, **{**PAPER["entropy"], "split": "input"})
+    H = pa.arrays["entropy"][0]
+    assert not H.isnan().any() and ex.arrays["entropy"][0][:, 0].isnan().all()
+    assert pa.value("entropy") == pytest.approx(float(H.mean(1).mean()), rel=1e-12)
+    assert ex.value("entropy") == pytest.approx(float(H[:, 1:].mean(1).mean()), rel=1e-12)
+    lx, lp = likelihood(den, x, real_mask=real, seed=3), likelihood(den, x, real_mask=real, seed=3,
+                                                                     count_special=True)
+    assert lx.arrays["n_tokens"].tolist() == [5.0] * 16 and lp.arrays["n_tokens"].tolist() == [6.0] * 16
+    target = x.clone()
+    target[:, 0] = (x[:, 0] + 1) % 5  # every restore gets the special position wrong, the others right
+    fx = fixed_point_test(TargetDenoiser(target, 5), x, real_mask=real, steps=3, batch_size=16)
+    fp = fixed_point_test(TargetDenoiser(target, 5), x, real_mask=real, steps=3, batch_size=16,
+                          **PAPER["fixed_points"])
+    assert _row(fx, "fixed_point_rate")["value"] == 1.0 and _row(fp, "fixed_point_rate")["value"] == 0.0
+
+
+# ---- 7. entropy gap: generated minus train (paper); both gaps, named, under exact ---------------------------------
+
+
+def test_entropy_gaps_per_protocol():
+    src = MarkovSource(vocab_size=4, successors=2, seed=0)
+    den = MarkovDenoiser(src, SCHED, dtype=torch.float64)
+    pool = src.sample(20, 5, generator=torch.Generator().manual_seed(0))
+    data = SequenceData(train_pool=pool[:12], test=pool[12:], vocab_size=4, source=src, n_train=12)
+    rows = {}
+    for protocol in ("exact", "paper"):
+        cfg = ProbeConfig(m=8, ts=[0.5], steps=3, batch_size=8, n_samples=6, protocol=protocol)
+        res = run_suite(den, data, cfg, n_train=12, probes=["basins", "fixed_points", "entropy"],
+                        sets=("train", "test"))
+        rows[protocol] = {(r["set"], r["metric"]): r["value"] for r in res.rows if r["probe"] == "entropy"}
+    ex, pa = rows["exact"], rows["paper"]
+    gen = ex[("test", "entropy_generated")]
+    assert ex[("test", "entropy_gap")] == pytest.approx(gen - ex[("test", "entropy")], rel=1e-12)
+    assert ex[("train", "entropy_gap_train")] == pytest.approx(gen - ex[("train", "entropy")], rel=1e-12)
+    assert ("train", "entropy_gap") not in ex and ("test", "entropy_gap") not in pa
+    assert ("train", "entropy_gap_train") not in pa
+    assert pa[("train", "entropy_gap")] == pytest.approx(
+        pa[("train", "entropy_generated")] - pa[("train", "entropy")], rel=1e-12)
+    assert gap_sets("paper") == {"train": "entropy_gap"}
+
+
+# ---- 8. weights: EMA under exact, raw under paper -----------------------------------------------------------------
+
+
+def test_weights_default_per_protocol():
+    assert resolve_weights(None, "exact") == "ema" and resolve_weights(None, "paper") == "raw"
+    assert resolve_weights("ema", "paper") == "ema" and resolve_weights("raw", "exact") == "raw"
+    assert ProbeConfig().weights is None
+    with pytest.raises(BasinlabError, match="probe.weights"):
+        load_config(None, ["probe.weights=shadow"])
+    with pytest.raises(BasinlabError, match="probe.weights"):
+        resolve_weights("EMA", "exact")

@@ -48,7 +48,9 @@ CASES = [
     ("probe-samples-negative", ["probe", "novelty", "--checkpoint", "{CK}", "--samples", "-1"], ["n_samples"]),
     ("probe-show-negative", ["probe", "basins", "--checkpoint", "{CK}", "--show", "-1"], ["--show"]),
     ("probe-show-t-zero", ["probe", "basins", "--checkpoint", "{CK}", "--show-t", "0"], ["--show-t"]),
-    ("probe-basins-on-random", ["probe", "basins", "--checkpoint", "{CK}", "--set", "random"], ["basins", "train"]),
+    # basins run on random since issue 16; the trajectory statistics do not
+    ("probe-trajectory-on-random", ["probe", "trajectory", "--checkpoint", "{CK}", "--set", "random"],
+     ["trajectory", "train"]),
     ("probe-out-is-a-file", ["probe", "basins", "--checkpoint", "{CK}", "--out", "{FILE}"], ["is a file"]),
     ("probe-out-under-a-file", ["probe", "basins", "--checkpoint", "{CK}", "--out", "{FILE}/x"], ["not a directory"]),
     ("probe-empty-memoriser", ["probe", "basins", "--oracle", "empirical", "{T}", "data.n_train=0"], ["n_train"]),

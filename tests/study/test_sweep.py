@@ -92,7 +92,7 @@ def test_mini_sweep_end_to_end_and_report(tmp_path):
                    "copy_rate", "nelbo"):
         assert (df["metric"] == metric).any(), metric
     micro = df[df["model"] == "micro"]
-    assert set(micro[micro["metric"] == "recovery_rate"]["set"]) == {"train", "test"}
+    assert set(micro[micro["metric"] == "recovery_rate"]["set"]) == {"train", "test", "random"}  # issue 16
     assert set(micro[micro["metric"] == "fixed_point_rate"]["set"]) == {"train", "test", "random"}
     assert not ((df["model"] == ORACLE_EMPIRICAL) & (df["metric"] == "nelbo")).any()
     auc = df[df["metric"] == "membership_auc"]
@@ -112,7 +112,8 @@ def test_mini_sweep_end_to_end_and_report(tmp_path):
     assert "data:image/png;base64," in html and "<img" in html
     assert "fixed step budget" in html and "redrawn" in html
     assert "N*" in html
-    for name in ("transition", "recovery", "fixed_points", "entropy", "nelbo", "membership"):
+    for name in ("transition", "recovery", "fixed_points", "entropy", "nelbo", "membership", "basins_random",
+                 "t_grid", "trajectory"):  # the last three: issue 16's section (study/report_probes.py)
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     assert json.loads((out / "transition.json").read_text())[0]["model"] == "micro"
 

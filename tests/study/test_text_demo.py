@@ -67,7 +67,7 @@ def test_text_demo_sweep_records_and_report_shows_decoded_restorations(sweep_dir
     assert set(df["model"]) == {cfg.model.preset, ORACLE_EMPIRICAL}  # the memoriser; no Markov oracle on text
     assert set(df["N"]) == {8, 32}
     rec = df[(df["metric"] == "recovery_rate") & (df["t"] == cfg.sweep.transition_t)]
-    assert set(rec["set"]) == {"train", "test"} and rec["value"].between(0, 1).all()
+    assert set(rec["set"]) == {"train", "test", "random"} and rec["value"].between(0, 1).all()  # random: issue 16
     # the memoriser restores its own training sequences better than unseen ones at the smallest N
     mem = rec[(rec["model"] == ORACLE_EMPIRICAL) & (rec["N"] == 8)].set_index("set")["value"]
     assert mem["train"] > mem["test"]

@@ -99,7 +99,10 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per batch (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA ones")
+    p.add_argument("--protocol", choices=("exact", "paper"),
+                   help="the probes' definitions, as probe.protocol of the sweep (default: the run's probe.protocol)")
+    p.add_argument("--raw", action="store_true",
+                   help="the raw weights (default: the run's probe.weights; ema, raw under the paper protocol)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_audit)
 
@@ -186,6 +189,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import basinlab
     from basinlab.cli.probe import _parse_ts
     from basinlab.probes.audit import audit
+    from basinlab.probes.protocol import resolve_weights
+    from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
     files = [("member", args.members), ("nonmember", args.nonmembers), ("text", args.texts)]
     files = [(g, f) for g, f in files if f]
@@ -200,7 +205,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise BasinlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     ts = _parse_ts(args.ts)
     lines = {g: read_lines(f) for g, f in files}
-    tm = basinlab.load(args.checkpoint, device=args.device, ema=not args.raw, batch_size=args.batch_size)
+    run_probe = load_config_file(require_checkpoint(args.checkpoint)).probe  # protocol and weights, as the sweep
+    protocol = args.protocol or run_probe.protocol
+    weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
+    tm = basinlab.load(args.checkpoint, device=args.device, ema=weights == "ema", batch_size=args.batch_size)
     enc = {g: encode_lines(lines[g], args.format, tm, f) for g, f in files}
     if own is not None:
         data = tm.dataset()
@@ -215,7 +223,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         ref, ref_mask = encode_lines(read_lines(args.reference), args.format, tm, args.reference)
     result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, reference=ref, reference_mask=ref_mask,
                    ts=ts, steps=args.steps, nelbo_times=args.nelbo_times, seed=args.seed,
-                   batch_size=args.batch_size, progress=not args.quiet)
+                   batch_size=args.batch_size, progress=not args.quiet, protocol=protocol)
     texts = [t for g, _ in files for t in lines[g]]
     _write_audit(Path(args.out), result, groups, texts, args)
     _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))

@@ -35,7 +35,9 @@ from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_label
 from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config, restore_examples, run_suite
 from basinlab.probes.plots import write_plots
+from basinlab.probes.protocol import resolve_weights
 from basinlab.probes.suite import all_probes, check_selection
+from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="sets", action="append", choices=SETS,
                    help="set to probe (repeatable; default train, test and random)")
     p.add_argument("--n", type=int, help="M, sequences per set (default probe.m)")
-    p.add_argument("--quick", action="store_true", help="M <= 256 and T <= 100 (a CPU-sized run)")
+    p.add_argument("--quick", action="store_true",
+                   help="M <= 128, T <= 25, 64 samples: about a CPU minute on a micro model")
     p.add_argument("--steps", type=int, help="T, the grid over [t_min, 1] (default probe.steps)")
     p.add_argument("--ts", help="comma-separated corruption levels t for the basin test (default probe.ts)")
     p.add_argument("--samples", type=int,
@@ -80,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show-t", type=float, default=0.25, help="corruption level for --show (default 0.25)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default probe.batch_size)")
-    p.add_argument("--raw", action="store_true", help="with --checkpoint: the raw weights instead of the EMA ones")
+    p.add_argument("--raw", action="store_true",
+                   help="with --checkpoint: the raw weights, as probe.weights=raw (default: ema, raw under "
+                        "probe.protocol=paper)")
     p.add_argument("--top-k", type=int, help="with --oracle empirical: keep the K nearest training sequences")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_probe)
@@ -142,11 +147,13 @@ def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, st
         bad = [o for o in overrides if not o.strip().startswith("probe.")]
         if bad:
             raise BasinlabError(f"with --checkpoint only probe.* overrides are allowed, got {', '.join(bad)}")
-        tm = basinlab.load(args.checkpoint, device=args.device, ema=not args.raw)
-        values = tm.config.to_dict()
+        values = load_config_file(require_checkpoint(args.checkpoint)).to_dict()
         for k, v in parse_overrides(overrides).get("probe", {}).items():
             values["probe"][k] = v
         cfg = config_from_dict(values)
+        # probe.weights (null: ema under exact, raw under paper); --raw forces the raw weights
+        cfg.probe.weights = "raw" if args.raw else resolve_weights(cfg.probe.weights, cfg.probe.protocol)
+        tm = basinlab.load(args.checkpoint, device=args.device, ema=cfg.probe.weights == "ema")
         return tm.denoiser, tm.dataset(), cfg, f"checkpoint:{tm.path}"
     cfg = load_config(config, overrides)
     if args.oracle == "markov" and cfg.data.source != "markov":
@@ -202,6 +209,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         "entropy", "entropy_gap", "entropy_recovered", "entropy_failed", "entropy_stable", "entropy_unstable",
         "nelbo", "ppl_bound", "copy_rate",
         "nn_hamming_train", "nn_hamming_test", "novel_4gram_rate", "sample_fixed_point_rate", "spurious_rate",
+        "entropy_gap_train", "grid_fixed_point_rate", "grid_entropy", "gen_ppl", "sample_entropy",
     }
     sets: list[str] = []
     table: dict[tuple, dict[str, str]] = {}

@@ -153,11 +153,13 @@ def packed_chains(
     final_greedy: bool = True,
     t_min: float = T_MIN,
     compile: bool = False,
+    entry: str = "nearest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt each ``x[i]`` at ``t_starts[i]`` and run its stochastic reverse chain plus the final step, packed
     ``batch_size`` chains per denoiser call (module docstring). ``keys [M]`` (int64, :func:`chain_keys`) seed each
     chain. ``compile``: the reverse step through ``torch.compile`` (static shapes; its ``[B, L, V]`` passes fuse
-    into one). Returns ``(z_t, restored)``, long ``[M, L]`` on ``x``'s device."""
+    into one). ``entry``: how a chain enters the grid (:func:`~basinlab.diffusion.sampler.start_index`).
+    Returns ``(z_t, restored)``, long ``[M, L]`` on ``x``'s device."""
     if process_of(denoiser).name != "uniform":
         raise ValueError(f"packed chains run the uniform process only, not {process_of(denoiser)!r}; use reverse_chain")
     step_fn = _compiled_step() if compile else step_chains
@@ -166,7 +168,7 @@ def packed_chains(
     sched = denoiser.schedule
     grid = time_grid(steps, t_min)
     alphas = sched.alpha(grid).to(torch.float64).numpy()
-    k0 = np.array([start_index(grid, t) for t in t_starts], dtype=np.int64)
+    k0 = np.array([start_index(grid, t, entry) for t in t_starts], dtype=np.int64)
     keys = keys.to(dev)
     z0 = corrupt_chains(x, torch.as_tensor(alphas[k0], device=dev), keys, denoiser.vocab_size)
     restored = torch.empty_like(x)

@@ -46,15 +46,28 @@ def time_grid(steps: int, t_min: float = T_MIN) -> torch.Tensor:
     return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
 
 
-def start_index(grid: torch.Tensor, t_start: float) -> int:
-    """Index of the grid point nearest to ``t_start`` (a chain enters the grid there)."""
-    return int(torch.argmin((grid - float(t_start)).abs()).item())
+#: How a chain started at ``t`` enters the grid (SPEC 3): ``nearest`` grid point, or ``above``: the smallest grid
+#: point ``>= t``, and at least one reverse step (the ``paper`` probe protocol, SPEC 5 "Protocols").
+ENTRIES = ("nearest", "above")
 
 
-def n_denoiser_calls(steps: int, t_start: float, t_min: float = T_MIN) -> int:
+def start_index(grid: torch.Tensor, t_start: float, entry: str = "nearest") -> int:
+    """Index of the grid point where a chain from ``t_start`` enters the descending ``grid`` (:data:`ENTRIES`).
+
+    ``above``: the last index ``k`` with ``grid[k] >= t_start``, clamped to ``[0, T - 1]`` (so at least one step).
+    """
+    if entry == "nearest":
+        return int(torch.argmin((grid - float(t_start)).abs()).item())
+    if entry == "above":
+        k = int((grid >= float(t_start)).sum().item()) - 1
+        return max(0, min(k, grid.numel() - 2))
+    raise ValueError(f"grid entry must be one of {', '.join(ENTRIES)}, got {entry!r}")
+
+
+def n_denoiser_calls(steps: int, t_start: float, t_min: float = T_MIN, entry: str = "nearest") -> int:
     """Denoiser evaluations of one chain: the reverse steps plus the final step."""
     grid = time_grid(steps, t_min)
-    return steps - start_index(grid, t_start) + 1
+    return steps - start_index(grid, t_start, entry) + 1
 
 
 def _tvec(t: float, z: torch.Tensor) -> torch.Tensor:
@@ -93,18 +106,19 @@ def reverse_chain(
     callback: StepCallback | None = None,
     final_bayes: bool = True,
     process: ForwardProcess | None = None,
+    entry: str = "nearest",
 ) -> torch.Tensor:
     """Run the reverse chain from ``z_t`` at ``t_start`` down the grid to ``t_min``, then the final step.
 
     Stochastic chains draw every step exactly from the three-way mixture; greedy chains take the argmax.
     ``callback(k, t, z, log_x_theta)`` sees every denoiser evaluation (e.g. for entropy along the trajectory).
-    ``final_greedy``/``final_bayes``: see :func:`final_step`. ``process`` (default ``process_of(denoiser)``) takes
-    the steps, e.g. a masked process with remasking.
+    ``final_greedy``/``final_bayes``: see :func:`final_step`; ``entry``: see :func:`start_index`. ``process``
+    (default ``process_of(denoiser)``) takes the steps, e.g. a masked process with remasking.
     """
     proc = process_of(denoiser) if process is None else process
     grid = time_grid(steps, t_min)
     sched = denoiser.schedule
-    k0 = start_index(grid, t_start)
+    k0 = start_index(grid, t_start, entry)
     z = z_t
     for k in range(k0, steps):
         t, s = float(grid[k]), float(grid[k + 1])

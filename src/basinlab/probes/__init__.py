@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from basinlab.config import ProbeConfig
+from basinlab.config import ProbeConfig, apply_quick
 from basinlab.probes.audit import audit, membership_auc
 from basinlab.probes.basins import basin_area, basin_radius, basin_test
 from basinlab.probes.entropy import conditional_entropy, token_entropy
@@ -25,10 +25,8 @@ from basinlab.probes.suite import PLAN, PROBE_SET_SEED, PROBES, SETS, draw_sets,
 
 
 def resolve_probe_config(cfg: ProbeConfig) -> ProbeConfig:
-    """``quick`` caps ``m`` at 256 and ``steps`` at 100 (as ``basinlab.config.load_config`` does)."""
-    if cfg.quick:
-        cfg = dataclasses.replace(cfg, m=min(cfg.m, 256), steps=min(cfg.steps, 100))
-    return cfg
+    """A copy with ``quick`` applied (:func:`basinlab.config.apply_quick`, as ``load_config`` does)."""
+    return apply_quick(dataclasses.replace(cfg))
 
 
 __all__ = [

@@ -45,6 +45,7 @@ from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import nearest_hamming
+from basinlab.probes.protocol import protocol_options
 from basinlab.probes.results import ProbeResult, summarize
 from basinlab.probes.tokens import TOP_K, token_predictions
 
@@ -197,6 +198,7 @@ def audit(
     progress: bool = False,
     device: torch.device | str | None = None,
     top_k: int = TOP_K,
+    protocol: str = "exact",
 ) -> ProbeResult:
     """Memorisation scores of each sequence of ``seqs [M, L]`` and, where ``groups`` holds both ``member`` and
     ``nonmember`` labels, the membership AUC of every score (see the module docstring).
@@ -207,6 +209,7 @@ def audit(
     per-token data of :mod:`basinlab.probes.tokens`: ``tokens/seqs``, ``tokens/mask`` ``[M, L]``, ``tokens/entropy``
     ``[M, L]``, ``tokens/top_ids`` and ``tokens/top_probs`` ``[M, L, top_k]``, ``tokens/corrupted_id`` and
     ``tokens/restored_id`` ``[M, L]`` (basin test at ``ts[0]``, held in ``tokens/basin_t``).
+    ``protocol``: the probes' definitions, as the sweep's (:func:`~basinlab.probes.protocol.protocol_options`).
     """
     seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
     M = seqs.shape[0]
@@ -216,11 +219,14 @@ def audit(
     if M == 0:
         raise BasinlabError("audit: no sequences to score")
     kw = {"seed": seed, "batch_size": batch_size, "real_mask": mask, "progress": progress, "device": device}
+    opts = protocol_options(protocol)
+    basin_opts = {k: v for k, v in opts["basins"].items() if k != "restored_entropy"}
     found = {
-        "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw),
-        "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw),
-        "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw),
-        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw),
+        "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw,
+                                       count_special=opts["entropy"]["count_special"]),
+        "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw, **basin_opts),
+        "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw, **opts["fixed_points"]),
+        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, **opts["likelihood"]),
     }
     nearest = None
     if reference is not None:

@@ -85,6 +85,7 @@ def basin_test(
     restored_entropy: bool = False,
     engine: str = "auto",
     compile_steps: bool | None = None,
+    entry: str = "nearest",
 ) -> ProbeResult:
     """Perturb-and-restore test of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
@@ -97,7 +98,8 @@ def basin_test(
     ``n_t · M`` chains through :func:`~basinlab.diffusion.packed.packed_chains` (full batches across ``t``, per-chain
     RNG, no host synchronisation per step: the fast path on a GPU; stochastic chains only). Both draw from the same
     distributions, with different random numbers. ``auto``: ``packed`` on CUDA for stochastic chains, else ``loop``.
-    ``compile_steps`` (packed only): compile the reverse step (default: on CUDA).
+    ``compile_steps`` (packed only): compile the reverse step (default: on CUDA). ``entry``: how a chain from ``t``
+    enters the grid (:func:`~basinlab.diffusion.sampler.start_index`; ``above`` under the ``paper`` protocol).
     """
     V = denoiser.vocab_size
     seqs, mask = check_seqs(seqs, V, None if count_special else real_mask)
@@ -110,11 +112,12 @@ def basin_test(
         engine = "packed" if dev.type == "cuda" and not greedy and process_of(denoiser).name == "uniform" else "loop"
     if engine == "packed" and not greedy:
         compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
-        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps)
+        z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps,
+                                 entry)
         h_all = _restored_entropy(denoiser, out_all, batch_size, dev) if restored_entropy else None
     elif engine == "loop":
         z_all, out_all, h_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev,
-                                      progress, set_name, restored_entropy)
+                                      progress, set_name, restored_entropy, entry)
     else:
         raise BasinlabError(f"basin-test engine '{engine}' (greedy={greedy}): use auto, loop, or packed (stochastic)")
     arrays = _outcomes(res, set_name, ts, seqs, mask, z_all, out_all)
@@ -160,13 +163,13 @@ def _outcomes(res: ProbeResult, set_name: str, ts: list[float], seqs: torch.Tens
 
 
 def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress, set_name,
-          restored_entropy):
+          restored_entropy, entry="nearest"):
     """``(z_all, out_all, h_all)`` ``[n_t, M, L]``: each ``t``'s chains batch by batch (one generator per ``t``)."""
     M, L = seqs.shape
     z_all = torch.zeros(len(ts), M, L, dtype=torch.long)
     out_all = torch.zeros(len(ts), M, L, dtype=torch.long)
     h_all = torch.zeros(len(ts), M, L, dtype=torch.float64) if restored_entropy else None
-    total = sum(n_denoiser_calls(steps, t) + restored_entropy for t in ts) * len(range(0, M, batch_size))
+    total = sum(n_denoiser_calls(steps, t, entry=entry) + restored_entropy for t in ts) * len(range(0, M, batch_size))
     bar = progress_bar(total, f"basins {set_name}".strip(), progress)
     with torch.inference_mode():
         for i, t in enumerate(ts):
@@ -177,7 +180,7 @@ def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev
                 z = process_of(denoiser).corrupt(x, a_t, generator=g)
                 out = reverse_chain(
                     denoiser, z, t, steps, greedy=greedy, final_greedy=final_greedy, generator=g,
-                    callback=lambda *_: bar.update(1),
+                    callback=lambda *_: bar.update(1), entry=entry,
                 )
                 z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
                 if h_all is not None:  # the study's entropy: x_θ of the restored sequence at t_min
@@ -203,7 +206,7 @@ def _conditional_entropy(denoiser, out: torch.Tensor, dev: torch.device) -> torc
     return token_entropy(process_of(denoiser).leave_one_out(denoiser, out, tvec(T_MIN, out.shape[0], dev)))
 
 
-def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps):
+def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps, entry="nearest"):
     """``(z_all, out_all)`` ``[n_t, M, L]``: every chain of every ``t`` packed into full batches, longest first;
     chain ``(i, m)`` has key ``chain_keys(seed', i·M + m)`` whatever the packing."""
     M, L = seqs.shape
@@ -214,7 +217,8 @@ def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, comp
     keys = chain_keys(child_seed(seed, PROBE, "packed"), ids)
     t_starts = [ts[i] for i in order for _ in range(M)]
     with torch.inference_mode():
-        z, out = packed_chains(denoiser, x, t_starts, keys, steps, batch_size, final_greedy, compile=compile_steps)
+        z, out = packed_chains(denoiser, x, t_starts, keys, steps, batch_size, final_greedy, compile=compile_steps,
+                               entry=entry)
     z_all = torch.zeros(nt, M, L, dtype=torch.long)
     out_all = torch.zeros(nt, M, L, dtype=torch.long)
     for j, i in enumerate(order):

@@ -14,7 +14,11 @@ exact zeros contribute 0). Reported as the mean over real positions, then over s
   groups of the positions the basin test counted: ``entropy_stable`` (unchanged and kept), ``entropy_unstable``
   (unchanged but altered by the restore), ``entropy_recovered`` and ``entropy_failed`` (changed, restored or not);
 - ``generated=`` samples: ``entropy_generated`` and ``entropy_gap = mean(generated) - mean(real)`` at the first
-  ``ts`` entry (interval of a difference of two independent means).
+  ``ts`` entry (interval of a difference of two independent means); ``gap_name`` names that row (the suite: the
+  gap against ``test`` is ``entropy_gap``, against ``train`` ``entropy_gap_train``; under ``paper`` only the
+  study's gap, against ``train``, named ``entropy_gap``);
+- ``count_special=True`` (the ``paper`` protocol): every position counts (BOS/EOS/PAD too), in the set and in the
+  generated samples, ``real_mask`` and ``generated_mask`` ignored.
 
 Memorisation shows as vanishing entropy on training data, generalisation as finite entropy for most tokens.
 """
@@ -92,6 +96,8 @@ def conditional_entropy(
     generated_mask: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     split: str = "input",
+    count_special: bool = False,
+    gap_name: str = "entropy_gap",
 ) -> ProbeResult:
     """Entropy probe of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
@@ -100,7 +106,7 @@ def conditional_entropy(
     (per-token entropies of those tokens, 1-D); with ``generated``: ``generated_entropy [S, L]`` (NaN at non-real).
     """
     V = denoiser.vocab_size
-    seqs, mask = check_seqs(seqs, V, real_mask)
+    seqs, mask = check_seqs(seqs, V, None if count_special else real_mask)
     dev = denoiser_device(denoiser, device)
     M, L = seqs.shape
     ts = [float(t) for t in ts]
@@ -129,12 +135,12 @@ def conditional_entropy(
         _basin_split(res, basin, H[0].nan_to_num(0.0), mask, set_name, split)
 
     if generated is not None:
-        gen, gmask = check_seqs(generated, V, generated_mask)
+        gen, gmask = check_seqs(generated, V, None if count_special else generated_mask)
         hg = entropy_per_token(denoiser, gen, ts[0], seed=child_seed(seed, "generated"), batch_size=batch_size,
                                progress=progress, device=dev, desc="entropy generated")
         g_seq = _seq_mean(hg, gmask)
         res.add(PROBE, set_name, ts[0], "entropy_generated", summarize(g_seq))
-        res.add(PROBE, set_name, ts[0], "entropy_gap", _difference(summarize(g_seq), summarize(H_seq[0])))
+        res.add(PROBE, set_name, ts[0], gap_name, _difference(summarize(g_seq), summarize(H_seq[0])))
         res.arrays["generated_entropy"] = torch.where(gmask, hg, math.nan)
     return res
 

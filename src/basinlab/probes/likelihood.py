@@ -35,13 +35,16 @@ def likelihood(
     t_eps: float = 1e-3,
     device: torch.device | str | None = None,
     integrand_only: bool = False,
+    count_special: bool = False,
 ) -> ProbeResult:
     """``nelbo``, ``ppl_bound``, ``nelbo_diffusion``, ``nelbo_recon``, ``nelbo_prior`` of ``seqs [M, L]``
     (``integrand_only``: ``nelbo`` and ``ppl_bound`` of the study's definition, see the module docstring).
 
+    ``count_special=True`` (``paper``): every position counts (BOS/EOS/PAD too), ``real_mask`` ignored.
+
     ``.arrays``: ``per_seq`` (NELBO per real token of each sequence), ``n_tokens`` ``[M]``.
     """
-    seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
+    seqs, mask = check_seqs(seqs, denoiser.vocab_size, None if count_special else real_mask)
     dev = denoiser_device(denoiser, device)
     out = estimate_nelbo(denoiser, seqs.to(dev), real_mask=mask, n_times=n_times, t_eps=t_eps, seed=seed,
                          batch_size=batch_size, progress=progress)

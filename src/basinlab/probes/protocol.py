@@ -1,12 +1,15 @@
 """Probe protocols (SPEC 5 "Protocols"): ``exact``, the definitions of SPEC 5, and ``paper``, the published study's.
 
-The study's evaluation code (its ``eval_fixed_point.py``, built on Duo's sampler) departs from SPEC 5 in four
-places. Each is one explicit option of an existing probe, so that both protocols run the same code:
+The study's evaluation code (its ``eval_fixed_point.py``, built on Duo's sampler) departs from SPEC 5 in the
+places below. Each is one explicit option of an existing probe, so that both protocols run the same code:
+
+- grid entry: ``exact`` enters the grid at the point nearest to ``t``; ``paper`` at the smallest grid point
+  ``>= t``, always taking at least one reverse step -- ``entry="above"`` of the basin and fixed-point tests;
+- special tokens: ``paper`` counts every position, BOS/EOS/PAD included, in the basin test, the fixed-point match,
+  the conditional entropy and the NELBO -- ``count_special=True``;
 
 - basin test, final step: ``exact`` takes the greedy Bayes combination; ``paper`` *draws* it (Duo's "ancestral"
   noise removal) -- ``basin_test(final_greedy=False)``;
-- basin test, positions: ``exact`` counts real tokens only; ``paper`` counts every position, BOS/EOS/PAD included
-  -- ``basin_test(count_special=True)``;
 - generated samples (novelty, entropy gap), final step: ``exact`` the greedy Bayes combination; ``paper``
   ``argmax x_θ`` alone (Duo's "greedy" noise removal) -- ``generate_samples(final_bayes=False)``;
 - entropy split by basin outcome: ``exact`` the entropy at ``entropy_t`` of the clean input over the tokens
@@ -16,8 +19,13 @@ places. Each is one explicit option of an existing probe, so that both protocols
 - NELBO and ``ppl_bound``: ``exact`` diffusion + reconstruction + prior terms; ``paper`` ``exp(mean integrand)``,
   nothing else (Duo's validation perplexity) -- ``likelihood(integrand_only=True)``;
 
+- entropy gap: ``exact`` reports ``entropy_gap`` (generated minus *test*) and ``entropy_gap_train`` (generated
+  minus *train*); ``paper`` the study's, generated minus *train*, as ``entropy_gap`` (:func:`gap_sets`);
+- weights: ``probe.weights: null`` (the default) probes the EMA weights under ``exact``, the raw weights under
+  ``paper`` (the study never swaps in its EMA) -- :func:`resolve_weights`;
+
 and ``probe.n_samples: null`` (the default) means 256 generated samples, or 20000 under ``paper`` on a GPU.
-Everything else (sets, grids, fixed points, novelty metrics, intervals) is shared.
+Everything else (sets, grids, novelty metrics, intervals) is shared.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import torch
 from basinlab.errors import BasinlabError
 
 PROTOCOLS = ("exact", "paper")
+#: ``probe.weights``: which weights of a trained run the probes load.
+WEIGHTS = ("ema", "raw")
 
 #: ``probe.n_samples: null`` resolves to this, except under ``paper`` on a GPU.
 DEFAULT_SAMPLES = 256
@@ -45,18 +55,40 @@ def check_protocol(protocol: str) -> str:
 def protocol_options(protocol: str = "exact") -> dict[str, dict[str, Any]]:
     """Keyword arguments per probe function for ``protocol`` (see the module docstring).
 
-    Keys: ``basins`` (:func:`~basinlab.probes.basins.basin_test`), ``generate``
+    Keys: ``basins`` (:func:`~basinlab.probes.basins.basin_test`), ``fixed_points``
+    (:func:`~basinlab.probes.fixed_points.fixed_point_test`), ``generate``
     (:func:`~basinlab.probes.novelty.generate_samples`), ``entropy``
     (:func:`~basinlab.probes.entropy.conditional_entropy`), ``likelihood``
     (:func:`~basinlab.probes.likelihood.likelihood`). Under ``exact`` every value is the function's default.
     """
     paper = check_protocol(protocol) == "paper"
+    entry = "above" if paper else "nearest"
     return {
-        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper},
+        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry},
+        "fixed_points": {"count_special": paper, "entry": entry},
         "generate": {"final_bayes": not paper},
-        "entropy": {"split": "restored" if paper else "input"},
-        "likelihood": {"integrand_only": paper},
+        "entropy": {"split": "restored" if paper else "input", "count_special": paper},
+        "likelihood": {"integrand_only": paper, "count_special": paper},
     }
+
+
+def gap_sets(protocol: str = "exact") -> dict[str, str]:
+    """The entropy gaps the suite reports: ``{real set: row name}`` of ``mean(generated) - mean(real set)``.
+    ``exact``: ``entropy_gap`` against ``test`` and ``entropy_gap_train`` against ``train``; ``paper``: the study's
+    gap, against ``train``, named ``entropy_gap``."""
+    if check_protocol(protocol) == "paper":
+        return {"train": "entropy_gap"}
+    return {"test": "entropy_gap", "train": "entropy_gap_train"}
+
+
+def resolve_weights(weights: str | None, protocol: str = "exact") -> str:
+    """``probe.weights`` with ``None`` resolved: ``ema`` under ``exact``, ``raw`` under ``paper``."""
+    if weights is None:
+        return "raw" if check_protocol(protocol) == "paper" else "ema"
+    if weights not in WEIGHTS:
+        raise BasinlabError(f"probe.weights must be one of {', '.join(WEIGHTS)} (or null for the protocol's "
+                            f"default), got {weights!r}")
+    return weights
 
 
 def resolve_n_samples(n_samples: int | None, protocol: str, device: torch.device | str | None) -> int:

@@ -4,15 +4,20 @@ config.
 
 The plan (:data:`PLAN`):
 
-- ``basins`` on ``train`` and ``test``. Not on ``random``: SPEC 5 names ``random`` for the fixed-point test only;
-  a uniform random sequence is no memory, so "restoring" it asks nothing of the model (the sweep never ran it;
-  the old ``run_all`` did, and the ``probe`` command did for ``all``).
+- ``basins`` on ``train``, ``test`` and ``random``: a uniform random sequence is no memory, so its basin is the
+  baseline that shows a basin on ``train`` is not just "the model returns anything to itself" (as the study runs it).
 - ``fixed_points`` on ``train``, ``test`` and ``random``.
 - ``novelty`` once, on ``probe.n_samples`` samples generated from noise, against ``D_N`` and the test set.
 - ``entropy`` at ``probe.entropy_t`` on ``train`` and ``test``, split by that set's basin outcome, with the gap
   ``generated - test`` (generated minus real held-out data).
 - ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
   sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
+- ``t_grid`` on ``train``, ``test`` and ``random`` when ``probe.t_grid``: fixed points and conditional entropy at
+  every ``t`` of ``probe.ts`` (probes/t_grid.py).
+- ``trajectory`` on ``train`` and ``test`` when ``probe.trajectory_stats``: statistics of ``x_θ`` along the reverse
+  chain from ``t = 1`` (probes/trajectory.py).
+- ``gen_ppl`` once, on the generated samples, when ``probe.gen_ppl_model`` names a local causal LM: generative
+  perplexity and unigram entropy (probes/gen_ppl.py).
 - ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
   score tells ``train`` from ``test`` (probes/audit.py), each with its ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001``
   rows (the TPR at 1% and 0.1% FPR), when the suite ran whole (at least basins, fixed points
@@ -38,22 +43,28 @@ from basinlab.probes.audit import membership_rows_from_arrays
 from basinlab.probes.basins import basin_test
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
+from basinlab.probes.gen_ppl import check_scorer, gen_ppl
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, novelty
-from basinlab.probes.protocol import protocol_options, resolve_n_samples
+from basinlab.probes.protocol import gap_sets, protocol_options, resolve_n_samples
 from basinlab.probes.results import ProbeResult
+from basinlab.probes.t_grid import t_grid
+from basinlab.probes.trajectory import trajectory_stats
 
 #: The probes, in the order the suite runs them.
-PROBES = ("basins", "fixed_points", "novelty", "entropy", "likelihood")
+PROBES = ("basins", "fixed_points", "novelty", "entropy", "likelihood", "t_grid", "trajectory", "gen_ppl")
 #: The sets of SPEC 5.
 SETS = ("train", "test", "random")
 #: Which sets each probe runs on (``generated``: the samples the suite draws).
 PLAN: dict[str, tuple[str, ...]] = {
-    "basins": ("train", "test"),
+    "basins": ("train", "test", "random"),
     "fixed_points": ("train", "test", "random"),
     "novelty": ("generated",),
     "entropy": ("train", "test"),
     "likelihood": ("train", "test"),
+    "t_grid": ("train", "test", "random"),
+    "trajectory": ("train", "test"),
+    "gen_ppl": ("generated",),
 }
 #: Probes added with :func:`register_probe` (docs/ARCHITECTURE.md, "Add a probe"): name -> function.
 EXTRA: dict[str, Callable[..., ProbeResult]] = {}
@@ -143,7 +154,7 @@ def check_selection(probes: Iterable[str], sets: Iterable[str]) -> list[str]:
         raise BasinlabError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(all_probes())}")
     sets = set(sets)
     for p in names:
-        if p != "novelty" and not sets.intersection(PLAN[p]):
+        if PLAN[p] != ("generated",) and not sets.intersection(PLAN[p]):
             raise BasinlabError(f"the {p} test runs on the {' and '.join(PLAN[p])} sets (SPEC 5); choose one of them")
     return names
 
@@ -169,6 +180,8 @@ def run_suite(
     sets = [s for s in SETS if s in set(sets)]
     probes = check_selection(all_probes() if probes is None else probes, sets)
     check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
+    if "gen_ppl" in probes and cfg.gen_ppl_model:
+        check_scorer(cfg.gen_ppl_model)  # before any long work
     on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
@@ -184,9 +197,9 @@ def run_suite(
                                   steps=cfg.steps, **common, **opts["basins"])
         out.extend(basins[name], prefix=f"basins/{name}/")
     for name in on.get("fixed_points", []):
-        out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name],
-                                    t_start=cfg.t_start, steps=cfg.steps, **common), prefix=f"fixed_points/{name}/")
-    samples = _samples(denoiser, data, cfg, seed, progress) if {"novelty", "entropy"} & set(probes) else None
+        out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], t_start=cfg.t_start,
+                                    steps=cfg.steps, **common, **opts["fixed_points"]), prefix=f"fixed_points/{name}/")
+    samples = _samples(denoiser, data, cfg, seed, progress) if {"novelty", "entropy", "gen_ppl"} & set(probes) else None
     if samples is not None:
         out.arrays["generated_samples"] = samples
     if "novelty" in probes and samples is not None:
@@ -195,17 +208,20 @@ def run_suite(
                            real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
                            test_mask=data.real_mask(data.test), t_start=cfg.t_start, steps=cfg.steps, **common),
                    prefix="novelty/generated/")
+    gaps = gap_sets(cfg.protocol)  # generated minus test and/or train, per protocol
     for name in on.get("entropy", []):
-        gen = samples if name == "test" else None  # the gap is generated minus real held-out data
+        gen = samples if name in gaps else None
         out.extend(conditional_entropy(denoiser, seqs[name], set_name=name, real_mask=masks[name],
                                        ts=[cfg.entropy_t], steps=cfg.steps, basin=basins.get(name), generated=gen,
                                        generated_mask=None if gen is None else data.real_mask(gen),
-                                       trajectory=trajectory, **common, **opts["entropy"]), prefix=f"entropy/{name}/")
+                                       gap_name=gaps.get(name, "entropy_gap"), trajectory=trajectory, **common,
+                                       **opts["entropy"]), prefix=f"entropy/{name}/")
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
                               **opts["likelihood"]), prefix=f"likelihood/{name}/")
     if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy"} <= set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
+    _study_probes(out, denoiser, data, cfg, probes, on, seqs, masks, samples, common)
     for probe in (p for p in probes if p in EXTRA):
         for name in on[probe]:
             out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
@@ -244,6 +260,22 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     if not getattr(cfg, "remask", 0.0) or proc.name != "masked":
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))
+
+
+def _study_probes(out: ProbeResult, denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, probes: list[str],
+                  on: dict[str, list[str]], seqs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                  samples: torch.Tensor | None, common: dict) -> None:
+    """The t-grid, trajectory and generative-perplexity probes (the study's measurements beyond SPEC 5's core)."""
+    opts = protocol_options(cfg.protocol)["fixed_points"]
+    for name in on.get("t_grid", []) if cfg.t_grid else []:
+        out.extend(t_grid(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
+                          steps=cfg.steps, **common, **opts), prefix=f"t_grid/{name}/")
+    for name in on.get("trajectory", []) if cfg.trajectory_stats else []:
+        out.extend(trajectory_stats(denoiser, seqs[name], set_name=name, real_mask=masks[name], steps=cfg.steps,
+                                    count_special=opts["count_special"], **common), prefix=f"trajectory/{name}/")
+    if "gen_ppl" in probes and cfg.gen_ppl_model and samples is not None:
+        out.extend(gen_ppl(samples, data.decode(samples), cfg.gen_ppl_model, batch_size=cfg.batch_size,
+                           device=denoiser_device(denoiser)), prefix="gen_ppl/generated/")
 
 
 def _samples(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, seed: int,

@@ -36,6 +36,7 @@ from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
 from basinlab.study import report_extras
 from basinlab.study.html import examples as html_examples
+from basinlab.study.report_probes import study_probes_section
 from basinlab.study.store import CONFIG_NAME, ResultStore, label_process, model_label, read_results
 from basinlab.study.transition import Transition, estimate_all
 
@@ -512,6 +513,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
         "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
         "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))
     sec += _membership_section(df, m, oracles, tr, add, sfx)
+    sec += study_probes_section(df, m, tr.t, add, sfx)  # random basins, t grid, trajectory, gen_ppl
     if (df[(df["model"] == m)]["metric"] == "copy_rate").any():
         sec.append("<h2>Novelty of generated samples</h2>")
         sec.append(add(f"novelty{sfx}", plot_novelty(df, m, tr),

@@ -56,6 +56,7 @@ from basinlab.lifeline import LAUNCHER_ENV, die_with_launcher
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
+from basinlab.probes.protocol import resolve_weights
 from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, label_process, model_label, warn_if_network_fs
 from basinlab.training.checkpoint import load_trained
 from basinlab.training.trainer import train
@@ -214,7 +215,9 @@ def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store:
             final_loss=res.final_loss, steps=res.steps, resumed=res.resumed, train_s=res.elapsed_s,
             epochs=res.steps * cfg.train.batch_size / key.N, ce_warmup_steps=cfg.train.ce_warmup_steps,
         )
-        denoiser = load_trained(run_dir, device=device, batch_size=cfg.probe.batch_size).denoiser
+        weights = resolve_weights(cfg.probe.weights, cfg.probe.protocol)  # ema under exact, raw under paper
+        info["weights"] = weights
+        denoiser = load_trained(run_dir, device=device, ema=weights == "ema", batch_size=cfg.probe.batch_size).denoiser
     t1 = time.perf_counter()
     result = run_suite(denoiser, data, cfg.probe, n_train=key.N, seed=key.seed, probes=probes_for(key.model),
                        progress=progress)

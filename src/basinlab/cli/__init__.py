@@ -78,7 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fault(exc: Exception, args: argparse.Namespace | None) -> str | None:
+    """The one line of a write the disk refused (full, read-only, failing), else None (a bug: the traceback)."""
+    from basinlab.io import disk_fault_line
+
+    paths = [getattr(args, k) for k in ("out", "dir", "checkpoint") if isinstance(getattr(args, k, None), str)]
+    return disk_fault_line(exc, paths)
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         parser = build_parser()  # imports the subcommands' modules: Ctrl-C may land here too
         args = parser.parse_args(argv)
@@ -90,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     except BasinlabError as exc:
         print(f"basinlab: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a full disk: one line, exit code 1 (a fault, not bad input)
+        line = _fault(exc, args)
+        if line is None:
+            raise
+        print(f"basinlab: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("basinlab: interrupted; finished work is saved and a rerun resumes", file=sys.stderr)
         return 130

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from basinlab.errors import BasinlabError
+from basinlab.interop.checks import check_convert_out, check_export_out, check_sizes, check_weights, export_source
 
 logger = logging.getLogger(__name__)
 
@@ -430,8 +431,13 @@ def convert(
     src = Path(src)
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
+    check_convert_out(src, Path(out))  # never over another run (issue 18)
     got = read_source(src, n_heads)
     hf = got["config"]
+    check_sizes(hf, got["raw"], src)  # before build_dit allocates
+    head_dim = hf["hidden_dim"] // hf["n_heads"]
+    got.update({k: check_weights(got[k], src if k == "raw" else f"{src} (ema)", head_dim)
+                for k in ("raw", "ema") if got[k] is not None})
     tok, tok_name = resolve_tokenizer(tokenizer, src if src.is_dir() else None)
     if tok is not None and tokenizer_vocab_size(tok) != hf["vocab_size"]:
         raise BasinlabError(f"tokenizer '{tok_name}' has {tokenizer_vocab_size(tok)} tokens but the model has "
@@ -453,13 +459,21 @@ def convert(
         "arch": model.arch(), "vocab_size": hf["vocab_size"], "seq_len": seq_len, "schedule": SCHEDULE, "eps": EPS,
         "n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
         "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
-                           "weights": "ema" if use_ema else "raw", "tokenizer": tok_name},
+                           "weights": _weights_label(hf, use_ema), "tokenizer": tok_name},
     }
     if isinstance(hf.get("basinlab"), Mapping):
         meta.update({k: v for k, v in hf["basinlab"].items() if k in ("schedule", "eps", "n_train", "objective")})
     logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"], meta["converted_from"]["weights"], out)
     return save_checkpoint(out, step=got["step"], model_state=raw, ema_state=chosen, config=cfg, meta=meta,
                            tokenizer=tok)
+
+
+def _weights_label(hf: Mapping[str, Any], use_ema: bool) -> str:
+    """``ema`` or ``raw``: a Hugging Face directory holds one set, which a basinlab export names in its record."""
+    record = hf.get("basinlab")
+    if not use_ema and isinstance(record, Mapping) and record.get("weights") in ("ema", "raw"):
+        return str(record["weights"])
+    return "ema" if use_ema else "raw"
 
 
 # ---- export out ---------------------------------------------------------------------------------------------
@@ -479,6 +493,7 @@ def export_duo_hf(run: str | Path, out: str | Path, *, raw: bool = False, model_
 
     if model_type not in MODEL_TYPES:
         raise BasinlabError(f"unknown model_type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+    check_export_out(run, Path(out))  # never over files it did not write (issue 18)
     tm = load_trained(run, device="cpu", ema=not raw)
     sched = tm.schedule
     if sched.name != SCHEDULE or abs(float(sched.eps) - EPS) > 1e-12:
@@ -490,7 +505,7 @@ def export_duo_hf(run: str | Path, out: str | Path, *, raw: bool = False, model_
         "hidden_dim": m.d_model, "cond_dim": m.d_cond, "n_blocks": m.n_layer, "n_heads": m.n_head,
         "dropout": float(m.dropout_p), "time_conditioning": True, "step": tm.step,
         "basinlab": {"config": tm.config.to_dict(), "schedule": sched.name, "eps": float(sched.eps),
-                     "weights": "raw" if raw else "ema"},
+                     "weights": "raw" if raw else "ema", "source": export_source(run)},
     }
     state = basinlab_to_duo(m.state_dict(), m)
     dest = Path(out)

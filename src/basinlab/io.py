@@ -134,7 +134,8 @@ def input_file_error(path: str | Path) -> str | None:
     if stat.S_ISDIR(mode):
         return f"'{path}' is a directory, not a text file"
     if not stat.S_ISREG(mode):
-        kind = "a fifo" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+        device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        kind = "a fifo" if stat.S_ISFIFO(mode) else "a device" if device else "a socket"
         return f"'{path}' is {kind}, not a regular text file; copy the texts to a file first"
     if not os.access(p, os.R_OK):
         return f"'{path}' is not readable (permissions)"

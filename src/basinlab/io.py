@@ -209,7 +209,10 @@ def disk_fault_line(exc: BaseException, paths: list[str | Path]) -> str | None:
     name = getattr(exc, "filename", None)
     text = str(exc)
     full = code in _FULL or "No space left on device" in text or "os error 28" in text
-    if not full and code not in (errno.EROFS, errno.EIO):
+    # torch.save reports a failed write without its errno ("unexpected pos", "file write failed")
+    torch_write = not full and ("inline_container" in text or "PytorchStreamWriter" in text)
+    io_like = isinstance(exc, (OSError, RuntimeError)) or "Safetensor" in type(exc).__name__
+    if io_like and not full and not torch_write and code not in (errno.EROFS, errno.EIO):
         for p in paths:
             try:
                 if shutil.disk_usage(_existing_ancestor(Path(p))).free < 64 * 1024:
@@ -222,8 +225,43 @@ def disk_fault_line(exc: BaseException, paths: list[str | Path]) -> str | None:
     if full:
         return (f"no space left on the device{at}; free some space and rerun the same command (checkpoints and "
                 "finished results already written are intact)")
+    if torch_write:
+        return (f"a write failed{at} (a full or failing disk); free some space and rerun the same command "
+                "(checkpoints and finished results already written are intact)")
     if code == errno.EROFS:
         return f"the file system is read-only{at}; choose a writable --out"
     if code == errno.EIO:
         return f"input/output error{at} (a failing disk or network mount); check the device and rerun"
     return None
+
+
+class _Recorder:
+    """A file object that keeps the ``OSError`` of a failed write (torch.save reports it only as "unexpected pos")."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def torch_save(obj, path: str | Path) -> None:
+    """``torch.save(obj, path)``, raising the ``OSError`` (ENOSPC...) of a failed write rather than torch's
+    ``RuntimeError`` without an errno, so that a full disk is reported as such."""
+    import torch
+
+    with open(path, "wb") as fh:
+        rec = _Recorder(fh)
+        try:
+            torch.save(obj, rec)
+        except RuntimeError:
+            if rec.error is not None:
+                raise rec.error from None
+            raise

@@ -169,6 +169,8 @@ def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
 def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
     """Train (if a network) and probe one run with the probe suite, then record it in one transaction."""
     run_dir = out_dir / "runs" / key.name
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BasinlabError(f"'{run_dir}' is a file where the sweep keeps run {key.name}; move it away and rerun")
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}

@@ -269,6 +269,23 @@ def toy_run(tmp_path_factory):
     return base / "run"
 
 
+def test_audit_out_on_a_read_only_file_system_is_refused_before_scoring(toy_run, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True)
+    if res.returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        (tmp_path / "t.txt").write_text(_ids([[1] * L]))
+        rc = main(["audit", "--checkpoint", str(toy_run), "--texts", str(tmp_path / "t.txt"), "--format", "ids",
+                   "--out", str(ro / "audit")])
+        line = _one_line(capsys)
+        assert rc == 2 and "cannot write" in line and "Read-only" in line, line
+        assert not capsys.readouterr().out  # refused before scoring: nothing printed, nothing scored
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
 def _ids(rows: list[list[int]]) -> str:
     return "".join(" ".join(map(str, r)) + "\n" for r in rows)
 

@@ -286,6 +286,18 @@ def test_audit_out_on_a_read_only_file_system_is_refused_before_scoring(toy_run,
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
 
+def test_full_disk_during_audit_is_one_line(toy_run, tmp_path, small_disk, capsys):
+    disk = small_disk(8 * 1024)
+    rows = torch.randint(0, 12, (40, L), generator=torch.Generator().manual_seed(2)).tolist()
+    (tmp_path / "t.txt").write_text(_ids(rows))
+    rc = main(["audit", "--checkpoint", str(toy_run), "--members", str(tmp_path / "t.txt"), "--nonmembers",
+               str(tmp_path / "t.txt"), "--format", "ids", "--out", str(disk / "a"), "--steps", "2",
+               "--nelbo-times", "2", "--quiet"])
+    line = _one_line(capsys)
+    assert rc == 1 and "no space left on the device" in line, line
+    assert not [p for p in (disk / "a").iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
 def _ids(rows: list[list[int]]) -> str:
     return "".join(" ".join(map(str, r)) + "\n" for r in rows)
 

@@ -14,3 +14,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def toy_sweep(tmp_path_factory):
+    """The pinned toy sweep (tests/study/_golden.py), run once per session, uninterrupted, in this process: the
+    reference the fault tests compare with byte for byte, and that test_golden compares with the pinned file."""
+    from study._golden import run_toy_sweep
+
+    return run_toy_sweep(tmp_path_factory.mktemp("toy_sweep"))

@@ -1,8 +1,9 @@
 """Dataclass configs, YAML in/out and ``key=value`` overrides.
 
 A config has five sections, ``data``, ``model``, ``train``, ``probe`` and ``sweep``, plus ``out_dir``.
-YAML files hold any subset of the keys; ``section.key=value`` overrides are parsed as YAML scalars.
-An unknown key is an error that names the valid keys (SPEC-independent plumbing).
+YAML files hold any subset of the keys; ``section.key=value`` overrides are parsed as YAML scalars, both by
+:func:`load_yaml` (YAML 1.1 less its base-60, hex, octal and ``1_000`` numbers; duplicate keys, empty files and
+alias bombs refused). An unknown key is an error that names the valid keys (SPEC-independent plumbing).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from basinlab.errors import BasinlabError
 DATA_SOURCES = ("brown", "text", "datasets", "markov")
 DATA_MODES = ("sentence", "wrap")
 OBJECTIVES = ("nelbo", "ce_redrawn")
+#: names the config accepts; config.py imports nothing from models/diffusion, whose registries must agree
+#: (tests/test_config.py): ``diffusion.schedules.SCHEDULES``, ``diffusion.forward.PROCESSES``
+SCHEDULES = ("loglinear", "cosine")
+PROCESSES = ("uniform", "masked")
+PRECISIONS = ("auto", "bf16", "fp32")
 LR_DECAYS = ("none", "linear", "cosine")
 #: seeds (``train.seed``, ``data.seed``, ``sweep.seeds``...) lie in ``[0, SEED_LIMIT)``: torch generators take 64 bits
 #: and basinlab derives child seeds by small affine maps
@@ -76,6 +82,7 @@ class ModelConfig:
     n_head: int | None = None
     d_cond: int | None = None
     dropout: float | None = None
+    time_conditioning: bool = True  # condition on sigma_t (off: sigma = 0, as MDLM's OpenWebText model; SPEC 2b)
 
 
 @dataclass
@@ -93,7 +100,8 @@ class TrainConfig:
     beta2: float = 0.999
     ema: float = 0.9999  # decay; warmed up as min(ema, (1 + k) / (10 + k))
     grad_clip: float = 1.0
-    objective: str = "nelbo"  # nelbo | ce_redrawn
+    process: str = "uniform"  # uniform (SPEC 2) | masked (SPEC 2b: [MASK] appended, V + 1 outputs)
+    objective: str = "nelbo"  # nelbo | ce_redrawn (masked process: cross-entropy on the masked positions)
     ce_warmup_steps: int = 0  # steps of ce_redrawn before switching to the NELBO
     schedule: str = "loglinear"  # loglinear | cosine
     eps: float = 1e-3  # schedule epsilon
@@ -121,6 +129,7 @@ class ProbeConfig:
     n_samples: int | None = None  # generated samples (novelty, entropy gap); None: 256, 20000 for paper on a GPU
     quick: bool = False  # m=256, steps=100
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
+    remask: float = 0.0  # masked models: ReMDM's eta in the reverse chains (0: MDLM's sampler; SPEC 2b)
 
 
 @dataclass
@@ -133,6 +142,7 @@ class SweepConfig:
     transition_t: float = 0.25
     transition_tol: float = 0.05  # N* = first N where train - test recovery at transition_t is <= this
     devices: list[str] = field(default_factory=list)  # one worker process per entry, e.g. [cuda:0, cuda:1]
+    processes: list[str] = field(default_factory=list)  # processes to train, e.g. [uniform, masked]; []: train.process
 
 
 @dataclass
@@ -150,7 +160,10 @@ class Config:
     def validate(self) -> Config:
         """Check every value of every section and return ``self``, normalised in place: numbers given as strings
         become numbers, ``probe.quick`` caps ``m`` and ``steps``. Bad values raise one :class:`BasinlabError` line
-        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this."""
+        naming the key. Every command and the Python API (``train``, ``run_sweep``) call this; a config unchanged
+        since its last validation is not checked again (the sweep hands its validated config down to the trainer)."""
+        if getattr(self, "_validated", None) == self.to_dict():
+            return self
         _normalise(self, "")
         if not self.out_dir:
             raise _bad("out_dir", "a directory path", self.out_dir)
@@ -159,10 +172,14 @@ class Config:
         _check_train(self.train)
         _check_probe(self.probe)
         _check_sweep(self.sweep)
+        self._validated = self.to_dict()
         return self
 
-    def with_values(self, **values: Any) -> Config:
-        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``."""
+    def with_values(self, validate: bool = True, **values: Any) -> Config:
+        """A validated copy with ``section__key=value`` (or ``out_dir=...``) set, e.g. ``train__seed=1``.
+
+        ``validate=False`` for values taken from a validated config (a sweep's grid, its devices): the copy then
+        counts as validated, and is not checked again on its way to the trainer."""
         new = copy.deepcopy(self)
         for name, value in values.items():
             section, _, key = name.rpartition("__")
@@ -170,6 +187,9 @@ class Config:
             if not hasattr(obj, key):
                 raise BasinlabError(f"unknown config key '{name.replace('__', '.')}'")
             setattr(obj, key, value)
+        if not validate:
+            new._validated = new.to_dict()
+            return new
         return new.validate()
 
     def to_yaml(self) -> str:
@@ -179,6 +199,56 @@ class Config:
         from basinlab.io import atomic_write_text
 
         atomic_write_text(path, self.to_yaml())
+
+
+# ---- model presets (models.build sizes the DiT from these; SPEC 5 "Protocols" for tiny/small/medium) ----------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "micro": {"n_layer": 4, "d_model": 128, "n_head": 4, "d_cond": 64, "dropout": 0.0},
+    "tiny": {"n_layer": 8, "d_model": 256, "n_head": 8, "d_cond": 128, "dropout": 0.1},
+    "small": {"n_layer": 12, "d_model": 768, "n_head": 12, "d_cond": 128, "dropout": 0.1},
+    "medium": {"n_layer": 24, "d_model": 1024, "n_head": 16, "d_cond": 128, "dropout": 0.1},
+}
+
+_FIELDS = ("n_layer", "d_model", "n_head", "d_cond", "dropout")
+
+
+def resolve_arch(model_cfg: ModelConfig | dict[str, Any] | str) -> dict[str, Any]:
+    """The preset's values with the config's non-``None`` fields on top, validated."""
+    if isinstance(model_cfg, str):
+        values: dict[str, Any] = {"preset": model_cfg}
+    elif isinstance(model_cfg, dict):
+        values = dict(model_cfg)
+    else:
+        values = {name: getattr(model_cfg, name) for name in ("preset", *_FIELDS)}
+    name = values.get("preset") or "micro"
+    if name not in PRESETS:
+        raise BasinlabError(f"unknown model preset '{name}'; available: {', '.join(PRESETS)}")
+    arch = dict(PRESETS[name])
+    for key in _FIELDS:
+        if values.get(key) is not None:
+            arch[key] = values[key]
+    for key in ("n_layer", "d_model", "n_head", "d_cond"):
+        if not isinstance(arch[key], int) or isinstance(arch[key], bool) or arch[key] < 1:
+            raise BasinlabError(f"model.{key} must be a positive integer, got {arch[key]!r}")
+    if arch["d_model"] % arch["n_head"] or (arch["d_model"] // arch["n_head"]) % 2:
+        raise BasinlabError(
+            f"model.d_model={arch['d_model']} must be n_head={arch['n_head']} times an even head size (rotary)"
+        )
+    if not 0.0 <= float(arch["dropout"]) < 1.0:
+        raise BasinlabError(f"model.dropout must lie in [0, 1), got {arch['dropout']!r}")
+    arch["dropout"] = float(arch["dropout"])
+    return arch
+
+
+def time_conditioning(model_cfg: ModelConfig | dict[str, Any] | str) -> bool:
+    """``model.time_conditioning`` (default on) of a config, a checkpoint's ``arch`` or a preset name."""
+    if isinstance(model_cfg, str):
+        return True
+    tc = model_cfg.get("time_conditioning") if isinstance(model_cfg, dict) else model_cfg.time_conditioning
+    if tc is not None and not isinstance(tc, bool):
+        raise BasinlabError(f"model.time_conditioning must be true or false, got {tc!r}")
+    return True if tc is None else tc
 
 
 # ---- types: one coercion of YAML values into each field's type --------------------------------------------------
@@ -195,7 +265,7 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise BasinlabError(f"config key '{where}{key}' is a section: give a mapping, not {value!r}")
+                raise BasinlabError(f"config key '{where}{key}' is a section: give a mapping, not {_show(value)}")
             _apply(current, value, f"{where}{key}.")
         else:
             setattr(obj, key, value)
@@ -214,7 +284,9 @@ def _normalise(obj: Any, where: str) -> None:
 
 def _bad(name: str, what: str, value: Any) -> BasinlabError:
     key = re.sub(r"\[\d+\]$", "", name)
-    return BasinlabError(f"config key '{name}' must be {what}, got {value!r}; fix it in the config or with {key}=...")
+    return BasinlabError(
+        f"config key '{name}' must be {what}, got {_show(value)}; fix it in the config or with {key}=..."
+    )
 
 
 def _typed(value: Any, hint: Any, name: str) -> Any:
@@ -255,9 +327,16 @@ def _typed(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+#: numbers written as text: plain ASCII decimals (no ``0x10``, ``010``, ``1_000`` or non-ASCII digits)
+_INT_TEXT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?:inf|nan)", re.IGNORECASE)
+
+
 def _number(value: Any, kind: type, name: str) -> int | float:
     what = "an integer" if kind is int else "a finite number"
     if isinstance(value, str):
+        if (_INT_TEXT if kind is int else _FLOAT_TEXT).fullmatch(value.strip()) is None:
+            raise _bad(name, f"{what} (plain decimal digits)", value)
         try:
             value = int(value.strip()) if kind is int else float(value.strip())
         except ValueError:
@@ -307,7 +386,7 @@ def _unit(name: str, value: float, closed_low: bool, closed_high: bool) -> None:
 
 def _choice(name: str, value: str, choices: Any) -> None:
     if value not in choices:
-        raise BasinlabError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        raise BasinlabError(f"unknown {name} {_show(value)}; choose one of {', '.join(choices)}")
 
 
 def validate_data(dc: DataConfig) -> DataConfig:
@@ -321,6 +400,9 @@ def _check_data(dc: DataConfig) -> None:
     from basinlab.memory import require_fits
 
     _choice("data.source", dc.source, DATA_SOURCES)
+    if dc.path is not None and dc.source in ("brown", "markov"):  # read only by the text and datasets sources
+        raise BasinlabError(f"data.path is read only for data.source=text or datasets; data.source={dc.source} would "
+                            "ignore it: drop data.path, or set data.source=text (or datasets)")
     if dc.source != "markov":
         _choice("data.mode", dc.mode, DATA_MODES)
     min_len = 2 if dc.source == "markov" else 3
@@ -342,15 +424,11 @@ def _check_data(dc: DataConfig) -> None:
 
 
 def _check_model(mc: ModelConfig) -> None:
-    from basinlab.models.presets import resolve_arch  # torch: loaded when a config is validated, not imported
-
     resolve_arch(mc)
+    time_conditioning(mc)
 
 
 def _check_train(tc: TrainConfig) -> None:
-    from basinlab.diffusion.schedules import SCHEDULES
-    from basinlab.models.denoiser import PRECISIONS
-
     _at_least(tc, "train", ("steps", "warmup_steps", "ce_warmup_steps"), 0)
     _at_least(tc, "train", ("batch_size", "grad_accum", "log_every", "ckpt_every"), 1)
     _require(tc.batch_size % tc.grad_accum == 0, "train.batch_size",
@@ -362,7 +440,8 @@ def _check_train(tc: TrainConfig) -> None:
         _unit(f"train.{key}", getattr(tc, key), closed_low=True, closed_high=False)
     _choice("train.objective", tc.objective, OBJECTIVES)
     _choice("train.lr_decay", tc.lr_decay, LR_DECAYS)
-    _choice("train.schedule", tc.schedule, tuple(SCHEDULES))
+    _choice("train.schedule", tc.schedule, SCHEDULES)
+    _choice("train.process", tc.process, PROCESSES)
     _choice("train.precision", tc.precision, PRECISIONS)
     _device("train.device", tc.device)
     _seed("train.seed", tc.seed)
@@ -378,12 +457,17 @@ def _check_probe(pc: ProbeConfig) -> None:
         _unit(f"probe.ts[{i}]", t, closed_low=False, closed_high=True)
     _unit("probe.t_start", pc.t_start, closed_low=False, closed_high=True)
     _unit("probe.entropy_t", pc.entropy_t, closed_low=False, closed_high=True)
+    _unit("probe.remask", pc.remask, closed_low=True, closed_high=True)
     if pc.quick:  # the one place `quick` acts: a CPU-sized probe
         pc.m, pc.steps = min(pc.m, QUICK_M), min(pc.steps, QUICK_STEPS)
 
 
 def _check_sweep(sc: SweepConfig) -> None:
     resolve_sizes(sc.sizes)
+    for i, p in enumerate(sc.processes):
+        _choice(f"sweep.processes[{i}]", p, PROCESSES)
+    _require(len(set(sc.processes)) == len(sc.processes), "sweep.processes", "a list without repeats",
+             sc.processes)
     _require(len(sc.seeds) > 0, "sweep.seeds", "a non-empty list of integers", sc.seeds)
     for i, s in enumerate(sc.seeds):
         _seed(f"sweep.seeds[{i}]", s)
@@ -422,7 +506,7 @@ def resolve_sizes(spec: Any) -> list[int]:
         nums = [_number(p, int if i < 2 else float, "sweep.sizes") for i, p in enumerate(parts)] if len(parts) in (
             2, 3) else []
         if not nums:
-            raise BasinlabError(f"sweep.sizes '{spec}' is not 'start:stop' or 'start:stop:factor'")
+            raise BasinlabError(f"sweep.sizes {_show(spec)} is not 'start:stop' or 'start:stop:factor'")
         sizes = geometric_sizes(int(nums[0]), int(nums[1]), float(nums[2]) if len(nums) == 3 else 2.0)
     elif isinstance(spec, dict):
         if "start" not in spec or "stop" not in spec or set(spec) - {"start", "stop", "factor"}:
@@ -435,9 +519,9 @@ def resolve_sizes(spec: Any) -> list[int]:
     elif isinstance(spec, int) and not isinstance(spec, bool):
         sizes = [spec]
     else:
-        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {spec!r}")
+        raise BasinlabError(f"sweep.sizes must be a list, 'start:stop[:factor]' or a mapping, got {_show(spec)}")
     if not sizes or sizes[0] < 1:
-        raise BasinlabError(f"sweep.sizes must be positive integers, got {spec!r}")
+        raise BasinlabError(f"sweep.sizes must be positive integers, got {_show(spec)}")
     return sizes
 
 
@@ -456,7 +540,7 @@ def config_differences(old: Config, new: Config, sections: tuple[str, ...], swee
     a, b = old.to_dict(), new.to_dict()
     free = resumable_keys(sweep)
     return [
-        f"{s}.{k}: {a[s].get(k)!r} before, {v!r} now"
+        f"{s}.{k}: {_show(a[s].get(k))} before, {_show(v)} now"
         for s in sections
         for k, v in b[s].items()
         if k not in free.get(s, ()) and a[s].get(k) != v
@@ -472,6 +556,79 @@ def preset_path(name: str) -> Path:
     return path
 
 
+# ---- YAML: one reader for config files, overrides and checkpoints ------------------------------------------------
+
+#: a YAML document's values after its aliases are expanded: more is a "billion laughs" and is refused
+YAML_MAX_VALUES = 100_000
+#: at most this many characters of a value in an error message
+SHOWN_CHARS = 80
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader less YAML 1.1's surprises: integers are plain decimals (``16:32`` is no base-60 992,
+    ``0x10``, ``010``, ``0b1`` and ``1_000`` are no numbers: they stay text and are refused where a number is due);
+    floats have no ``_`` or base 60; a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {_show(key.value)} given twice", key.start_mark)
+                    seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rules if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for ch, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` cut to :data:`SHOWN_CHARS` characters, without expanding deep or shared structure."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, SHOWN_CHARS, SHOWN_CHARS
+    text = short.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values ``value`` holds once its YAML aliases (shared lists and mappings) are written out."""
+    if not isinstance(value, (list, dict)):
+        return 1
+    if id(value) not in memo:
+        memo[id(value)] = 0  # a recursive alias (`&a [*a]`) counts once
+        items = list(value.values()) + list(value.keys()) if isinstance(value, dict) else value
+        memo[id(value)] = 1 + sum(_expanded_size(v, memo) for v in items)
+    return memo[id(value)]
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse ``text`` (the content of ``where``: a file, an override) with :class:`_Loader`; a syntax error, a
+    duplicate key or aliases expanding to more than :data:`YAML_MAX_VALUES` values are one-line errors."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise BasinlabError(f"{where} is not valid YAML: {problem}{at}") from None
+    if _expanded_size(value, {}) > YAML_MAX_VALUES:
+        raise BasinlabError(f"{where}: YAML aliases expand to more than {YAML_MAX_VALUES} values; write the values out")
+    return value
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["train.steps=10", "data.seq_len=16"]`` -> nested dict, values parsed as YAML scalars."""
     nested: dict[str, Any] = {}
@@ -479,7 +636,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if "=" not in item:
             raise BasinlabError(f"override '{item}' is not of the form section.key=value (e.g. train.steps=100)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = load_yaml(raw, f"override '{_show(item)[1:-1]}'") if raw != "" else None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -509,14 +666,15 @@ def _read_yaml(source: str | Path) -> dict[str, Any]:
             raise BasinlabError(f"config file '{source}' not found; give a YAML path or a preset name")
         if not path.is_file():
             raise BasinlabError(f"config '{source}' is a directory, not a YAML file; give a YAML path or a preset name")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise BasinlabError(f"config file '{path}' is not text (binary or not UTF-8); give a YAML file") from None
     except OSError as exc:
         raise BasinlabError(f"cannot read config file '{path}': {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        line = str(exc).splitlines()[0]
-        raise BasinlabError(f"config file '{path}' is not valid YAML: {line}") from None
+    values = load_yaml(text, f"config file '{path}'")
+    if values is None:
+        raise BasinlabError(f"config file '{path}' is empty; give at least one section (data:, model:, train:...), "
+                            "or no CONFIG for the defaults")
     if not isinstance(values, dict):
         raise BasinlabError(f"config file '{path}' must hold a mapping of sections (data:, model:, train:...)")
     return values

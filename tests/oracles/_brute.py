@@ -33,3 +33,19 @@ def brute_posteriors(log_prior: torch.Tensor, xs: torch.Tensor, z: torch.Tensor,
 
 def all_sequences(V: int, L: int) -> torch.Tensor:
     return torch.tensor(list(itertools.product(range(V), repeat=L)), dtype=torch.long)
+
+
+def brute_masked(log_prior: torch.Tensor, xs: torch.Tensor, z: torch.Tensor, mask_index: int, V: int):
+    """``(post, d_min)``: ``p(x_l = v | the visible tokens of z)``, float64 ``[L, V]``, in the ε -> 0 limit of SPEC 2b
+    (the support's sequences with the fewest disagreements among the visible tokens, weighted by their prior), and
+    that fewest number. ``xs [S, L]`` enumerates the support (rows of prior 0 are dropped), ``log_prior [S]``."""
+    keep = torch.isfinite(log_prior)
+    xs, log_prior = xs[keep], log_prior[keep]
+    vis = z != mask_index
+    d = ((xs != z[None]) & vis[None]).sum(1)
+    sel = d == d.min()
+    w = torch.exp(log_prior[sel] - log_prior[sel].max())
+    post = torch.zeros(xs.shape[1], V, dtype=torch.float64)
+    for l in range(xs.shape[1]):
+        post[l].index_add_(0, xs[sel, l], w)
+    return post / post.sum(1, keepdim=True), int(d.min())

@@ -105,9 +105,12 @@ def test_membership_rows_from_probe_results(markov):
         for probe, r in res[name].items():
             combined.extend(r, prefix=f"{probe}/{name}/")
     assert membership_rows_from_arrays(combined.arrays, t_start=1.0) == rows
-    assert [(r["probe"], r["t"]) for r in rows] == [("entropy", 1e-5), ("basins", 0.25), ("fixed_points", 1.0)]
-    assert all(r["metric"] == "membership_auc" and r["set"] == "train_vs_test" for r in rows)
-    assert rows[0]["value"] == 1.0
+    auc = [r for r in rows if r["metric"] == "membership_auc"]
+    assert [(r["probe"], r["t"]) for r in auc] == [("entropy", 1e-5), ("basins", 0.25), ("fixed_points", 1.0)]
+    assert all(r["set"] == "train_vs_test" for r in rows) and auc[0]["value"] == 1.0
+    # each score also gains its TPR at 1% and 0.1% FPR (the memoriser: entropy 0 on all 16 members, > 0 on test)
+    assert [r["metric"] for r in rows[:3]] == ["membership_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001"]
+    assert rows[1]["value"] == 1.0 and rows[2]["value"] == 1.0 and rows[1]["probe"] == "entropy"
 
 
 def _toy_run(tmp_path, tokenizer=None):
@@ -140,7 +143,15 @@ def test_audit_cli_ids(tmp_path, capsys):
     assert pd.read_parquet(out / "scores.parquet").shape == csv.shape
     doc = json.loads((out / "auc.json").read_text())
     assert doc["scores"]["nn_hamming_reference"]["auc"] == 1.0
+    assert doc["scores"]["nn_hamming_reference"]["tpr_at_fpr_0.01"] == 1.0  # members at distance 0, others not
+    assert 0.0 <= doc["scores"]["entropy"]["tpr_at_fpr_0.001"] <= 1.0
     assert (out / "roc.png").stat().st_size > 1000
+    tok = pd.read_parquet(out / "tokens.parquet")
+    assert len(tok) == 13 * 12 and list(tok["group"][::12]) == list(csv["group"])
+    per_text = tok.groupby("text_index")["entropy"].mean().to_numpy()
+    np.testing.assert_allclose(per_text, csv["entropy"].to_numpy(), rtol=1e-9)
+    page = (out / "audit.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "http://" not in page and "https://" not in page  # offline
 
 
 def test_audit_cli_text_with_tokenizer(tmp_path):

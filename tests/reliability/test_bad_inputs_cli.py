@@ -7,6 +7,10 @@ CASES is the table that docs/RELIABILITY.md counts (scripts/reliability_counts.p
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +82,16 @@ CASES = [
     ("merge-no-dirs", ["merge", "--out", "m"], ["DIR"]),
     ("merge-not-a-sweep", ["merge", "{EMPTY}", "--out", "m"], ["not a sweep directory"]),
     ("merge-into-itself", ["merge", "{SWEEP}", "--out", "{SWEEP}"], ["both an input and --out"]),
+    # issue 18, finding 9: --plan checked no --devices; CUDA workers failed one by one on a machine without them
+    ("sweep-plan-negative-workers", ["sweep", "--preset", "markov", "--out", "s", "--plan", "--devices", "cpu*-1"],
+     ["cpu*-1"]),
+    ("sweep-plan-unknown-device", ["sweep", "--preset", "markov", "--out", "s", "--plan", "--devices", "tpu"],
+     ["tpu"]),
+    ("sweep-missing-gpu", ["sweep", "--preset", "markov", "--out", "s", "{T}", "--devices", "cuda:0,cuda:99"],
+     ["not available", "CUDA device"]),
+    ("probe-data-path-with-markov", ["probe", "basins", "--oracle", "markov", "{T}", "data.path=/nonexistent"],
+     ["data.path", "data.source=markov"]),
+    ("sweep-steps-hex", ["sweep", "--preset", "markov", "--out", "s", "train.steps=0x10"], ["train.steps"]),
 ]
 
 
@@ -143,3 +157,46 @@ def test_bad_input_is_refused_in_one_line(fixtures, tmp_path, monkeypatch, capsy
         assert word in lines[0], (word, lines[0])
     assert _snapshot(tmp_path, fixtures["base"]) == before, "a refused command wrote something"
     assert not os.listdir(tmp_path)
+
+
+# ---- issue 18, finding 9: misleading output ---------------------------------------------------------------------
+
+
+def test_too_many_cpu_workers_are_capped_with_a_warning(caplog):
+    """`cpu*6` on 2 cores started 6 workers: now one per core, and a warning says so."""
+    from basinlab.study.sweep import expand_devices
+
+    cores = os.cpu_count() or 1
+    with caplog.at_level("WARNING", logger="basinlab"):
+        assert expand_devices([f"cpu*{cores + 4}"]) == ["cpu"] * cores
+    assert f"{cores + 4} CPU workers" in caplog.text and f"running {cores}" in caplog.text
+    assert expand_devices(["cpu"] * (cores + 1), check=False) == ["cpu"] * (cores + 1)  # --plan: syntax only
+
+
+def test_sample_out_onto_a_symlink_writes_through_it(fixtures, tmp_path, capsys):
+    """`sample --out LINK` replaced the link by a file; now the file it points to receives the samples."""
+    target = tmp_path / "target.txt"
+    target.write_text("old\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert main(["sample", "--checkpoint", fixtures["{CK}"], "--n", "3", "--steps", "2", "--out", str(link)]) == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert len(target.read_text().splitlines()) == 3
+    loop = tmp_path / "loop.txt"
+    loop.symlink_to(loop)
+    assert main(["sample", "--checkpoint", fixtures["{CK}"], "--n", "1", "--out", str(loop)]) == 2
+    assert "link loop" in capsys.readouterr().err and loop.is_symlink()
+
+
+def test_ctrl_c_during_probe_does_not_promise_a_resume(fixtures, tmp_path):
+    """SIGINT during `basinlab probe` said "finished work is saved and a rerun resumes"; probe does not resume."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    cmd = [sys.executable, "-m", "basinlab.cli", "probe", "all", "--checkpoint", fixtures["{CK}"],
+           "--samples", "100000", "--steps", "200", "--out", str(tmp_path / "p"), "--quiet", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(6.0)  # past the imports, into the probes (seconds on a busy CPU)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "resumes" not in err and "Traceback" not in err, err[-2000:]
+    assert "does not resume" in err or err.strip() == "basinlab: interrupted", err[-2000:]

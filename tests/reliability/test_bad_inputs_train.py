@@ -54,6 +54,16 @@ VALUE_CASES = [
     ("ema-1", ["train.ema=1"], "train.ema"),
     ("warmup-float", ["train.warmup_steps=2.5"], "train.warmup_steps"),
     ("lr-decay-unknown", ["train.lr_decay=step"], "train.lr_decay"),
+    # issue 18, finding 9: YAML 1.1 number forms and non-ASCII digits were read as numbers
+    ("steps-hex", ["train.steps=0x10"], "train.steps"),
+    ("steps-underscore", ["train.steps=1_000"], "train.steps"),
+    ("steps-octal", ["train.steps=010"], "train.steps"),
+    ("steps-arabic-indic", ["train.steps=\u0661\u0660"], "train.steps"),
+    ("lr-underscore", ["train.lr=1_0.5"], "train.lr"),
+    ("path-with-markov", ["data.path=/nonexistent"], "data.path"),
+    # finding 1: `16:32` was the base-60 integer 992; in a list it is no integer
+    ("sizes-base-60-in-a-list", ["sweep.sizes=[16:32]"], "sweep.sizes"),
+    ("sizes-not-a-range", ["sweep.sizes=16:32:2:2"], "sweep.sizes"),
 ]
 
 
@@ -104,6 +114,50 @@ def test_bad_values_in_a_config_file(tmp_path, capsys) -> None:
     """The same validation for a YAML file as for overrides (probe.ts=[2.0] was accepted from a file)."""
     cfg = _config(tmp_path, probe={"ts": [2.0]})
     _refused(capsys, ["train", cfg, *TINY, "--out", tmp_path / "run"], "probe.ts", tmp_path / "run")
+
+
+def _alias_bomb(levels: int) -> str:
+    """A YAML "billion laughs" inside one value: 9 strings, then each level 9 copies of the one below."""
+    inner = "&a0 [" + ", ".join(["lol"] * 9) + "]"
+    for i in range(1, levels + 1):
+        inner = f"&a{i} [{inner}" + f", *a{i - 1}" * 8 + "]"
+    return inner
+
+
+@pytest.mark.parametrize(("name", "text", "match"), [
+    ("empty", "# nothing here\n", "is empty"),
+    ("duplicate-key", "train:\n  steps: 5\n  lr: 0.001\n  steps: 7\n", "given twice"),
+    ("sizes-unquoted-range", "sweep:\n  sizes: 16:32:2:2\n", "sweep.sizes"),
+    ("alias-bomb-in-one-value", f"data:\n  path: {_alias_bomb(9)}\n", "aliases expand"),
+    ("small-alias-bomb-in-one-value", f"data:\n  path: {_alias_bomb(4)}\n", "data.path"),
+])
+def test_bad_config_files(tmp_path, name, text, match) -> None:
+    """Issue 18, findings 7 and 9: an empty file gave all defaults, a duplicate key kept the last, an alias bomb in
+    data.path hung while the error message printed its expansion. Each is one short line, at once (a child process
+    with a timeout: the bug was a hang)."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(text)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "basinlab.cli", "train", str(cfg), "--out", str(out), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip()
+    assert done.returncode == 2, err[-2000:]
+    assert len(err.splitlines()) == 1 and match in err and len(err) < 400, err[:2000]
+    assert not out.exists()
+
+
+def test_grid_ranges_are_ranges_not_base_60(tmp_path) -> None:
+    """Issue 18, finding 1: `sweep.sizes=16:32` planned N = 992 (YAML 1.1 read 16:32 as 16*60+32). It is the
+    documented geometric range now, unquoted, as an override or in a file."""
+    from basinlab.config import load_config, resolve_sizes
+
+    for given, sizes in (("16:32", [16, 32]), ("2:8", [2, 4, 8]), ("16:32:2", [16, 32]),
+                         ("16:1024:4", [16, 64, 256, 1024])):
+        assert resolve_sizes(load_config(None, [f"sweep.sizes={given}"]).sweep.sizes) == sizes, given
+    path = tmp_path / "grid.yaml"
+    path.write_text("sweep:\n  sizes: 16:64\n")
+    assert resolve_sizes(load_config(path).sweep.sizes) == [16, 32, 64]
 
 
 def test_one_validation_for_the_python_api(tmp_path) -> None:
@@ -230,6 +284,22 @@ def _rewrite_manifest(ckpt: Path) -> None:
         data = (ckpt / name).read_bytes()
         entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("key", "value"), [("model", {"n_layer": 2}), ("train", {"schedule": "cosine"}),
+                                            ("data", {"seq_len": 16})])
+def test_an_edited_checkpoint_config_is_refused(trained, tmp_path, capsys, key, value) -> None:
+    """Issue 18, finding 9: a checkpoint's config.yaml edited (its manifest re-hashed) to disagree with meta.json
+    was used; now every reader refuses it, and nothing is written."""
+    run = _copy_run(trained, tmp_path)
+    ckpt = find_checkpoint(run)
+    values = yaml.safe_load((ckpt / "config.yaml").read_text())
+    values[key].update(value)
+    (ckpt / "config.yaml").write_text(yaml.safe_dump(values))
+    _rewrite_manifest(ckpt)
+    word = f"{key}.{next(iter(value))}"
+    _refused(capsys, ["nll", "--checkpoint", run, "--n", "4"], word, tmp_path)
+    _refused(capsys, ["train", _config(tmp_path, train={"steps": 4}), *TINY, "--out", run], word, tmp_path)
 
 
 def test_resume_from_weights_of_the_wrong_shape(trained, tmp_path, capsys) -> None:

@@ -197,7 +197,10 @@ def test_cli_sweep_and_report(tmp_path, capsys):
 
 
 def test_device_lists_expand():
-    assert expand_devices(["cuda:0*3", "cuda:1"]) == ["cuda:0"] * 3 + ["cuda:1"]
+    assert expand_devices(["cuda:0*3", "cuda:1"], check=False) == ["cuda:0"] * 3 + ["cuda:1"]  # --plan: form only
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(BasinlabError, match=f"cuda:{n_gpu} is not available"):
+        expand_devices([f"cuda:{n_gpu}"])  # a device this machine lacks: refused before any worker starts
     assert expand_devices(["cpu", "cpu"]) == ["cpu", "cpu"]
     auto = expand_devices(["auto*64"])
     if torch.cuda.is_available():

@@ -76,7 +76,12 @@ def test_text_demo_sweep_records_and_report_shows_decoded_restorations(sweep_dir
     assert small["examples"][0]["corrupted"] == large["examples"][0]["corrupted"]  # the same corrupted sentence
     ex = large["examples"][0]
     for which in ("original", "corrupted", "restored"):
-        assert "".join(ex["surface"][which]).strip() == ex["text"][which]
+        joined = "".join(ex["surface"][which])
+        assert "\ufffd" not in joined  # a token holding part of a character shows its bytes, ‹e2 80›
+        if "‹" not in joined:
+            assert joined.strip() == ex["text"][which]
+    assert len(large["train_examples"]) == 4 and all(len(e["entropy"]) == len(e["original"])
+                                                     for e in large["train_examples"] + large["examples"])
     page = write_report(out).read_text()
     section = page.split("Restorations at small and large N")[1].split("<h2>")[0]
     assert "restored, N = 8" in section and "restored, N = 32" in section
@@ -84,3 +89,5 @@ def test_text_demo_sweep_records_and_report_shows_decoded_restorations(sweep_dir
     shown = [e for e in large["examples"] if html.escape(e["text"]["original"]) in section]
     assert shown and "class='tok txt'" in section and 'class="chg"' in section
     assert "Ġ" not in section  # no byte-level BPE pieces leak into the text
+    assert "\ufffd" not in section
+    assert "entropy, N = 8" in section and "entropy, N = 32" in section and "Training sentences" in section

@@ -86,6 +86,18 @@ def _fault(exc: Exception, args: argparse.Namespace | None) -> str | None:
     return disk_fault_line(exc, paths)
 
 
+#: the commands a rerun resumes (checkpoints, the sweep's store); Ctrl-C in any other starts over when rerun
+RESUMABLE_COMMANDS = ("train", "sweep", "demo")
+
+
+def _interrupted(command: str | None) -> str:
+    if command in RESUMABLE_COMMANDS:
+        return "basinlab: interrupted; finished work is saved and a rerun resumes"
+    if command is None:
+        return "basinlab: interrupted"
+    return f"basinlab: interrupted; `basinlab {command}` does not resume: rerun it to start over"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
@@ -106,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"basinlab: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("basinlab: interrupted; finished work is saved and a rerun resumes", file=sys.stderr)
+        print(_interrupted(getattr(args, "command", None)), file=sys.stderr)
         return 130
     return int(rc or 0)
 

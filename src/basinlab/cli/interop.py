@@ -1,6 +1,6 @@
 """``basinlab convert``, ``basinlab export`` and ``basinlab audit``: deployed models in and out, and memorisation
-audits of given texts. The logic lives in :mod:`basinlab.interop.duo` and :mod:`basinlab.probes.audit`; this
-module parses, reads the text files, and writes the outputs."""
+audits of given texts. The logic lives in :mod:`basinlab.interop` (``duo``, ``mdlm``) and
+:mod:`basinlab.probes.audit`; this module parses, reads the text files, and writes the outputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from basinlab.errors import BasinlabError
 
-FORMATS = ("duo-hf",)
+FORMATS = ("duo-hf", "mdlm-hf")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,13 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "convert", help="import a Duo/UDLM checkpoint (Hugging Face directory or Lightning .ckpt) as a basinlab run",
+        "convert",
+        help="import a Duo/UDLM or MDLM checkpoint (Hugging Face directory or Lightning .ckpt) as a basinlab run",
         description=(
-            "Convert a Duo or UDLM checkpoint into a basinlab run directory that every command reads "
+            "Convert a Duo, UDLM or MDLM checkpoint into a basinlab run directory that every command reads "
             "(--checkpoint DIR). SRC is a Hugging Face directory (config.json + model.safetensors with backbone.* "
-            "keys) or a Lightning .ckpt of Duo's trainer (state_dict + ema). Nothing in SRC is executed."
+            "keys) or a Lightning .ckpt of Duo's or MDLM's trainer (state_dict + ema); config.json's model_type "
+            "(mdlm: a masked model) or the .ckpt's hyper-parameters say which. Nothing in SRC is executed."
         ),
-        epilog="example:\n  basinlab convert duo-lm1b/ --out runs/duo-lm1b --tokenizer bert-base-uncased",
+        epilog="examples:\n  basinlab convert duo-lm1b/ --out runs/duo-lm1b --tokenizer bert-base-uncased\n"
+               "  basinlab convert mdlm-owt/ --out runs/mdlm-owt --tokenizer gpt2/tokenizer.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", metavar="SRC", help="Hugging Face directory or Lightning .ckpt file")
@@ -41,14 +44,17 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=("ema", "raw"),
                    help="which weights the run uses (default: ema when the source has them)")
     p.add_argument("--n-heads", type=int, help="attention heads, when a .ckpt does not record them")
+    p.add_argument("--model-type", choices=("duo", "mdlm"),
+                   help="the source's family, when a .ckpt does not record it (default: detected)")
     p.set_defaults(func=cmd_convert)
 
 
 def _register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="write a basinlab run in the Duo/UDLM Hugging Face layout",
-        description="Write a basinlab run as config.json + model.safetensors (backbone.* keys), the layout Duo's "
-                    "and UDLM's own samplers and evaluations load.",
+        "export", help="write a basinlab run in the Duo/UDLM or MDLM Hugging Face layout",
+        description="Write a basinlab run as config.json + model.safetensors (backbone.* keys), the layout Duo's, "
+                    "UDLM's (--format duo-hf, uniform runs) and MDLM's (--format mdlm-hf, masked runs) own samplers "
+                    "and evaluations load.",
         epilog="example:\n  basinlab export --checkpoint runs/m256 --out exports/m256 --format duo-hf",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,7 +62,7 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--format", required=True, choices=FORMATS, help="the layout to write")
     p.add_argument("--model-type", default="duo", choices=("duo", "duo_base", "udlm"),
-                   help="model_type written to config.json (default duo)")
+                   help="model_type written to config.json with --format duo-hf (default duo)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA ones")
     p.set_defaults(func=cmd_export)
 
@@ -68,8 +74,9 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
             "Score each text for memorisation (leave-one-out conditional entropy at t = 1e-5, basin recovery per "
             "t, fixed point yes/no, NELBO per token, and with --reference the distance to the nearest reference "
             "sequence); with --members and --nonmembers, the ROC AUC of each score telling them apart (1.0 = "
-            "members look more memorised; DeLong 95% interval). Writes scores.csv, scores.parquet, auc.json and "
-            "roc.png to --out."
+            "members look more memorised; DeLong 95% interval; TPR at 1% and 0.1% FPR). Writes scores.csv, "
+            "scores.parquet, auc.json, roc.png, tokens.parquet (per token: entropy, top-5, basin outcome) and "
+            "audit.html (every text token by token, shaded by entropy) to --out."
         ),
         epilog="example:\n  basinlab audit --checkpoint runs/m16 --members train.txt --nonmembers test.txt "
                "--format ids --out runs/m16/audit",
@@ -101,21 +108,25 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from basinlab.interop.duo import convert
+    from basinlab.interop import convert
 
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise BasinlabError(f"unexpected argument '{bad[0]}'; give one SRC, then key=value overrides")
-    ckpt = convert(args.src, args.out, tokenizer=args.tokenizer, weights=args.weights, overrides=args.overrides,
-                   n_heads=args.n_heads)
+    ckpt = convert(args.src, args.out, family=args.model_type, tokenizer=args.tokenizer, weights=args.weights,
+                   overrides=args.overrides, n_heads=args.n_heads)
     print(f"converted {args.src} into {ckpt}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from basinlab.interop.duo import export_duo_hf
+    from basinlab.interop.mdlm import export_mdlm_hf
 
-    dest = export_duo_hf(args.checkpoint, args.out, raw=args.raw, model_type=args.model_type)
+    if args.format == "mdlm-hf":
+        dest = export_mdlm_hf(args.checkpoint, args.out, raw=args.raw)
+    else:
+        dest = export_duo_hf(args.checkpoint, args.out, raw=args.raw, model_type=args.model_type)
     print(f"exported {args.checkpoint} to {dest} (config.json, model.safetensors)")
     return 0
 
@@ -207,7 +218,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    batch_size=args.batch_size, progress=not args.quiet)
     texts = [t for g, _ in files for t in lines[g]]
     _write_audit(Path(args.out), result, groups, texts, args)
+    _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))
     return 0
+
+
+def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, checkpoint: str) -> None:
+    """``tokens.parquet`` (one row per token) and ``audit.html`` (the page over it)."""
+    from basinlab.io import atomic_write
+    from basinlab.probes.tokens import token_texts, tokens_frame
+    from basinlab.study.html.audit_page import write_audit_page
+
+    texts, special = token_texts(tm.tokenizer, tm.vocab_size)
+    frame = tokens_frame(result.arrays, groups, texts, special)
+    atomic_write(out / "tokens.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    write_audit_page(out / "audit.html", result, groups, texts, special, tm.vocab_size, checkpoint,
+                     markov=tm.tokenizer is None)
+    print(f"wrote tokens.parquet ({len(frame)} tokens) and audit.html to {out}")
 
 
 def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], args: argparse.Namespace) -> None:

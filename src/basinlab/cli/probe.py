@@ -153,7 +153,7 @@ def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, st
         raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")
     data = build_dataset(cfg.data)
     den = build_oracle(args.oracle, data, cfg.data.n_train, cfg, device=resolve_device(args.device), top_k=args.top_k)
-    return den, data, cfg, oracle_label(args.oracle)
+    return den, data, cfg, oracle_label(args.oracle, cfg.train.process)
 
 
 # ---- the command --------------------------------------------------------------------------------------------------
@@ -180,6 +180,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.show:
         examples = restore_examples(denoiser, data, k=args.show, t=args.show_t, steps=pc.steps, seed=args.seed)
     _print_table(result.rows)
+    _print_process_notes(denoiser, result.rows, pc.remask)
     if examples:
         _print_examples(examples)
     if out is not None:
@@ -223,6 +224,22 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
     for line in [head] + lines:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)).rstrip())
+
+
+def _print_process_notes(denoiser: Any, rows: list[dict[str, Any]], remask: float) -> None:
+    """What the table cannot say for a masked denoiser (SPEC 2b): which outcomes are impossible by construction."""
+    from basinlab.diffusion import process_of
+
+    proc = process_of(denoiser)
+    if proc.can_change_clean or remask > 0:
+        return
+    probes = {r["probe"] for r in rows}
+    print(f"\n{proc.name} process without remasking: a clean token never changes (SPEC 2b), so")
+    if "basins" in probes:
+        print("- unstable_rate is not reported: an 'unstable' outcome is impossible by construction;")
+    if "fixed_points" in probes or "novelty" in probes:
+        print("- every clean sequence is a fixed point by construction (fixed_point_rate 1);")
+    print("- set probe.remask=ETA (ReMDM, 0 < ETA <= 1) for a sampler under which clean tokens can change.")
 
 
 def _print_examples(ex: dict[str, Any]) -> None:

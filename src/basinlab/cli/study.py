@@ -16,7 +16,7 @@ from basinlab.errors import BasinlabError
 from basinlab.io import check_writable_dir
 from basinlab.study.merge import merge_sweeps
 from basinlab.study.report import write_report
-from basinlab.study.sweep import parse_shard, plan_lines, run_sweep
+from basinlab.study.sweep import expand_devices, parse_shard, plan_lines, run_sweep
 
 
 def _presets() -> str:
@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("config", nargs="?", help=f"YAML config (or a preset name: {_presets()})")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sweep.sizes=[16,64,256]")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sweep.sizes=[16,64,256], or a "
+                   "geometric range START:STOP[:FACTOR]: sweep.sizes=16:4096 is 16, 32, ..., 4096 (factor 2)")
     p.add_argument("--preset", help=f"a packaged preset ({_presets()}) instead of CONFIG")
     p.add_argument("--out", required=True, help="the sweep directory (created; reused to resume)")
     p.add_argument("--shard", help="run only shard i of n (i/n, 0-based), e.g. for a cluster job array")
@@ -110,11 +111,12 @@ def _config(args: argparse.Namespace) -> Config:
 def _sweep(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    expand_devices(devices or [], check=False)  # refuses a malformed --devices, --plan or not
     if args.plan:
         for line in plan_lines(cfg, args.out, parse_shard(args.shard)):
             print(line)
         return 0
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     out = run_sweep(
         cfg,
         args.out,

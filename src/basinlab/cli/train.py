@@ -107,11 +107,22 @@ def _load(args: argparse.Namespace) -> TrainedModel:
     return basinlab.load(args.checkpoint, device=args.device, ema=not args.raw, batch_size=args.batch_size)
 
 
+def _write_through(path: str) -> Path:
+    """The file ``--out`` names; a symbolic link is written through (its target replaced, the link kept, as the
+    shell's ``>`` does), a link loop refused."""
+    out = Path(path)
+    if out.is_symlink():
+        out = Path(os.path.realpath(out))
+        if out.is_symlink():
+            raise BasinlabError(f"--out '{path}' is a symbolic link loop; give a file path")
+    check_writable_file(out, "--out")
+    return out
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     for name in ("n", "steps", "batch_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
-    if args.out:
-        check_writable_file(args.out, "--out")
+    out = _write_through(args.out) if args.out else None
     tm = _load(args)
     device = tm.denoiser.device
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -120,8 +131,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     lines = tm.decode(seqs)
     for line in lines:
         print(line)
-    if args.out:
-        atomic_write_text(Path(args.out), "".join(f"{line}\n" for line in lines))
+    if out is not None:
+        atomic_write_text(out, "".join(f"{line}\n" for line in lines))
         print(f"wrote {len(lines)} samples to {args.out}", file=sys.stderr)
     return 0
 

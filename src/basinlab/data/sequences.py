@@ -36,6 +36,9 @@ from basinlab.data.tokenizer import Tokenizer, get_tokenizer, tokenizer_identity
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write, write_error
 
+#: how a ``[MASK]`` of a masked model's corrupted input (an id ``>= V``, SPEC 2b) is displayed
+MASK_TEXT = "[MASK]"
+
 MODES = DATA_MODES
 CACHE_FORMAT = 2  # 2: the blob holds the data fingerprint
 
@@ -97,14 +100,32 @@ class SequenceData:
         """Text of each row of ``seqs`` (``[B, L]`` or ``[L]``); Markov rows as space-separated states."""
         rows = seqs.detach().cpu().reshape(-1, seqs.shape[-1]).tolist()
         if self.tokenizer is None:
-            return [" ".join(str(t) for t in row) for row in rows]
-        return [self.tokenizer.decode(row) for row in rows]
+            return [" ".join(str(t) if t < self.vocab_size else MASK_TEXT for t in row) for row in rows]
+        return [self._decode_text(row) for row in rows]
+
+    def _decode_text(self, row: list[int]) -> str:
+        """A row's text; ``[MASK]`` (an id ``>= V``: a masked model's corrupted input, SPEC 2b) shown as such."""
+        parts, run = [], []
+        for t in row + [None]:
+            if t is not None and t < self.vocab_size:
+                run.append(t)
+                continue
+            if run:
+                parts.append(self.tokenizer.decode(run))
+                run = []
+            if t is not None:
+                parts.append(MASK_TEXT)
+        return " ".join(p for p in parts if p)
 
     def pieces(self, seq: torch.Tensor) -> list[str]:
         """One display string per position of ``seq`` ``[L]``: token pieces for text, state ids for Markov data."""
         ids = seq.detach().cpu().reshape(-1).tolist()
         if self.tokenizer is None:
-            return [str(i) for i in ids]
+            return [str(i) if i < self.vocab_size else MASK_TEXT for i in ids]
+        if any(i >= self.vocab_size for i in ids):
+            return [p if i < self.vocab_size else MASK_TEXT
+                    for i, p in zip(ids, self.tokenizer.pieces([0 if i >= self.vocab_size else i for i in ids]),
+                                    strict=True)]
         return self.tokenizer.pieces(ids)
 
     def random(self, m: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -36,8 +36,9 @@ LONG_TEXT = 1 << 16
 
 # Candidate token strings for each role, tried in order when a tokenizer.json is loaded.
 _ROLES: dict[str, tuple[str, ...]] = {
-    "pad": ("[PAD]", "<pad>", "<|pad|>"),
-    "bos": ("[BOS]", "[CLS]", "<s>", "<bos>", "<|startoftext|>"),
+    # GPT-2 has one special token, <|endoftext|>: MDLM's OpenWebText runs use it as BOS and EOS (and pad nothing)
+    "pad": ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>"),
+    "bos": ("[BOS]", "[CLS]", "<s>", "<bos>", "<|startoftext|>", "<|endoftext|>"),
     "eos": ("[EOS]", "[SEP]", "</s>", "<eos>", "<|endoftext|>"),
     "unk": ("[UNK]", "<unk>", "<|unk|>"),
 }

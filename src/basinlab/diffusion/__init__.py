@@ -1,5 +1,8 @@
-"""The mathematics of uniform discrete diffusion (SPEC 2-4). Imports nothing else from basinlab."""
+"""The mathematics of discrete diffusion (SPEC 2-4): the forward processes (uniform, masked), their reverse chains
+and NELBO. Imports nothing else from basinlab."""
 
+from basinlab.diffusion.forward import PROCESSES, ForwardProcess, get_process, process_of, with_process
+from basinlab.diffusion.masked import MaskedProcess
 from basinlab.diffusion.nelbo import (
     estimate_nelbo,
     nelbo_integrand,
@@ -29,19 +32,25 @@ from basinlab.diffusion.sampler import (
     time_grid,
 )
 from basinlab.diffusion.schedules import CosineSchedule, LogLinearSchedule, Schedule, get_schedule
+from basinlab.diffusion.uniform import UniformProcess
 
 __all__ = [
+    "PROCESSES",
     "T_MIN",
     "CosineSchedule",
     "Denoiser",
+    "ForwardProcess",
     "LogLinearSchedule",
+    "MaskedProcess",
     "Schedule",
+    "UniformProcess",
     "bayes_log_posterior",
     "corrupt",
     "emission_log_bonus",
     "estimate_nelbo",
     "final_step",
     "generate",
+    "get_process",
     "get_schedule",
     "greedy_posterior",
     "mixture_weights",
@@ -50,6 +59,7 @@ __all__ = [
     "nelbo_integrand_reference",
     "posterior",
     "prior_kl",
+    "process_of",
     "redrawn_cross_entropy",
     "reverse_chain",
     "sample_noise",
@@ -57,4 +67,5 @@ __all__ = [
     "sample_times",
     "start_index",
     "time_grid",
+    "with_process",
 ]

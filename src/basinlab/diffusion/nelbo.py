@@ -123,7 +123,8 @@ def estimate_nelbo(
     batch_size: int = 256,
     progress: bool = False,
 ) -> dict:
-    """Monte-Carlo NELBO per real token (SPEC 4) of any denoiser on ``seqs`` ``[M, L]``.
+    """Monte-Carlo NELBO per real token (SPEC 4; SPEC 2b for a masked denoiser: its process's terms) of any
+    denoiser on ``seqs`` ``[M, L]``.
 
     ``NELBO = (1 - t_eps) E_{t ~ U[t_eps, 1]} E_{z_t} f + E[-log p(x | z_{t_eps})] + KL(q_1 || uniform)``:
     the diffusion term (``n_times`` antithetic times per sequence), the reconstruction term at ``t_eps`` (the
@@ -134,10 +135,10 @@ def estimate_nelbo(
     ``per_seq_integrand``: the study's NELBO (Duo's validation loss), whose ``exp`` it reports as perplexity.
     """
 
-    from basinlab.diffusion.process import bayes_log_posterior, corrupt
+    from basinlab.diffusion.forward import process_of
 
+    proc = process_of(denoiser)
     sched = denoiser.schedule
-    V = denoiser.vocab_size
     M, L = seqs.shape
     mask = torch.ones(M, L, dtype=torch.bool) if real_mask is None else real_mask.bool()
     g = torch.Generator().manual_seed(seed)
@@ -155,19 +156,19 @@ def estimate_nelbo(
             for _ in range(n_times):
                 t = sample_times(B, t_eps, antithetic=True, generator=g)
                 a = sched.alpha(t)
-                z = corrupt(x, a.to(dev), V, generator=_device_gen(g, dev))
+                z = proc.corrupt(x, a.to(dev), generator=_device_gen(g, dev))
                 log_x = denoiser(z, t.to(dev))
-                f = nelbo_integrand(x, z, log_x, a.to(dev), sched.dalpha(t).to(dev)).double().cpu()
+                f = proc.nelbo_integrand(x, z, log_x, a.to(dev), sched.dalpha(t).to(dev)).double().cpu()
                 acc += (f * m).sum(1)
             per_seq_diff[b0 : b0 + B] = (1.0 - t_eps) * acc / n_times
             t0 = torch.full((B,), t_eps, dtype=torch.float64)
             a0 = sched.alpha(t0)
-            z0 = corrupt(x, a0.to(dev), V, generator=_device_gen(g, dev))
-            logp = bayes_log_posterior(denoiser(z0, t0.to(dev)), z0, a0.to(dev))
+            z0 = proc.corrupt(x, a0.to(dev), generator=_device_gen(g, dev))
+            logp = proc.log_posterior(denoiser(z0, t0.to(dev)), z0, a0.to(dev))
             nll = -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).double().cpu()
             per_seq_rec[b0 : b0 + B] = (nll * m).sum(1)
     n_tok = mask.sum(1).clamp_min(1).to(torch.float64)
-    prior = prior_kl(float(sched.alpha(1.0)), V)
+    prior = proc.prior_kl(float(sched.alpha(1.0)))
     total_tok = float(mask.sum())
     diffusion = float(per_seq_diff.sum()) / max(total_tok, 1.0)
     recon = float(per_seq_rec.sum()) / max(total_tok, 1.0)

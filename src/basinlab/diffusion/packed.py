@@ -13,8 +13,8 @@ mode). Draws, all exact (SPEC 3): the corruption ``z_t ~ q_t(. | x)``; each reve
 host synchronisation, one pass over ``[B, L, V]``); the final step (argmax or drawn) of SPEC 3.
 
 The slot bookkeeping depends only on the ``t_start`` of the chains, so it lives on the host and the device is never
-waited for inside the loop. Stochastic chains only (greedy chains use
-:func:`~basinlab.diffusion.sampler.reverse_chain`).
+waited for inside the loop. Stochastic chains of the uniform process only (greedy chains, and every other process,
+use :func:`~basinlab.diffusion.sampler.reverse_chain`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from basinlab.diffusion.forward import process_of
 from basinlab.diffusion.process import emission_log_bonus, mixture_weights
 from basinlab.diffusion.sampler import T_MIN, Denoiser, start_index, time_grid
 
@@ -157,6 +158,8 @@ def packed_chains(
     ``batch_size`` chains per denoiser call (module docstring). ``keys [M]`` (int64, :func:`chain_keys`) seed each
     chain. ``compile``: the reverse step through ``torch.compile`` (static shapes; its ``[B, L, V]`` passes fuse
     into one). Returns ``(z_t, restored)``, long ``[M, L]`` on ``x``'s device."""
+    if process_of(denoiser).name != "uniform":
+        raise ValueError(f"packed chains run the uniform process only, not {process_of(denoiser)!r}; use reverse_chain")
     step_fn = _compiled_step() if compile else step_chains
     M, L = x.shape
     dev = x.device

@@ -1,8 +1,10 @@
 """Reverse chains from any ``t_start`` and the final denoising step (SPEC 3).
 
 A *denoiser* is any callable ``denoiser(z_t: long [B, L], t: float64 [B]) -> log x_θ [B, L, V]`` returning the
-leave-one-out prediction of SPEC 4, with attributes ``vocab_size`` and ``schedule``. Trained networks and the
-exact oracles of SPEC 6 both satisfy it; nothing here knows which one it drives.
+leave-one-out prediction of SPEC 4, with attributes ``vocab_size`` and ``schedule``, and optionally ``process``
+(its :class:`~basinlab.diffusion.forward.ForwardProcess`; uniform when absent). Trained networks and the exact
+oracles of SPEC 6 both satisfy it; nothing here knows which one it drives. Every process-specific step (prior,
+reverse step, final step) is the process's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from basinlab.diffusion.process import bayes_log_posterior, greedy_posterior, sample_posterior
+from basinlab.diffusion.forward import ForwardProcess, process_of
 from basinlab.diffusion.schedules import Schedule
 
 T_MIN = 1e-5
@@ -22,7 +24,11 @@ T_MIN = 1e-5
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """``denoiser(z_t, t) -> log x_θ``: the leave-one-out prediction of each token (SPEC 4)."""
+    """``denoiser(z_t, t) -> log x_θ``: the leave-one-out prediction of each token (SPEC 4).
+
+    A denoiser may also carry ``process`` (a :class:`~basinlab.diffusion.forward.ForwardProcess`, read through
+    :func:`~basinlab.diffusion.forward.process_of`); one without is uniform.
+    """
 
     vocab_size: int
     schedule: Schedule
@@ -63,17 +69,16 @@ def final_step(
     generator: torch.Generator | None = None,
     bayes: bool = True,
 ) -> torch.Tensor:
-    """Noise removal ``p(x = v | z) ∝ e_t(z | v) x_θ,v`` (SPEC 3), argmax or drawn.
+    """Noise removal ``p(x = v | z) ∝ e_t(z | v) x_θ,v`` (SPEC 3), argmax or drawn: the uniform process's
+    :meth:`~basinlab.diffusion.forward.ForwardProcess.final_step`.
 
     ``bayes=False`` uses ``x_θ`` alone instead of the Bayes combination: only for the ``paper`` probe protocol
     (SPEC 5 "Protocols"), which ends its generated samples with ``argmax x_θ``; ``x_θ`` leaves the current token
     out (SPEC 4), so SPEC 3 never does this.
     """
-    logp = bayes_log_posterior(log_x_theta, z, alpha_t) if bayes else log_x_theta
-    if greedy:
-        return logp.argmax(-1)
-    B, L, V = logp.shape
-    return torch.multinomial(logp.exp().reshape(B * L, V), 1, generator=generator).reshape(B, L)
+    from basinlab.diffusion.uniform import UniformProcess
+
+    return UniformProcess(log_x_theta.shape[-1]).final_step(log_x_theta, z, alpha_t, greedy, generator, bayes)
 
 
 def reverse_chain(
@@ -87,13 +92,16 @@ def reverse_chain(
     t_min: float = T_MIN,
     callback: StepCallback | None = None,
     final_bayes: bool = True,
+    process: ForwardProcess | None = None,
 ) -> torch.Tensor:
     """Run the reverse chain from ``z_t`` at ``t_start`` down the grid to ``t_min``, then the final step.
 
     Stochastic chains draw every step exactly from the three-way mixture; greedy chains take the argmax.
     ``callback(k, t, z, log_x_theta)`` sees every denoiser evaluation (e.g. for entropy along the trajectory).
-    ``final_greedy``/``final_bayes``: see :func:`final_step`.
+    ``final_greedy``/``final_bayes``: see :func:`final_step`. ``process`` (default ``process_of(denoiser)``) takes
+    the steps, e.g. a masked process with remasking.
     """
+    proc = process_of(denoiser) if process is None else process
     grid = time_grid(steps, t_min)
     sched = denoiser.schedule
     k0 = start_index(grid, t_start)
@@ -104,20 +112,18 @@ def reverse_chain(
         if callback is not None:
             callback(k, t, z, log_x)
         a_t, a_s = float(sched.alpha(t)), float(sched.alpha(s))
-        if greedy:
-            z = greedy_posterior(z, log_x, a_t, a_s)
-        else:
-            z = sample_posterior(z, log_x, a_t, a_s, generator=generator)
+        z = proc.step(z, log_x, a_t, a_s, greedy=greedy, generator=generator)
     log_x = denoiser(z, _tvec(t_min, z))
     if callback is not None:
         callback(steps, t_min, z, log_x)
-    return final_step(log_x, z, float(sched.alpha(t_min)), greedy=final_greedy, generator=generator,
-                      bayes=final_bayes)
+    return proc.final_step(log_x, z, float(sched.alpha(t_min)), greedy=final_greedy, generator=generator,
+                           bayes=final_bayes)
 
 
 def sample_noise(n: int, length: int, vocab_size: int, generator: torch.Generator | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """``z_1``: uniform random tokens (the prior of the uniform process at ``alpha_1 ≈ 0``)."""
+    """``z_1``: uniform random tokens (the prior of the uniform process at ``alpha_1 ≈ 0``); see
+    :meth:`~basinlab.diffusion.forward.ForwardProcess.prior_sample` for any process."""
     return torch.randint(0, vocab_size, (n, length), generator=generator, device=device)
 
 
@@ -133,16 +139,19 @@ def generate(
     device: torch.device | str = "cpu",
     progress: bool = False,
     final_bayes: bool = True,
+    process: ForwardProcess | None = None,
 ) -> torch.Tensor:
-    """Sample ``n`` sequences from pure noise (``t = 1``, ``T`` steps, final step greedy by default), batched."""
+    """Sample ``n`` sequences from the prior (``t = 1``, ``T`` steps, final step greedy by default), batched;
+    ``process`` as in :func:`reverse_chain`."""
+    proc = process_of(denoiser) if process is None else process
 
     out = []
     starts = range(0, n, batch_size)
     # outside a terminal no bar: carriage-return updates would fill log files
     for b0 in tqdm(starts, desc="generate", disable=not progress or not sys.stderr.isatty(), leave=False):
         m = min(batch_size, n - b0)
-        z = sample_noise(m, length, denoiser.vocab_size, generator=generator, device=device)
+        z = proc.prior_sample(m, length, generator=generator, device=device)
         with torch.inference_mode():
             out.append(reverse_chain(denoiser, z, 1.0, steps, greedy, final_greedy, generator,
-                                     final_bayes=final_bayes).cpu())
+                                     final_bayes=final_bayes, process=proc).cpu())
     return torch.cat(out) if out else torch.empty(0, length, dtype=torch.long)

@@ -164,15 +164,19 @@ def _first_line(exc: BaseException) -> str:
 # ---- reading the two source formats -------------------------------------------------------------------------
 
 
-def read_hf_config(src: Path) -> dict[str, Any]:
-    """``config.json`` of a Duo/UDLM Hugging Face directory, checked (model type, fields, conditioning)."""
+def read_json(src: Path, family: str = "Duo/UDLM") -> Any:
+    """``src/config.json`` parsed (a missing file or bad JSON: one line naming the ``family`` expected)."""
     try:
-        cfg = json.loads((src / HF_CONFIG).read_text(encoding="utf-8"))
+        return json.loads((src / HF_CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BasinlabError(f"{src} has no {HF_CONFIG}; a Duo/UDLM Hugging Face directory needs one") from None
+        raise BasinlabError(f"{src} has no {HF_CONFIG}; a {family} Hugging Face directory needs one") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BasinlabError(f"{src / HF_CONFIG} is not valid JSON: {_first_line(exc)}") from None
-    return check_hf_config(cfg, src / HF_CONFIG)
+
+
+def read_hf_config(src: Path) -> dict[str, Any]:
+    """``config.json`` of a Duo/UDLM Hugging Face directory, checked (model type, fields, conditioning)."""
+    return check_hf_config(read_json(src), src / HF_CONFIG)
 
 
 def check_hf_config(cfg: Any, where: Any) -> dict[str, Any]:
@@ -199,10 +203,11 @@ def check_hf_config(cfg: Any, where: Any) -> dict[str, Any]:
     return cfg
 
 
-def _strip_prefix(state: Mapping[str, Any], where: Any) -> dict[str, torch.Tensor]:
+def strip_prefix(state: Mapping[str, Any], where: Any, family: str = "Duo/UDLM") -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` tensors of a state dict, prefix removed (``family`` names the expected source)."""
     out = {k[len(PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(PREFIX)}
     if not out:
-        raise BasinlabError(f"{where} holds no '{PREFIX}*' weights; is it a Duo/UDLM checkpoint?")
+        raise BasinlabError(f"{where} holds no '{PREFIX}*' weights; is it a {family} checkpoint?")
     bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise BasinlabError(f"{where}: '{PREFIX}{bad[0]}' is not a tensor")
@@ -223,18 +228,23 @@ def infer_arch(duo: Mapping[str, torch.Tensor], where: Any, n_heads: int | None 
 
 def read_hf_dir(src: Path) -> dict[str, Any]:
     """``{config, raw, ema}`` of a Hugging Face directory (one set of weights: ``ema`` is ``None``)."""
+    cfg = read_hf_config(src)
+    return {"config": cfg, "raw": load_hf_weights(src), "ema": None, "step": int(cfg.get("step", 0) or 0)}
+
+
+def load_hf_weights(src: Path, family: str = "Duo/UDLM") -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` tensors of ``src/model.safetensors``, prefix removed."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    cfg = read_hf_config(src)
     f = src / HF_WEIGHTS
     if not f.is_file():
-        raise BasinlabError(f"{src} has no {HF_WEIGHTS}; a Duo/UDLM Hugging Face directory needs one")
+        raise BasinlabError(f"{src} has no {HF_WEIGHTS}; a {family} Hugging Face directory needs one")
     try:
         state = load_file(str(f))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BasinlabError(f"cannot read {f}: {_first_line(exc)}") from None
-    return {"config": cfg, "raw": _strip_prefix(state, f), "ema": None, "step": int(cfg.get("step", 0) or 0)}
+    return strip_prefix(state, f, family)
 
 
 def read_lightning_ckpt(src: Path, n_heads: int | None = None) -> dict[str, Any]:
@@ -242,26 +252,32 @@ def read_lightning_ckpt(src: Path, n_heads: int | None = None) -> dict[str, Any]
     ck = safe_torch_load(src)
     if not isinstance(ck, dict) or not isinstance(ck.get("state_dict"), Mapping):
         raise BasinlabError(f"{src} has no 'state_dict'; is it a Lightning checkpoint of Duo's trainer?")
-    raw = _strip_prefix(ck["state_dict"], src)
+    raw = strip_prefix(ck["state_dict"], src)
     cfg = _config_from_hparams(ck.get("hyper_parameters"), raw, src, n_heads)
-    ema = None
-    if ck.get("ema") is not None:
-        shadow = ck["ema"].get("shadow_params") if isinstance(ck["ema"], Mapping) else None
-        if not isinstance(shadow, (list, tuple)) or not all(isinstance(p, torch.Tensor) for p in shadow):
-            raise BasinlabError(f"{src}: ema.shadow_params must be a list of tensors")
-        names = [b for _, b in key_map(cfg["n_blocks"])]
-        if len(shadow) != len(names):
-            raise BasinlabError(f"{src}: ema.shadow_params has {len(shadow)} tensors but Duo's DIT with "
-                                f"{cfg['n_blocks']} blocks has {len(names)} parameters")
-        ema = dict(zip(names, shadow, strict=True))
-    return {"config": cfg, "raw": raw, "ema": ema, "step": int(ck.get("global_step", 0) or 0)}
+    return {"config": cfg, "raw": raw, "ema": ema_by_name(ck, src, cfg["n_blocks"]),
+            "step": int(ck.get("global_step", 0) or 0)}
+
+
+def ema_by_name(ck: Mapping[str, Any], src: Path, n_blocks: int, family: str = "Duo") -> dict | None:
+    """A Lightning checkpoint's EMA weights by name (``None`` without ``ema``): ``ema.shadow_params`` is a list in
+    the order of ``backbone.parameters()``, the order of :func:`key_map` (Duo's and MDLM's ``DIT`` alike)."""
+    if ck.get("ema") is None:
+        return None
+    shadow = ck["ema"].get("shadow_params") if isinstance(ck["ema"], Mapping) else None
+    if not isinstance(shadow, (list, tuple)) or not all(isinstance(p, torch.Tensor) for p in shadow):
+        raise BasinlabError(f"{src}: ema.shadow_params must be a list of tensors")
+    names = [b for _, b in key_map(n_blocks)]
+    if len(shadow) != len(names):
+        raise BasinlabError(f"{src}: ema.shadow_params has {len(shadow)} tensors but {family}'s DIT with "
+                            f"{n_blocks} blocks has {len(names)} parameters")
+    return dict(zip(names, shadow, strict=True))
 
 
 def _config_from_hparams(hp: Any, raw: Mapping[str, torch.Tensor], src: Path, n_heads: int | None) -> dict:
     """The HF-style config of a Lightning checkpoint: shapes from the weights, ``n_heads`` and ``dropout`` from
     ``--n-heads`` or the (placeholder) hyper-parameters."""
     arch = infer_arch(raw, src, n_heads)
-    found = _find_in_placeholder(hp, ("n_heads", "dropout", "length"))
+    found = find_in_placeholder(hp, ("n_heads", "dropout", "length"))
     if arch["n_heads"] is None:
         arch["n_heads"] = found.get("n_heads")
     if arch["n_heads"] is None:
@@ -271,8 +287,14 @@ def _config_from_hparams(hp: Any, raw: Mapping[str, torch.Tensor], src: Path, n_
     return arch
 
 
-def _find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
-    """Scalar values named ``keys`` anywhere in nested dicts / placeholder states (omegaconf's ``_content``)."""
+def _is_scalar(val: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(val, types) and (bool in types or not isinstance(val, bool))
+
+
+def find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0,
+                         types: tuple[type, ...] = (int, float)) -> dict[str, Any]:
+    """Scalar values (of ``types``; a bool only if ``bool`` is named) named ``keys`` anywhere in nested dicts /
+    placeholder states (omegaconf's ``_content``), the first found for each key."""
     out: dict[str, Any] = {}
     if depth > 12:
         return out
@@ -283,14 +305,14 @@ def _find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0) -> dic
             val = getattr(v, "state", None) if isinstance(v, OpaqueMetadata) else v
             if isinstance(val, Mapping) and "_val" in val:
                 val = val["_val"]
-            if k in keys and isinstance(val, (int, float)) and not isinstance(val, bool):
+            if k in keys and _is_scalar(val, types):
                 out.setdefault(k, val)
             else:
-                for kk, vv in _find_in_placeholder(v, keys, depth + 1).items():
+                for kk, vv in find_in_placeholder(v, keys, depth + 1, types).items():
                     out.setdefault(kk, vv)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            for kk, vv in _find_in_placeholder(v, keys, depth + 1).items():
+            for kk, vv in find_in_placeholder(v, keys, depth + 1, types).items():
                 out.setdefault(kk, vv)
     return out
 
@@ -342,12 +364,15 @@ def basinlab_to_duo(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -
     return out
 
 
-def build_dit(cfg: Mapping[str, Any], seq_len: int):
-    """basinlab's DiT with the shape of a Duo/UDLM config (``hidden_dim`` -> ``d_model`` ...)."""
-    from basinlab.models.dit import DiT
+def build_dit(cfg: Mapping[str, Any], seq_len: int, process: str = "uniform"):
+    """basinlab's DiT with the shape of a Duo/UDLM (or MDLM) config (``hidden_dim`` -> ``d_model`` ...).
+    ``vocab_size`` is the network's: for the masked process its last id is ``[MASK]`` and ``V = vocab_size - 1``."""
+    from basinlab.models import build
 
-    return DiT(vocab_size=cfg["vocab_size"], seq_len=seq_len, n_layer=cfg["n_blocks"], d_model=cfg["hidden_dim"],
-               n_head=cfg["n_heads"], d_cond=cfg["cond_dim"], dropout=float(cfg.get("dropout", 0.0)))
+    arch = {"n_layer": cfg["n_blocks"], "d_model": cfg["hidden_dim"], "n_head": cfg["n_heads"],
+            "d_cond": cfg["cond_dim"], "dropout": float(cfg.get("dropout", 0.0)),
+            "time_conditioning": bool(cfg.get("time_conditioning", True))}
+    return build(arch, cfg["vocab_size"] - (process == "masked"), seq_len, process=process)
 
 
 def sigma_of_t(t: torch.Tensor) -> torch.Tensor:
@@ -425,9 +450,6 @@ def convert(
     basinlab run keeps its EMA weights (what ``basinlab.load`` uses), the raw ones to ``model.safetensors``.
     ``overrides`` (``data.*`` ...) adjust the run's config. Returns the checkpoint directory written.
     """
-    from basinlab import __version__
-    from basinlab.training.checkpoint import save_checkpoint, tokenizer_vocab_size
-
     src = Path(src)
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
@@ -438,32 +460,62 @@ def convert(
     head_dim = hf["hidden_dim"] // hf["n_heads"]
     got.update({k: check_weights(got[k], src if k == "raw" else f"{src} (ema)", head_dim)
                 for k in ("raw", "ema") if got[k] is not None})
+    return save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides)
+
+
+def save_conversion(
+    src: Path,
+    out: str | Path,
+    got: Mapping[str, Any],
+    *,
+    tokenizer: str | Path | None = None,
+    weights: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    process: str = "uniform",
+) -> Path:
+    """What Duo's and MDLM's ``convert`` share once the source is read: tokenizer, the run's config, the network,
+    the weights (raw, and EMA when chosen) and the checkpoint. ``got`` = ``{config, raw, ema, step}``: an HF-style
+    config (``vocab_size`` the network's) and weights by Duo's names. ``process``: ``masked`` for MDLM (the network's
+    last id is ``[MASK]``: the run has ``V = vocab_size - 1`` clean tokens, ``train.process = masked`` and the
+    source's ``time_conditioning``)."""
+    from basinlab import __version__
+    from basinlab.training.checkpoint import save_checkpoint, tokenizer_vocab_size
+    from basinlab.training.meta import CheckpointMeta
+
+    hf, masked = got["config"], process == "masked"
+    V = hf["vocab_size"] - masked
     tok, tok_name = resolve_tokenizer(tokenizer, src if src.is_dir() else None)
-    if tok is not None and tokenizer_vocab_size(tok) != hf["vocab_size"]:
+    if tok is not None and tokenizer_vocab_size(tok) != V:
+        has = f"{V} tokens besides its appended [MASK] (vocab_size {V + 1})" if masked else f"vocab_size {V}"
         raise BasinlabError(f"tokenizer '{tok_name}' has {tokenizer_vocab_size(tok)} tokens but the model has "
-                            f"vocab_size {hf['vocab_size']}; give the tokenizer it was trained with")
+                            f"{has}; give the tokenizer it was trained with")
     if not hf.get("model_length") and not any(o.strip().startswith("data.seq_len=") for o in overrides):
         raise BasinlabError(f"{src} does not say its sequence length (model_length); pass data.seq_len=L")
-    cfg = _run_config(hf, hf.get("model_length"), tok_name, list(overrides))
+    pinned = ["train.process=masked", f"model.time_conditioning={str(hf['time_conditioning']).lower()}"] if masked \
+        else []
+    cfg = _run_config({**hf, "vocab_size": V}, hf.get("model_length"), tok_name, [*overrides, *pinned])
     seq_len = int(hf.get("model_length") or cfg.data.seq_len)
     if seq_len != cfg.data.seq_len:
         raise BasinlabError(f"data.seq_len={cfg.data.seq_len} differs from the model's model_length={seq_len}")
-    model = build_dit(hf, seq_len)
+    model = build_dit(hf, seq_len, process)
     raw = duo_to_basinlab(got["raw"], model, src)
     if weights == "ema" and got["ema"] is None:
         raise BasinlabError(f"{src} has no EMA weights; use --weights raw")
     use_ema = got["ema"] is not None and weights != "raw"
     chosen = duo_to_basinlab(got["ema"], model, f"{src} (ema)") if use_ema else raw
     model.load_state_dict(chosen)
-    meta = {
-        "arch": model.arch(), "vocab_size": hf["vocab_size"], "seq_len": seq_len, "schedule": SCHEDULE, "eps": EPS,
-        "n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
-        "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
-                           "weights": _weights_label(hf, use_ema), "tokenizer": tok_name},
-    }
+    meta = CheckpointMeta(
+        arch=model.arch(), vocab_size=V, seq_len=seq_len, schedule=SCHEDULE, eps=EPS, process=process,
+        tokenizer=tok_name,
+        extra={"n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
+               "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
+                                  "weights": _weights_label(hf, use_ema), "tokenizer": tok_name}},
+    )
     if isinstance(hf.get("basinlab"), Mapping):
-        meta.update({k: v for k, v in hf["basinlab"].items() if k in ("schedule", "eps", "n_train", "objective")})
-    logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"], meta["converted_from"]["weights"], out)
+        saved = hf["basinlab"]
+        meta.schedule, meta.eps = saved.get("schedule", meta.schedule), saved.get("eps", meta.eps)
+        meta.extra.update({k: v for k, v in saved.items() if k in ("n_train", "objective")})
+    logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"], _weights_label(hf, use_ema), out)
     return save_checkpoint(out, step=got["step"], model_state=raw, ema_state=chosen, config=cfg, meta=meta,
                            tokenizer=tok)
 
@@ -486,28 +538,43 @@ def export_duo_hf(run: str | Path, out: str | Path, *, raw: bool = False, model_
     ``config.json`` also keeps the run's basinlab config under ``basinlab`` (Duo and UDLM ignore unknown fields),
     so that :func:`convert` gives back the same run. The EMA weights unless ``raw``.
     """
-    from safetensors.torch import save_file
-
-    from basinlab.io import atomic_write, atomic_write_text
     from basinlab.training.checkpoint import load_trained
 
     if model_type not in MODEL_TYPES:
         raise BasinlabError(f"unknown model_type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
     check_export_out(run, Path(out))  # never over files it did not write (issue 18)
     tm = load_trained(run, device="cpu", ema=not raw)
-    sched = tm.schedule
+    if getattr(tm.process, "name", "uniform") != "uniform":
+        raise BasinlabError(f"{run} is a {tm.process.name} model; Duo's and UDLM's layout holds uniform ones"
+                            + (": export it with --format mdlm-hf" if tm.process.name == "masked" else ""))
+    hf = {"model_type": model_type, "vocab_size": tm.vocab_size, **hf_fields(tm, run, raw, "Duo and UDLM")}
+    return write_hf_dir(tm, out, hf)
+
+
+def hf_fields(tm: Any, run: str | Path, raw: bool, family: str) -> dict[str, Any]:
+    """The ``config.json`` fields Duo's and MDLM's layouts share, for the loaded run ``tm`` (a warning when its
+    schedule is not the log-linear one with ``eps = 1e-3`` that ``family`` conditions on)."""
+    sched, m = tm.schedule, tm.model
     if sched.name != SCHEDULE or abs(float(sched.eps) - EPS) > 1e-12:
-        logger.warning("%s was trained with the %s schedule (eps %g); Duo and UDLM condition on the log-linear "
-                       "one with eps 1e-3", run, sched.name, sched.eps)
-    m = tm.model
-    hf = {
-        "model_type": model_type, "vocab_size": tm.vocab_size, "model_length": tm.seq_len,
-        "hidden_dim": m.d_model, "cond_dim": m.d_cond, "n_blocks": m.n_layer, "n_heads": m.n_head,
-        "dropout": float(m.dropout_p), "time_conditioning": True, "step": tm.step,
+        logger.warning("%s was trained with the %s schedule (eps %g); %s condition on the log-linear one with "
+                       "eps 1e-3", run, sched.name, sched.eps, family)
+    return {
+        "model_length": tm.seq_len, "hidden_dim": m.d_model, "cond_dim": m.d_cond, "n_blocks": m.n_layer,
+        "n_heads": m.n_head, "dropout": float(m.dropout_p),
+        "time_conditioning": bool(getattr(m, "time_conditioning", True)), "step": tm.step,
         "basinlab": {"config": tm.config.to_dict(), "schedule": sched.name, "eps": float(sched.eps),
                      "weights": "raw" if raw else "ema", "source": export_source(run)},
     }
-    state = basinlab_to_duo(m.state_dict(), m)
+
+
+def write_hf_dir(tm: Any, out: str | Path, hf: Mapping[str, Any]) -> Path:
+    """Write ``config.json`` (``hf``), ``model.safetensors`` (``backbone.*`` keys, float32, the rotary buffer
+    included) and, when the run has one, ``tokenizer.json`` into ``out``, each atomically."""
+    from safetensors.torch import save_file
+
+    from basinlab.io import atomic_write, atomic_write_text
+
+    state = basinlab_to_duo(tm.model.state_dict(), tm.model)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write(dest / HF_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -527,14 +594,22 @@ __all__ = [
     "build_dit",
     "convert",
     "duo_to_basinlab",
+    "ema_by_name",
+    "find_in_placeholder",
     "export_duo_hf",
+    "hf_fields",
     "infer_arch",
     "key_map",
+    "load_hf_weights",
+    "read_json",
     "read_hf_config",
     "read_hf_dir",
     "read_lightning_ckpt",
     "read_source",
     "resolve_tokenizer",
     "safe_torch_load",
+    "save_conversion",
     "sigma_of_t",
+    "strip_prefix",
+    "write_hf_dir",
 ]

@@ -2,7 +2,7 @@
 
 from basinlab.models.denoiser import NetworkDenoiser, autocast, autocast_dtype, resolve_device
 from basinlab.models.dit import DiT, count_flops_per_token
-from basinlab.models.presets import PRESETS, build_model, resolve_arch
+from basinlab.models.presets import PRESETS, build, build_model, resolve_arch
 
 __all__ = [
     "PRESETS",
@@ -10,6 +10,7 @@ __all__ = [
     "NetworkDenoiser",
     "autocast",
     "autocast_dtype",
+    "build",
     "build_model",
     "count_flops_per_token",
     "resolve_arch",

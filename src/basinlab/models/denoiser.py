@@ -1,7 +1,8 @@
 """A trained network as a *denoiser* (the protocol of ``basinlab.diffusion.sampler``, SPEC 3-5).
 
 ``NetworkDenoiser(z_t, t)`` returns ``log x_theta`` float32 ``[B, L, V]``: the network's leave-one-out prediction
-of each token (SPEC 4), conditioned on ``sigma_t = -log alpha_t`` of the schedule (SPEC 2). Probes and samplers
+of each token (SPEC 4), conditioned on ``sigma_t = -log alpha_t`` of the schedule (SPEC 2), through its forward
+process's parameterisation (``process.parameterise``: SUBS for a masked network, SPEC 2b). Probes and samplers
 call it exactly as they call the exact oracles of SPEC 6.
 """
 
@@ -11,9 +12,8 @@ import contextlib
 
 import torch
 
+from basinlab.config import PRECISIONS
 from basinlab.errors import BasinlabError
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -75,10 +75,18 @@ class NetworkDenoiser:
         precision: str = "auto",
         batch_size: int | None = 512,
         compile: bool | str = False,
+        process=None,
     ) -> None:
+        from basinlab.diffusion.forward import process_of
+
         self.model = model
         self.schedule = schedule
-        self.vocab_size = int(model.vocab_size)
+        # the process: given, or uniform over the network's vocabulary
+        self.process = process if process is not None else process_of(model)
+        if self.process.n_outputs != int(model.vocab_size):
+            raise BasinlabError(f"a {self.process.name} process over V={self.process.vocab_size} needs a network with "
+                                f"{self.process.n_outputs} outputs, this one has {model.vocab_size}")
+        self.vocab_size = self.process.vocab_size
         if device is None:
             device = next(model.parameters()).device
         self.device = resolve_device(device)
@@ -96,7 +104,7 @@ class NetworkDenoiser:
     def _log_probs_eager(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.amp_dtype):
             logits = self.model(z, sigma)
-        return torch.log_softmax(logits.float(), dim=-1)
+        return self.process.parameterise(logits, z)
 
     def __call__(self, z_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         out_device = z_t.device
@@ -120,4 +128,5 @@ class NetworkDenoiser:
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def __repr__(self) -> str:
-        return f"NetworkDenoiser(V={self.vocab_size}, schedule={self.schedule!r}, device={self.device})"
+        return (f"NetworkDenoiser(V={self.vocab_size}, schedule={self.schedule!r}, process={self.process!r}, "
+                f"device={self.device})")

@@ -196,6 +196,8 @@ class DiT(nn.Module):
     """``DiT(z_t [B, L] long, sigma_t [B]) -> logits [B, L, V]``; ``log_softmax`` of them is ``log x_theta``.
 
     ``seq_len`` only sizes the rotary cache (longer inputs extend it). ``d_cond`` is the width of ``c``.
+    ``vocab_size`` is the network's vocabulary (``V + 1`` for a masked process, whose ``[MASK]`` is an input and an
+    output). ``time_conditioning=False`` conditions on ``sigma = 0`` whatever the time (MDLM's OpenWebText model).
     """
 
     def __init__(
@@ -207,6 +209,7 @@ class DiT(nn.Module):
         n_head: int = 4,
         d_cond: int = 64,
         dropout: float = 0.0,
+        time_conditioning: bool = True,
     ) -> None:
         super().__init__()
         if d_model % n_head:
@@ -215,6 +218,7 @@ class DiT(nn.Module):
         self.seq_len = int(seq_len)
         self.n_layer, self.d_model, self.n_head, self.d_cond = n_layer, d_model, n_head, d_cond
         self.dropout_p = float(dropout)
+        self.time_conditioning = bool(time_conditioning)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.sigma_map = TimestepEmbedder(d_cond)
         self.blocks = nn.ModuleList(DiTBlock(d_model, n_head, d_cond, seq_len, dropout) for _ in range(n_layer))
@@ -241,7 +245,10 @@ class DiT(nn.Module):
 
     def forward(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, L, V]`` for noisy tokens ``z`` (long ``[B, L]``) at noise level ``sigma`` (``[B]``)."""
-        c = F.silu(self.sigma_map(sigma.to(self.embed.weight.device)))
+        sigma = sigma.to(self.embed.weight.device)
+        if not self.time_conditioning:
+            sigma = torch.zeros_like(sigma)
+        c = F.silu(self.sigma_map(sigma))
         x = self.embed(z)  # no dropout on the embedding: Duo has none (only on the residual branches)
         for block in self.blocks:
             x = block(x, c)
@@ -295,6 +302,7 @@ class DiT(nn.Module):
             "n_head": self.n_head,
             "d_cond": self.d_cond,
             "dropout": self.dropout_p,
+            "time_conditioning": self.time_conditioning,
         }
 
     def configure_optimizers(

@@ -30,6 +30,33 @@ _BAND = 600.0  # nats: exp(-600) ~ 1e-261 is still a normal float64
 _LAMBDA_MAX = 600.0
 
 
+def log_matmul(a: torch.Tensor, P: torch.Tensor, rescale: bool = True) -> torch.Tensor:
+    """``log Σ_u exp(a_u) P_uv`` per row (``a [b, V]``, ``-inf`` allowed, a row may be all ``-inf``), exact whatever
+    the range of ``a``; with ``rescale`` each row is shifted so that its maximum is 0 (a constant per row cancels
+    in every normalisation).
+
+    The entries of ``a`` are cut into bands of ``_BAND`` nats below the row maximum; each band is summed by a
+    matmul with its own shift (no term underflows) and the bands are combined by a log-sum-exp.
+    """
+    m = a.amax(-1, keepdim=True)
+    m = torch.where(torch.isneginf(m), 0.0, m)  # an all -inf row gives -inf (no NaN)
+    rel = m - a  # >= 0, inf where a = -inf
+    top = torch.where(torch.isfinite(rel), rel, 0.0).max()
+    if float(top) < _BAND:  # one band: no term underflows
+        out = torch.log(torch.exp(-rel) @ P) + m
+    else:
+        band = torch.floor(rel / _BAND)
+        nb = int(band[torch.isfinite(rel)].max().item()) + 1
+        j = torch.arange(nb, dtype=torch.float64, device=a.device)
+        jj = j[None, :, None]
+        w = torch.where(band.unsqueeze(1) == jj, torch.exp(-(rel.unsqueeze(1) - _BAND * jj)), 0.0)
+        out = torch.logsumexp(torch.log(w @ P) - _BAND * jj, dim=1) + m
+    if not rescale:
+        return out
+    top = out.amax(-1, keepdim=True)
+    return out - torch.where(torch.isneginf(top), 0.0, top)
+
+
 class MarkovDenoiser:
     """Exact leave-one-out posterior of a :class:`~basinlab.data.markov.MarkovSource` (SPEC 6, "generaliser").
 
@@ -59,24 +86,8 @@ class MarkovDenoiser:
         return f"MarkovDenoiser({self.source!r})"
 
     def _log_matmul(self, a: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-        """``log Σ_u exp(a_u) P_uv`` per row (``a [b, V]``, ``-inf`` allowed), exact whatever the range of ``a``.
-
-        The entries of ``a`` are cut into bands of ``_BAND`` nats below the row maximum; each band is summed by a
-        matmul with its own shift (no term underflows) and the bands are combined by a log-sum-exp.
-        """
-        m = a.amax(-1, keepdim=True)
-        rel = m - a  # >= 0, inf where a = -inf
-        band = torch.floor(rel / _BAND)
-        finite = torch.isfinite(rel)
-        nb = int(band[finite].max().item()) + 1 if bool(finite.any()) else 1
-        if nb == 1:
-            out = torch.log(torch.exp(-rel) @ P) + m
-        else:
-            j = torch.arange(nb, dtype=torch.float64, device=a.device)
-            jj = j[None, :, None]
-            w = torch.where(band.unsqueeze(1) == jj, torch.exp(-(rel.unsqueeze(1) - _BAND * jj)), 0.0)
-            out = torch.logsumexp(torch.log(w @ P) - _BAND * jj, dim=1) + m
-        return out - out.amax(-1, keepdim=True)  # rescale (a constant per row cancels)
+        """``log Σ_u exp(a_u) P_uv`` per row, rescaled (see :func:`log_matmul`)."""
+        return log_matmul(a, P)
 
     def lam(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """``λ_t`` per row, float64 ``[B]``."""

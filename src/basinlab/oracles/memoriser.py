@@ -134,11 +134,14 @@ class EmpiricalDenoiser:
         return self._index
 
     def distances(self, z_t: torch.Tensor) -> torch.Tensor:
-        """Full Hamming distances ``d [B, N]`` (int32) between each query and every training sequence."""
+        """Full Hamming distances ``d [B, N]`` (int32) between each query and every training sequence (a query
+        token outside ``[0, V)``, such as a ``[MASK]``, disagrees with every row)."""
         z_t = z_t.to(self.device).long()
         ix = self.index()
-        keys = z_t + torch.arange(self.L, device=self.device) * self.vocab_size
-        counts = (ix["crow"][keys + 1] - ix["crow"][keys]).reshape(-1)  # rows sharing each query token
+        # a token outside [0, V) (the masked process's [MASK], SPEC 2b) matches no training row
+        seen = z_t < self.vocab_size
+        keys = torch.where(seen, z_t + torch.arange(self.L, device=self.device) * self.vocab_size, 0)
+        counts = torch.where(seen, ix["crow"][keys + 1] - ix["crow"][keys], 0).reshape(-1)  # rows sharing each token
         # an entry of the inverted way costs about 30-40 compared entries of the dense way (measured on a CPU:
         # docs/PERFORMANCE.md), so the index pays only when the query's tokens are rare in the training set
         if int(counts.sum()) * 32 <= z_t.shape[0] * self.N * self.L and int(counts.sum()) <= self.max_elements:
@@ -234,11 +237,9 @@ class EmpiricalDenoiser:
             qb = qs[qb]
             self._sparse_queries(z_t, qb, n, torch.exp(-lam[qb] * rel[qb, n]), lam, out)
 
-    def _dense_queries(self, z: torch.Tensor, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """``log x_θ [b, L, V]`` of ``b`` queries from their row weights ``w [b, N]`` (float64, zero for skipped
-        rows): ``S_l(k) = Σ_n w_n [x_nl = k]`` for every query at once, as one sparse-dense product with the
-        training one-hots (the index, read as a CSR matrix ``[L·V, N]``). The normaliser
-        ``Z_l = e^λ Σ_{k != z_l} S_l(k) + S_l(z_l)`` comes from row sums (no exp pass)."""
+    def token_sums(self, w: torch.Tensor) -> torch.Tensor:
+        """``S [b, L, V]`` float64, ``S_l(k) = Σ_n w_n 1[x^n_l = k]`` for row weights ``w [b, N]`` (float64): one
+        sparse-dense product with the training one-hots (the index, read as a CSR matrix ``[L·V, N]``)."""
         ix = self.index()
         L, V = self.L, self.vocab_size
         if "onehot" not in ix:
@@ -248,7 +249,14 @@ class EmpiricalDenoiser:
                     ix["crow"], ix["rows"].long(), torch.ones(ix["rows"].numel(), dtype=torch.float64,
                                                              device=self.device),
                     size=(L * V, self.N), check_invariants=False)
-        s = torch.sparse.mm(ix["onehot"], w.t().contiguous()).t().reshape(-1, L, V)  # [b, L, V]
+        return torch.sparse.mm(ix["onehot"], w.t().contiguous()).t().reshape(-1, L, V)
+
+    def _dense_queries(self, z: torch.Tensor, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``log x_θ [b, L, V]`` of ``b`` queries from their row weights ``w [b, N]`` (float64, zero for skipped
+        rows): ``S_l(k) = Σ_n w_n [x_nl = k]`` for every query at once, as one sparse-dense product with the
+        training one-hots (the index, read as a CSR matrix ``[L·V, N]``). The normaliser
+        ``Z_l = e^λ Σ_{k != z_l} S_l(k) + S_l(z_l)`` comes from row sums (no exp pass)."""
+        s = self.token_sums(w)
         at = z[:, :, None]
         s_z = s.gather(2, at)
         s.scatter_(2, at, 0.0)

@@ -18,6 +18,14 @@ recovery and fixed-point rate) and 0.5 means no difference. Ties count one half 
 left out. The 95% interval is DeLong's (the structural-components variance of the Mann-Whitney statistic,
 DeLong et al. 1988), normal approximation clipped to [0, 1]: deterministic, no resampling. At a perfect
 separation its variance is 0 and the interval collapses to the point.
+
+**TPR at low FPR.** Membership-inference practice also reports the true-positive rate at a low false-positive
+rate: ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001`` are the largest TPR among the points of the empirical ROC
+(:func:`roc_curve`: one point per distinct threshold, calling "member" when ``direction * score >= threshold``,
+plus ``(0, 0)``) whose FPR is at most the level; no interpolation between points. With fewer than ``1 / level``
+non-members the only such points have FPR 0.
+
+Per token (``tokens/*`` arrays of :func:`audit`, ``tokens.parquet``): :mod:`basinlab.probes.tokens`.
 """
 
 from __future__ import annotations
@@ -38,9 +46,12 @@ from basinlab.probes.fixed_points import fixed_point_test
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import nearest_hamming
 from basinlab.probes.results import ProbeResult, summarize
+from basinlab.probes.tokens import TOP_K, token_predictions
 
 PROBE = "audit"
 MEMBERSHIP = "membership_auc"
+#: false-positive rates at which the true-positive rate is reported (metric ``tpr_at_fpr_<level>``)
+FPR_LEVELS = (0.01, 0.001)
 #: the ``set`` of a membership row: members versus non-members
 VERSUS = "member_vs_nonmember"
 _Z975 = 1.959963984540054
@@ -106,13 +117,41 @@ def membership_auc(members: Any, nonmembers: Any, direction: int = 1) -> dict[st
             "n": m + n}
 
 
+def tpr_metric(level: float) -> str:
+    """The metric name of the TPR at FPR ``level``: ``tpr_at_fpr_0.01``."""
+    return f"tpr_at_fpr_{level:g}"
+
+
+def tpr_at_fpr(members: Any, nonmembers: Any, direction: int = 1, level: float = 0.01) -> dict[str, Any]:
+    """The largest TPR on the empirical ROC with FPR <= ``level`` (module docstring); ``value`` None when either
+    group is empty, ``n`` = members + non-members used."""
+    pos, neg = _oriented(members, direction), _oriented(nonmembers, direction)
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        return {"value": None, "n": m + n}
+    thr = np.unique(np.concatenate([pos, neg]))
+    fp = n - np.searchsorted(np.sort(neg), thr, "left")  # non-members with score >= threshold
+    tp = m - np.searchsorted(np.sort(pos), thr, "left")
+    ok = fp <= level * n * (1 + 1e-12)
+    return {"value": float(tp[ok].max()) / m if ok.any() else 0.0, "n": m + n}
+
+
+def _oriented(x: Any, direction: int) -> np.ndarray:
+    v = direction * np.asarray(torch.as_tensor(x, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
+    return v[~np.isnan(v)]
+
+
 def membership_rows(members: Sequence[Score], nonmembers: Sequence[Score], set_name: str = VERSUS) -> list[dict]:
-    """One ``membership_auc`` row per score present in both lists (``probe`` and ``t`` name the score)."""
+    """Per score present in both lists (``probe`` and ``t`` name the score), one ``membership_auc`` row and one
+    ``tpr_at_fpr_<level>`` row per :data:`FPR_LEVELS` entry."""
     other = {s.name: s for s in nonmembers}
     res = ProbeResult()
     for s in members:
         if s.name in other:
             res.add(s.probe, set_name, s.t, MEMBERSHIP, membership_auc(s.values, other[s.name].values, s.direction))
+            for level in FPR_LEVELS:
+                res.add(s.probe, set_name, s.t, tpr_metric(level),
+                        tpr_at_fpr(s.values, other[s.name].values, s.direction, level))
     return res.rows
 
 
@@ -157,13 +196,17 @@ def audit(
     batch_size: int = 256,
     progress: bool = False,
     device: torch.device | str | None = None,
+    top_k: int = TOP_K,
 ) -> ProbeResult:
     """Memorisation scores of each sequence of ``seqs [M, L]`` and, where ``groups`` holds both ``member`` and
     ``nonmember`` labels, the membership AUC of every score (see the module docstring).
 
     ``groups`` (length ``M``; default all ``text``) labels the rows. Rows: per group and score the mean with its
     interval (``probe="audit"``, ``set`` = group, ``metric`` = score), and ``membership_auc`` rows
-    (``set="member_vs_nonmember"``). ``.arrays``: ``score/<name>`` float64 ``[M]`` and ``n_tokens [M]``.
+    (``set="member_vs_nonmember"``). ``.arrays``: ``score/<name>`` float64 ``[M]``, ``n_tokens [M]``, and the
+    per-token data of :mod:`basinlab.probes.tokens`: ``tokens/seqs``, ``tokens/mask`` ``[M, L]``, ``tokens/entropy``
+    ``[M, L]``, ``tokens/top_ids`` and ``tokens/top_probs`` ``[M, L, top_k]``, ``tokens/corrupted_id`` and
+    ``tokens/restored_id`` ``[M, L]`` (basin test at ``ts[0]``, held in ``tokens/basin_t``).
     """
     seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
     M = seqs.shape[0]
@@ -186,7 +229,13 @@ def audit(
             raise BasinlabError(f"reference sequences have length {ref.shape[1]}, the audited ones {seqs.shape[1]}")
         nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
     scores = scores_from_results(**found, nearest=nearest, t_start=t_start)
-    return _audit_result(scores, groups, mask)
+    res = _audit_result(scores, groups, mask)
+    pred = token_predictions(denoiser, seqs, entropy_t, k=top_k, **kw)
+    b = found["basins"].arrays
+    res.arrays.update({"tokens/seqs": seqs, "tokens/mask": mask, "tokens/basin_t": float(b["ts"][0]),
+                       "tokens/corrupted_id": b["corrupted"][0], "tokens/restored_id": b["restored"][0],
+                       **{f"tokens/{k}": v for k, v in pred.items()}})
+    return res
 
 
 def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) -> ProbeResult:
@@ -208,7 +257,8 @@ def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) ->
 
 
 def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
-    """``{score: {auc, ci_low, ci_high, std, n, probe, t, direction}}`` from an :func:`audit` result's rows."""
+    """``{score: {auc, ci_low, ci_high, std, n, probe, t, higher_is_memorised, interval, tpr_at_fpr_0.01,
+    tpr_at_fpr_0.001}}`` from an :func:`audit` result's rows."""
     out: dict[str, dict[str, Any]] = {}
     for s in result.arrays.get("scores", []):
         for r in result.rows:
@@ -216,6 +266,11 @@ def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
                 out[s.name] = {"auc": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "std": r["std"],
                                "n": r["n"], "probe": s.probe, "t": s.t, "higher_is_memorised": s.direction > 0,
                                "interval": "DeLong 95%"}
+        for level in FPR_LEVELS:
+            hit = [r for r in result.rows if r["metric"] == tpr_metric(level) and r["probe"] == s.probe
+                   and r["t"] == (None if s.t is None else float(s.t))]
+            if s.name in out and hit:
+                out[s.name][tpr_metric(level)] = hit[0]["value"]
     return out
 
 

@@ -6,7 +6,8 @@ default), then the final step (greedy). Per sequence, over its *real* tokens:
 - ``recovery_rate``: fraction of the changed positions (``z_t != x``) restored to ``x``; sequences with no changed
   real position are counted apart (row ``n_unchanged``) and left out of the mean;
 - ``exact_match``: the restore equals ``x`` on every real position;
-- ``unstable_rate``: fraction of the unchanged real positions that the restore changed.
+- ``unstable_rate``: fraction of the unchanged real positions that the restore changed. Not reported for a
+  process under which a clean token never changes (masked without remasking, SPEC 2b): impossible by construction.
 
 Options for the ``paper`` protocol (SPEC 5 "Protocols", :mod:`basinlab.probes.protocol`): ``final_greedy=False``
 draws the final step; ``count_special=True`` counts every position (BOS/EOS/PAD too), ignoring ``real_mask``;
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from basinlab.diffusion import T_MIN, corrupt, n_denoiser_calls, reverse_chain
+from basinlab.diffusion import T_MIN, n_denoiser_calls, process_of, reverse_chain
 from basinlab.diffusion.packed import chain_keys, packed_chains
 from basinlab.errors import BasinlabError
 from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar, tvec
@@ -105,8 +106,8 @@ def basin_test(
     ts = [float(t) for t in ts]
     nt = len(ts)
     res = ProbeResult()
-    if engine == "auto":
-        engine = "packed" if dev.type == "cuda" and not greedy else "loop"
+    if engine == "auto":  # the packed fast path is the uniform process's; any other runs the plain sampler
+        engine = "packed" if dev.type == "cuda" and not greedy and process_of(denoiser).name == "uniform" else "loop"
     if engine == "packed" and not greedy:
         compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
         z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps)
@@ -117,6 +118,8 @@ def basin_test(
     else:
         raise BasinlabError(f"basin-test engine '{engine}' (greedy={greedy}): use auto, loop, or packed (stochastic)")
     arrays = _outcomes(res, set_name, ts, seqs, mask, z_all, out_all)
+    if not process_of(denoiser).can_change_clean:  # SPEC 2b: no "unstable" outcome by construction, not a finding
+        res.rows = [r for r in res.rows if r["metric"] != "unstable_rate"]
     rec = arrays["recovery"]
     means = [float(torch.nanmean(rec[i])) if (~rec[i].isnan()).any() else float("nan") for i in range(nt)]
     radius, area = basin_radius(ts, means), basin_area(ts, means)
@@ -171,14 +174,14 @@ def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev
             a_t = float(denoiser.schedule.alpha(t))
             for sl in batches(M, batch_size):
                 x = seqs[sl].to(dev)
-                z = corrupt(x, a_t, denoiser.vocab_size, generator=g)
+                z = process_of(denoiser).corrupt(x, a_t, generator=g)
                 out = reverse_chain(
                     denoiser, z, t, steps, greedy=greedy, final_greedy=final_greedy, generator=g,
                     callback=lambda *_: bar.update(1),
                 )
                 z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
                 if h_all is not None:  # the study's entropy: x_θ of the restored sequence at t_min
-                    h_all[i, sl] = token_entropy(denoiser(out, tvec(T_MIN, out.shape[0], dev))).cpu()
+                    h_all[i, sl] = _conditional_entropy(denoiser, out, dev).cpu()
                     bar.update(1)
     bar.close()
     return z_all, out_all, h_all
@@ -191,8 +194,13 @@ def _restored_entropy(denoiser, out_all: torch.Tensor, batch_size: int, dev: tor
         for i in range(out_all.shape[0]):
             for sl in batches(out_all.shape[1], batch_size):
                 out = out_all[i, sl].to(dev)
-                h_all[i, sl] = token_entropy(denoiser(out, tvec(T_MIN, out.shape[0], dev))).cpu()
+                h_all[i, sl] = _conditional_entropy(denoiser, out, dev).cpu()
     return h_all
+
+
+def _conditional_entropy(denoiser, out: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Entropy of the leave-one-out conditional (the process's, SPEC 2b) of each token of ``out`` at ``t_min``."""
+    return token_entropy(process_of(denoiser).leave_one_out(denoiser, out, tvec(T_MIN, out.shape[0], dev)))
 
 
 def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps):

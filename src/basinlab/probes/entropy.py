@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from basinlab.diffusion import corrupt, n_denoiser_calls, reverse_chain
+from basinlab.diffusion import n_denoiser_calls, process_of, reverse_chain
 from basinlab.errors import BasinlabError
 from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar, tvec
 from basinlab.probes.results import ProbeResult, child_seed, summarize, t_quantile_975
@@ -58,7 +58,7 @@ def entropy_per_token(
 ) -> torch.Tensor:
     """``H`` of ``x_θ(z_t)`` at every position, ``z_t ~ q_t(. | x)``, float64 ``[M, L]``."""
     dev = denoiser_device(denoiser, device)
-    V = denoiser.vocab_size
+    proc = process_of(denoiser)
     M, L = seqs.shape
     g = make_generator(child_seed(seed, PROBE, t), dev)
     a_t = float(denoiser.schedule.alpha(t))
@@ -67,8 +67,8 @@ def entropy_per_token(
     with torch.inference_mode():
         for sl in batches(M, batch_size):
             x = seqs[sl].to(dev)
-            z = corrupt(x, a_t, V, generator=g)
-            out[sl] = token_entropy(denoiser(z, tvec(t, x.shape[0], dev))).cpu()
+            z = proc.corrupt(x, a_t, generator=g)
+            out[sl] = token_entropy(proc.leave_one_out(denoiser, z, tvec(t, x.shape[0], dev))).cpu()
             bar.update(1)
     bar.close()
     return out
@@ -178,7 +178,6 @@ def _difference(a: dict, b: dict) -> dict:
 
 def _trajectory(denoiser, seqs, mask, steps, seed, batch_size, progress, dev, set_name):
     """Per-sequence mean entropy at every denoiser call of the stochastic chain from ``t = 1``."""
-    V = denoiser.vocab_size
     M = seqs.shape[0]
     g = make_generator(child_seed(seed, PROBE, "trajectory"), dev)
     a_1 = float(denoiser.schedule.alpha(1.0))
@@ -199,7 +198,7 @@ def _trajectory(denoiser, seqs, mask, steps, seed, batch_size, progress, dev, se
                 step[0] += 1
                 bar.update(1)
 
-            z = corrupt(x, a_1, V, generator=g)
+            z = process_of(denoiser).corrupt(x, a_1, generator=g)
             reverse_chain(denoiser, z, 1.0, steps, greedy=False, final_greedy=True, generator=g, callback=record)
             traj_t = times
     bar.close()

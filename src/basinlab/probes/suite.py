@@ -14,7 +14,8 @@ The plan (:data:`PLAN`):
 - ``likelihood`` on ``train`` and ``test``, except for the memoriser (:func:`probes_for`): its NELBO on any
   sequence outside ``D_N`` is infinite, and leave-one-out makes ``D_N`` itself unseen.
 - ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
-  score tells ``train`` from ``test`` (probes/audit.py), when the suite ran whole (at least basins, fixed points
+  score tells ``train`` from ``test`` (probes/audit.py), each with its ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001``
+  rows (the TPR at 1% and 0.1% FPR), when the suite ran whole (at least basins, fixed points
   and entropy) on both sets: the sweep and ``probe all``, not a single-probe command.
 
 The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PROBE_SET_SEED + seed``).
@@ -29,7 +30,7 @@ import torch
 
 from basinlab.config import ProbeConfig
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import Denoiser
+from basinlab.diffusion import Denoiser, process_of, with_process
 from basinlab.errors import BasinlabError
 from basinlab.oracles.build import ORACLE_EMPIRICAL
 from basinlab.probes._common import denoiser_device
@@ -80,8 +81,9 @@ def all_probes() -> tuple[str, ...]:
 
 def probes_for(model: str) -> tuple[str, ...]:
     """The probes the suite runs for a denoiser recorded as ``model``: all of them but ``likelihood`` for the
-    memoriser ``oracle:empirical`` (its NELBO is infinite off ``D_N``, SPEC 6)."""
-    return tuple(p for p in all_probes() if not (p == "likelihood" and model == ORACLE_EMPIRICAL))
+    memoriser ``oracle:empirical`` of any process (its NELBO is infinite off ``D_N``, SPEC 6)."""
+    return tuple(p for p in all_probes()
+                 if not (p == "likelihood" and str(model).partition("@")[0] == ORACLE_EMPIRICAL))
 
 
 #: Bytes per entry of a ``[B, L, V]`` tensor that a probe step keeps alive at once (a float32 ``log x_θ`` and the
@@ -171,9 +173,11 @@ def run_suite(
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
     masks = {k: data.real_mask(v) for k, v in seqs.items()}
+    denoiser = _sampler_process(denoiser, cfg)
     common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
     opts = protocol_options(cfg.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
     out = ProbeResult()
+    counted = _limit_counters(denoiser)
     basins = {}
     for name in on.get("basins", []):
         basins[name] = basin_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
@@ -206,7 +210,40 @@ def run_suite(
         for name in on[probe]:
             out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
                        prefix=f"{probe}/{name}/")
+    _add_limit_rows(out, counted, _limit_counters(denoiser))
     return out
+
+
+#: counters of an exact oracle of the masked process (SPEC 2b): queries, and how many needed the ε-limit
+_LIMIT_COUNTERS = ("queries", "no_consistent", "loo_positions", "loo_no_consistent")
+
+
+def _limit_counters(denoiser: Denoiser) -> dict[str, int] | None:
+    if not all(isinstance(getattr(denoiser, k, None), int) for k in _LIMIT_COUNTERS):
+        return None
+    return {k: int(getattr(denoiser, k)) for k in _LIMIT_COUNTERS}
+
+
+def _add_limit_rows(out: ProbeResult, before: dict[str, int] | None, after: dict[str, int] | None) -> None:
+    """For an oracle that counts them (the masked ones): the share of its predictions during this run that no
+    sequence consistent with the visible tokens supported (the ε-limit of SPEC 2b), rows ``oracle_limit`` /
+    ``all``: ``no_consistent_share`` (per query) and ``loo_no_consistent_share`` (per leave-one-out position)."""
+    if before is None or after is None:
+        return
+    for metric, num, den in (("no_consistent_share", "no_consistent", "queries"),
+                             ("loo_no_consistent_share", "loo_no_consistent", "loo_positions")):
+        n = after[den] - before[den]
+        if n > 0:
+            out.add("oracle_limit", "all", None, metric, {"value": (after[num] - before[num]) / n, "n": n})
+
+
+def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
+    """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
+    (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
+    proc = process_of(denoiser)
+    if not getattr(cfg, "remask", 0.0) or proc.name != "masked":
+        return denoiser
+    return with_process(denoiser, proc.with_remask(cfg.remask))
 
 
 def _samples(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, seed: int,

@@ -8,10 +8,14 @@ external file or network needed) and ``out_dir/plots/*.png``:
   transition plot at the chosen ``t`` with ``N*`` and its interval marked;
 - fixed-point rates (train, test, random);
 - conditional entropy (train, test, generated; recovered/failed split);
-- NELBO on train and test;
+- NELBO on train and test (log axis);
 - novelty of generated samples;
 - membership AUC (training vs test sequences) of each per-sequence score against ``N``;
-- the same corrupted test sentences restored by the model at the smallest and at the largest ``N``.
+- the same corrupted test sentences restored by the model at the smallest ``N``, nearest ``N*`` and at the largest
+  ``N``, with test and training sentences shaded token by token by each model's leave-one-out entropy
+  (:mod:`basinlab.study.html.examples`);
+- the training loss of every run, the note that ``N*`` is an interpolation where it falls between two grid sizes,
+  and the page's provenance (:mod:`basinlab.study.report_extras`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,21 @@ from basinlab.config import load_config
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
-from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
+from basinlab.study import report_extras
+from basinlab.study.html import examples as html_examples
+from basinlab.study.store import CONFIG_NAME, ResultStore, label_process, model_label, read_results
 from basinlab.study.transition import Transition, estimate_all
 
 ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}
+
+
+def _oracle_style(o: str) -> tuple[str, str]:
+    """Line style and name of an oracle label, whatever its process (``oracle:empirical@masked``)."""
+    base, _, process = o.partition("@")
+    style, name = ORACLE_STYLE.get(base, ("-.", base))
+    return style, (f"{process} {name}" if process else name)
+
+
 SET_COLORS = {"train": "tab:blue", "test": "tab:orange", "random": "tab:gray", "generated": "tab:green"}
 
 
@@ -115,6 +130,15 @@ def _mark_nelbo_peak(fig: Any, tr: Transition | None) -> Any:
     return fig
 
 
+def _log_y(fig: Any) -> Any:
+    """A log value axis (the smallest N's near-zero training NELBO would squash the rest on a linear one)."""
+    ax = fig.axes[0]
+    if all(y > 0 for line in ax.get_lines() for y in line.get_ydata() if np.isfinite(y)):
+        report_extras.log_axis(ax)
+        fig.tight_layout()
+    return fig
+
+
 def _setup_ax(ax: Any, ylabel: str, title: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training-set size N")
@@ -139,13 +163,13 @@ def plot_recovery(df: Any, model: str, oracles: list[str], tr: Transition | None
             for o in oracles:
                 so = _series(df, o, "recovery_rate", set_name, t)
                 if len(so):
-                    ax.plot(so["N"], so["value"], ORACLE_STYLE.get(o, ("-.", o))[0], color=color, lw=1, alpha=0.8)
+                    ax.plot(so["N"], so["value"], _oracle_style(o)[0], color=color, lw=1, alpha=0.8)
         _setup_ax(ax, "recovery rate (corrupted tokens restored)", f"{set_name} set")
         ax.set_ylim(-0.02, 1.02)
         _mark_nstar(ax, tr)
     handles, labels = axes[0].get_legend_handles_labels()
     for o in oracles:
-        style, name = ORACLE_STYLE.get(o, ("-.", o))
+        style, name = _oracle_style(o)
         handles.append(plt.Line2D([], [], ls=style, color="k", lw=1))
         labels.append(name)
     axes[1].legend(handles, labels, fontsize=8, loc="best")
@@ -166,7 +190,7 @@ def plot_transition(df: Any, model: str, oracles: list[str], tr: Transition) -> 
         for o in oracles:
             so = _series(df, o, "recovery_rate", set_name, tr.t)
             if len(so):
-                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                style, name = _oracle_style(o)
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.2, label=f"{name}: {set_name}")
     _setup_ax(ax, "recovery rate", f"Train vs test recovery at t = {tr.t:g}")
     ax.set_ylim(-0.02, 1.02)
@@ -192,7 +216,7 @@ def plot_metric_sets(
         for o in oracles:
             so = _series(df, o, metric, set_name)
             if len(so):
-                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                style, name = _oracle_style(o)
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {set_name}")
     for m2, set_name, label, style, t in extra or []:
         s = _series(df, model, m2, set_name, t)
@@ -214,7 +238,7 @@ _AUC_LABELS = {"entropy": "entropy", "basins": "recovery", "fixed_points": "fixe
 def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | None) -> Any:
     """Membership AUC (training set vs test set, 1 = members look memorised) of each score against ``N``."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))  # room for the legend beside the axes
     sel = df[(df["metric"] == "membership_auc") & (df["model"] == model)]
     for i, ((probe, t), _) in enumerate(sel.groupby(["probe", sel["t"].fillna(-1.0)], sort=True)):
         label = _AUC_LABELS.get(probe, probe) + (f" (t = {t:g})" if probe == "basins" else "")
@@ -225,13 +249,13 @@ def plot_membership(df: Any, model: str, oracles: list[str], tr: Transition | No
         for o in oracles:
             so = _series(df[df["probe"] == probe], o, "membership_auc", None, None if t < 0 else t)
             if len(so) and probe == "entropy":
-                style, name = ORACLE_STYLE.get(o, ("-.", o))
+                style, name = _oracle_style(o)
                 ax.plot(so["N"], so["value"], style, color=c, lw=1.1, label=f"{name}: {label}")
     ax.axhline(0.5, color="0.5", lw=1, ls="--")
     _setup_ax(ax, "ROC AUC, train vs test", "Membership: telling training sequences from unseen ones")
     ax.set_ylim(-0.02, 1.02)
     _mark_nstar(ax, tr)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # clear of the 0.5 line
     fig.tight_layout()
     return fig
 
@@ -272,103 +296,6 @@ def _png(fig: Any) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     _plt().close(fig)
     return buf.getvalue()
-
-
-# ---- examples ---------------------------------------------------------------------------------------------
-
-
-def _pick_examples(examples: list[dict[str, Any]], model: str, seed: int | None) -> tuple[Any, Any]:
-    mine = [e for e in examples if e.get("model") == model and (seed is None or e.get("seed") == seed)]
-    if not mine:
-        return None, None
-    mine.sort(key=lambda e: e["N"])
-    return mine[0], mine[-1]
-
-
-def _mark(ids: list[int], ref: list[int], corrupted: list[int] | None, i: int) -> str:
-    """CSS class of position ``i``: ``chg`` on the corrupted line where it differs from the original; on a restored
-    line ``ok`` (a changed token put back), ``bad`` (a changed token left wrong, or an unchanged one broken)."""
-    if corrupted is None:  # the corrupted line itself
-        return "chg" if ids[i] != ref[i] else ""
-    if corrupted[i] != ref[i]:
-        return "ok" if ids[i] == ref[i] else "bad"
-    return "bad" if ids[i] != ref[i] else ""
-
-
-def _tokens_html(tokens: list[str], ref: list[int], ids: list[int], corrupted: list[int] | None,
-                 real: list[bool], surface: list[str] | None = None) -> str:
-    """One line of a sequence; corrupted positions marked, restored ones green if right and red if wrong.
-
-    With ``surface`` (text data: each position's decoded text, leading space included) the line is the decoded
-    sentence, each token's span marked in place; otherwise the token pieces joined by spaces (Markov states)."""
-    out = []
-    for i, tok in enumerate(tokens):
-        if not real[i]:
-            continue
-        cls = _mark(ids, ref, corrupted, i)
-        if surface is None:
-            text = html.escape(tok)
-            out.append(f'<span class="{cls}">{text}</span>' if cls else text)
-            continue
-        piece = surface[i]
-        body = piece.lstrip(" ")
-        lead = " " * (len(piece) - len(body))
-        if cls and not body.strip():  # a changed space or special token (decodes to nothing): make it visible
-            body = f"⟨{tok}⟩" if tok.startswith("[") and tok.endswith("]") else "␣"
-        text = html.escape(lead) + (f'<span class="{cls}">{html.escape(body)}</span>' if cls else html.escape(body))
-        out.append(text)
-    return ("" if surface is not None else " ").join(out)
-
-
-def _line(e: dict[str, Any], which: str, ref: list[int], corrupted: list[int] | None, real: list[bool]) -> str:
-    surface = (e.get("surface") or {}).get(which)
-    return _tokens_html(e["tokens"][which], ref, e[which], corrupted, real, surface)
-
-
-def _example_block(small: dict[str, Any], large: dict[str, Any], index: int) -> str:
-    a, b = small["examples"][index], large["examples"][index]
-    ref, real = a["original"], a["real"]
-
-    def note(e: dict[str, Any]) -> str:
-        d = e.get("nn_train_hamming")
-        if d == 0:
-            return ", a training sequence"
-        return "" if d is None else f", {d} tokens from the nearest training sequence"
-
-    rows = [
-        ("original", _line(a, "original", ref, None, real)),
-        (f"corrupted (t = {small['t']:g})", _line(a, "corrupted", ref, None, real)),
-        (f"restored, N = {small['N']} ({a['recovered']}/{a['changed']}{note(a)})",
-         _line(a, "restored", ref, a["corrupted"], real)),
-        (f"restored, N = {large['N']} ({b['recovered']}/{b['changed']}{note(b)})",
-         _line(b, "restored", ref, b["corrupted"], real)),
-    ]
-    cls = "tok txt" if a.get("surface") else "tok"
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td class='{cls}'>{v}</td></tr>" for k, v in rows)
-    return f"<table class='ex'>{body}</table>"
-
-
-def _examples_html(examples: list[dict[str, Any]], model: str, seed: int | None, k: int = 3) -> str:
-    small, large = _pick_examples(examples, model, seed)
-    if small is None or small is large or not small.get("examples"):
-        return "<p>No example restorations recorded (need at least two sizes).</p>"
-    n = min(len(small["examples"]), len(large["examples"]))
-
-    def score(i: int) -> float:
-        a, b = small["examples"][i], large["examples"][i]
-        return b["recovered"] / max(b["changed"], 1) - a["recovered"] / max(a["changed"], 1)
-
-    order = sorted(range(n), key=score, reverse=True)[:k]
-    blocks = "".join(_example_block(small, large, i) for i in order)
-    return (
-        f"<p>The same test sequences (never seen in training), corrupted with the same noise at t = {small['t']:g}, "
-        f"restored by the stochastic reverse chain of the model trained on the smallest (N = {small['N']}) and the "
-        f"largest (N = {large['N']}) training set. <span class='chg'>Changed</span> tokens in the corrupted line; "
-        f"in the restored lines <span class='ok'>restored</span> and <span class='bad'>wrong</span> tokens. "
-        f"Counts are restored/changed tokens, with the restoration's Hamming distance to the nearest training "
-        f"sequence: a model that memorises rewrites an unseen sentence instead of restoring it, and a restoration "
-        f"at distance 0 fell into the basin of a training sentence.</p>{blocks}"
-    )
 
 
 # ---- the page ---------------------------------------------------------------------------------------------
@@ -422,6 +349,7 @@ def _transition_html(tr: Transition) -> str:
         f"<tr><th>training-data entropy leaves 0</th><td>{ent} "
         f"(first rise above {tr.entropy_threshold:g} nats)</td></tr></table>"
         f"<table><tr><th>N</th><th>train recovery</th><th>test recovery</th><th>gap</th></tr>{gap_rows}</table>"
+        + report_extras.interpolation_note(tr.n_star, list(tr.sizes))
     )
 
 
@@ -450,9 +378,10 @@ def oracle_gaps(df: Any, model: str, t: float) -> list[tuple[str, float | None, 
     ]
     out = []
     for what, oracle, metric, set_name, n, tt in want:
+        oracle = model_label(oracle, label_process(model))  # the oracles of the model's own process
         theirs = _at(df, oracle, metric, set_name, n, tt)
         if theirs is not None:
-            out.append((f"{what}: {ORACLE_STYLE[oracle][1]}", _at(df, model, metric, set_name, n, tt), theirs))
+            out.append((f"{what}: {_oracle_style(oracle)[1]}", _at(df, model, metric, set_name, n, tt), theirs))
     return out
 
 
@@ -543,9 +472,17 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                    runs: list[dict[str, Any]], examples: list[dict[str, Any]], add: _Figures) -> str:
     """The report's section of one trained model: setup, N*, and one plot per test of SPEC 5."""
     m = tr.model
-    sfx = "" if len(models) == 1 else f"-{m}"
+    oracles = [o for o in oracles if label_process(o) == label_process(m)]  # each process has its own oracles
+    sfx = "" if len(models) == 1 else f"-{m.replace('@', '-')}"
     first_seed = int(sorted(df[df["model"] == m]["seed"].unique())[0])
     sec = [f"<h2>Setup</h2>{_setup_html(cfg, df, runs, m)}", _MEMORISATION_NOTE]
+    if len(models) > 1:
+        sec.insert(0, f"<h2>Model {html.escape(m)}</h2>")
+    curves = report_extras.loss_curves(add.plots_dir.parent, m, first_seed)
+    if curves:
+        sec.append("<h2>Training</h2>" + add(f"training_loss{sfx}", report_extras.plot_losses(curves, _plt()),
+                                             "Training loss of each N (from each run's metrics.csv): a curve still "
+                                             "falling at the last step is a model that had not converged."))
     sec.append(f"<h2>Transition size N*</h2>{_transition_html(tr)}")
     sec.append(add(f"transition{sfx}", plot_transition(df, m, oracles, tr),
                    f"Recovery of corrupted tokens at t = {tr.t:g}; bands are 95% intervals; N* in red."))
@@ -553,7 +490,8 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
     sec.append(add(f"recovery{sfx}", plot_recovery(df, m, oracles, tr),
                    "Share of corrupted tokens restored, per corruption level t (SPEC 5 basin test)."))
     sec.append(_oracle_gaps_html(df, m, tr.t))
-    sec.append("<h2>Restorations at small and large N</h2>" + _examples_html(examples, m, first_seed))
+    sec.append("<h2>Restorations at small and large N</h2>"
+               + html_examples.examples_html(examples, m, first_seed, tr.n_star))
     sec.append("<h2>Fixed points</h2>")
     sec.append(add(f"fixed_points{sfx}", plot_metric_sets(
         df, m, oracles, "fixed_point_rate", ["train", "test", "random"], "fixed-point rate",
@@ -568,9 +506,9 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
         "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
     sec.append("<h2>Likelihood</h2>")
-    sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(plot_metric_sets(
-        df, m, [o for o in oracles if o != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
-        "NELBO (nats/token)", "NELBO on train and test", tr), tr),
+    sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(_log_y(plot_metric_sets(
+        df, m, [o for o in oracles if o.partition("@")[0] != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
+        "NELBO (nats/token, log scale)", "NELBO on train and test", tr)), tr),
         "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
         "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))
     sec += _membership_section(df, m, oracles, tr, add, sfx)
@@ -601,20 +539,24 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     examples = _load_examples(out_dir)
     figure = _Figures(out_dir / "plots")
     sections = [_model_section(df, tr, models, oracles, cfg, runs, examples, figure) for tr in transitions]
+    from basinlab.study.contrast import contrast_section  # here: it uses this module's plotting helpers
+
+    sections.insert(0, contrast_section(df, transitions, t_star, figure))
     if not transitions:
         sections.append("<p>No trained models in the results (oracles only).</p>")
     summary = "".join(f"<li>{html.escape(m)}: {html.escape(tr.describe())}</li>" for m, tr in zip(
         models, transitions, strict=True))
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>basinlab report</title>"
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{_CSS}{html_examples.CSS}</style></head><body>"
         f"<h1>basinlab: memorisation to generalisation over N</h1>"
         f"<p>Sweep directory <code>{html.escape(str(out_dir))}</code>. Diffusion language models trained on nested "
         f"training sets of growing size N, probed as associative memories (SPEC 5-7).</p><ul>{summary}</ul>"
         + "".join(sections)
         + "<h2>Data</h2><p>All records: <code>results.csv</code> / <code>results.parquet</code> beside this page; "
         "plots as PNG in <code>plots/</code>; transition estimates in <code>transition.json</code>.</p>"
-        "</body></html>"
+        + report_extras.provenance_html()
+        + "</body></html>"
     )
     atomic_write_text(out_dir / "transition.json", json.dumps([tr.to_dict() for tr in transitions], indent=1))
     path = out_dir / "report.html"

@@ -90,9 +90,22 @@ CREATE INDEX IF NOT EXISTS results_run ON results (size, seed, model);
 """
 
 
+def model_label(name: str, process: str = "uniform") -> str:
+    """The ``model`` column of a run: ``micro`` or ``oracle:empirical`` for the uniform process, ``NAME@PROCESS``
+    for another (``micro@masked``, ``oracle:empirical@masked``), so that a sweep over ``sweep.processes`` keys its
+    runs by process too and the uniform rows keep their names."""
+    return name if process == "uniform" else f"{name}@{process}"
+
+
+def label_process(model: str) -> str:
+    """The forward process of a ``model`` label (:func:`model_label`): ``uniform`` without an ``@`` suffix."""
+    return str(model).partition("@")[2] or "uniform"
+
+
 @dataclass(frozen=True, order=True)
 class RunKey:
-    """One run of a sweep: training-set size ``N``, seed, and ``model`` (a preset name or ``oracle:...``)."""
+    """One run of a sweep: training-set size ``N``, seed, and ``model`` (a preset name or ``oracle:...``, with
+    ``@PROCESS`` for a process other than uniform: :func:`model_label`)."""
 
     N: int
     seed: int
@@ -100,11 +113,13 @@ class RunKey:
 
     @property
     def name(self) -> str:
-        """Directory-safe name, e.g. ``N64-s0`` for a trained model, ``N64-s0-oracle-markov`` for an oracle."""
+        """Directory-safe name, e.g. ``N64-s0`` for a trained model, ``N64-s0-oracle-markov`` for an oracle,
+        ``N64-s0-masked`` / ``N64-s0-oracle-markov-masked`` for the masked process."""
         base = f"N{self.N}-s{self.seed}"
-        if self.model.startswith("oracle:"):
-            return f"{base}-oracle-{self.model.split(':', 1)[1]}"
-        return base
+        model, _, process = self.model.partition("@")
+        if model.startswith("oracle:"):
+            base = f"{base}-oracle-{model.split(':', 1)[1]}"
+        return f"{base}-{process}" if process else base
 
 
 def _float(x: Any) -> float | None:

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -55,7 +56,7 @@ from basinlab.lifeline import LAUNCHER_ENV, die_with_launcher
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
-from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, warn_if_network_fs
+from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, label_process, model_label, warn_if_network_fs
 from basinlab.training.checkpoint import load_trained
 from basinlab.training.trainer import train
 
@@ -66,18 +67,29 @@ logger = logging.getLogger(__name__)
 # ---- the grid ----------------------------------------------------------------------------------------------
 
 
+def sweep_processes(cfg: Config) -> list[str]:
+    """The forward processes a sweep trains: ``sweep.processes``, or ``[train.process]`` when it is empty."""
+    return list(cfg.sweep.processes) or [cfg.train.process]
+
+
 def plan_runs(cfg: Config) -> list[RunKey]:
-    """Every run of the sweep in its fixed order: ``N`` ascending; per ``N`` the trained models seed by seed, then
-    the oracles (memoriser always, Markov generaliser on Markov data; first seed only) when ``sweep.oracles``."""
+    """Every run of the sweep in its fixed order: ``N`` ascending; per ``N`` the trained models process by process
+    (:func:`sweep_processes`), seed by seed, then the oracles of each process (memoriser always, Markov generaliser
+    on Markov data; first seed only) when ``sweep.oracles``. A process other than uniform is in the ``model``
+    label (``micro@masked``: :func:`~basinlab.study.store.model_label`)."""
     sizes = resolve_sizes(cfg.sweep.sizes)
     seeds = list(dict.fromkeys(int(s) for s in cfg.sweep.seeds))
     if not seeds:
         raise BasinlabError("sweep.seeds is empty; give at least one seed")
     runs: list[RunKey] = []
+    processes = sweep_processes(cfg)
     for n in sizes:
-        runs.extend(RunKey(n, s, cfg.model.preset) for s in seeds)
+        for proc in processes:
+            runs.extend(RunKey(n, s, model_label(cfg.model.preset, proc)) for s in seeds)
         if cfg.sweep.oracles:
-            runs.extend(RunKey(n, seeds[0], oracle_label(kind)) for kind in oracle_kinds(cfg.data.source))
+            for proc in processes:
+                runs.extend(RunKey(n, seeds[0], oracle_label(kind, proc))
+                            for kind in oracle_kinds(cfg.data.source, proc))
     return runs
 
 
@@ -105,25 +117,44 @@ def shard_runs(runs: Sequence[RunKey], shard: tuple[int, int] | None) -> list[Ru
     return list(runs[i::n])
 
 
-def expand_devices(devices: Sequence[str]) -> list[str]:
+def expand_devices(devices: Sequence[str], check: bool = True) -> list[str]:
     """The worker devices of ``sweep.devices``/``--devices``: ``DEV*K`` repeats ``DEV`` K times (several workers on
     one device: small models leave a GPU mostly idle); ``auto`` is ``cuda:0`` when CUDA is available, else ``cpu``,
-    and ``auto*K`` on a CPU gives at most one worker per core. Other entries pass through unchanged."""
+    and ``auto*K`` on a CPU gives at most one worker per core. ``check`` (not for ``--plan``) refuses a device this
+    machine lacks (``cuda:1`` with one GPU or none) and caps CPU workers at one per core, with a warning."""
     out: list[str] = []
     for entry in devices:
         dev, _, reps = str(entry).strip().partition("*")
-        try:
-            k = int(reps) if reps else 1
-        except ValueError:
-            k = 0
-        if k < 1 or not dev:
-            raise BasinlabError(f"device entry '{entry}' must be DEVICE or DEVICE*K with K >= 1, e.g. cuda:0*4")
+        k = int(reps) if re.fullmatch(r"[0-9]+", reps) else 0 if reps else 1
+        if k < 1 or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", dev):
+            raise BasinlabError(f"device entry '{entry}' must be DEVICE or DEVICE*K with K >= 1 and DEVICE one of "
+                                "auto, cpu, mps, cuda, cuda:N; e.g. cuda:0*4")
         if dev == "auto":
             dev = "cuda:0" if torch.cuda.is_available() else "cpu"
             if dev == "cpu" and reps:
                 k = min(k, os.cpu_count() or 1)
+        if check:
+            _require_device(dev)
         out.extend([dev] * k)
+    cores = os.cpu_count() or 1
+    if check and out.count("cpu") > cores:
+        logger.warning("%d CPU workers asked for on %d cores: running %d (one per core)", out.count("cpu"), cores,
+                       cores)
+        extra = out.count("cpu") - cores
+        out = [d for i, d in enumerate(out) if d != "cpu" or out[: i + 1].count("cpu") > extra]
     return out
+
+
+def _require_device(dev: str) -> None:
+    """Refuse, before any worker starts, a device this machine does not have."""
+    if dev.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(dev.partition(":")[2] or 0)
+        if index >= n:
+            raise BasinlabError(f"device {dev} is not available: this machine has {n} CUDA device(s); "
+                                "use cpu, auto, or cuda:0 .. cuda:N-1")
+    elif dev == "mps" and not torch.backends.mps.is_available():
+        raise BasinlabError("device mps is not available on this machine; use cpu or auto")
 
 
 # ---- configuration ----------------------------------------------------------------------------------------
@@ -163,7 +194,9 @@ def _check_or_save_config(cfg: Config, out_dir: Path) -> None:
 
 
 def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
-    return cfg.with_values(data__n_train=key.N, train__seed=key.seed, out_dir=str(run_dir))
+    """The run's config: the sweep's, validated once, with the run's key (values of its validated grid)."""
+    return cfg.with_values(data__n_train=key.N, train__seed=key.seed, train__process=label_process(key.model),
+                           out_dir=str(run_dir), validate=False)
 
 
 def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
@@ -213,8 +246,10 @@ def plan_lines(cfg: Config, out_dir: str | Path, shard: tuple[int, int] | None =
         status = "done" if key in done else "todo"
         line = f"{key.name:<28} {status:<5}"
         if not key.model.startswith("oracle:"):
+            proc = label_process(key.model)
             line += (f" basinlab train {out_dir / CONFIG_NAME} data.n_train={key.N} train.seed={key.seed} "
-                     f"--out {out_dir / 'runs' / key.name}")
+                     + (f"train.process={proc} " if proc != cfg.train.process else "")
+                     + f"--out {out_dir / 'runs' / key.name}")
         lines.append(line)
     return lines
 
@@ -260,7 +295,7 @@ def run_sweep(
     else:
         die_with_launcher()
     if len(devices) == 1:
-        cfg = cfg.with_values(train__device=devices[0])
+        cfg = cfg.with_values(train__device=devices[0], validate=False)  # checked by expand_devices
     data = _sweep_data(cfg, runs)
     if launch is None:
         _check_runnable(cfg, data, runs, devices or [cfg.train.device])

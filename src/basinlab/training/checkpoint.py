@@ -40,6 +40,7 @@ import torch
 
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, torch_save, write_error
+from basinlab.training.meta import CheckpointMeta
 
 CKPT_PREFIX = "ckpt-"
 LATEST = "latest"
@@ -108,15 +109,16 @@ def save_checkpoint(
     model_state: dict[str, torch.Tensor],
     ema_state: dict[str, torch.Tensor],
     config: Any,
-    meta: dict[str, Any],
+    meta: CheckpointMeta | dict[str, Any],
     train_state: dict[str, Any] | None = None,
     tokenizer: Any | None = None,
     source: Any | None = None,
 ) -> Path:
     """Write a complete checkpoint of ``step`` under ``out_dir`` atomically; return its directory.
 
-    ``config`` is a :class:`~basinlab.config.Config`; ``meta`` must hold ``arch`` (see ``DiT.arch()``),
-    ``vocab_size`` and ``seq_len``. ``train_state`` (optimiser, RNG) goes to ``state.pt``.
+    ``config`` is a :class:`~basinlab.config.Config`; ``meta`` a :class:`~basinlab.training.meta.CheckpointMeta`
+    (or its flat dict: ``arch`` (see ``DiT.arch()``), ``vocab_size``, ``seq_len``...). ``train_state``
+    (optimiser, RNG) goes to ``state.pt``.
     """
     from safetensors.torch import save_file
 
@@ -133,7 +135,8 @@ def save_checkpoint(
         if train_state is not None:
             torch_save(train_state, tmp / STATE_FILE)  # a full disk raises ENOSPC
         (tmp / CONFIG_FILE).write_text(config.to_yaml())
-        meta = {"format": FORMAT, "step": int(step), **meta}
+        flat = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta)
+        meta = {"format": FORMAT, **flat, "step": int(step)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if tokenizer is not None:
             tokenizer.save(str(tmp / TOKENIZER_FILE))
@@ -318,12 +321,31 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
 
 
 def load_config_file(ckpt: Path):
-    import yaml
-
-    from basinlab.config import config_from_dict
+    """The checkpoint's ``config.yaml``, validated, and refused where it disagrees with its ``meta.json``."""
+    from basinlab.config import config_from_dict, load_yaml
 
     verify_checkpoint(ckpt, [CONFIG_FILE])
-    return config_from_dict(yaml.safe_load((ckpt / CONFIG_FILE).read_text()) or {})
+    cfg = config_from_dict(load_yaml((ckpt / CONFIG_FILE).read_text(), f"{ckpt / CONFIG_FILE}") or {})
+    check_config_matches_meta(cfg, load_meta(ckpt), ckpt)
+    return cfg
+
+
+def check_config_matches_meta(cfg: Any, meta: dict[str, Any], ckpt: Path) -> None:
+    """``config.yaml`` and ``meta.json`` of one checkpoint are written together and agree on the network and its
+    schedule; an edited ``config.yaml`` (its manifest re-hashed) that says otherwise is refused (issue 18)."""
+    from basinlab.models.presets import resolve_arch
+
+    arch, saved = resolve_arch(cfg.model), meta.get("arch") or {}
+    pairs = [(f"model.{k}", arch[k], saved[k]) for k in ("n_layer", "d_model", "n_head", "d_cond", "dropout")
+             if k in saved]
+    pairs += [("data.seq_len", cfg.data.seq_len, meta.get("seq_len")),
+              ("train.schedule", cfg.train.schedule, meta.get("schedule")),
+              ("train.eps", cfg.train.eps, meta.get("eps")),
+              ("train.objective", cfg.train.objective, meta.get("objective"))]
+    bad = [f"{k}: {a!r} in {CONFIG_FILE}, {b!r} in {META_FILE}" for k, a, b in pairs if b is not None and a != b]
+    if bad:
+        raise BasinlabError(f"checkpoint {ckpt}: {CONFIG_FILE} disagrees with {META_FILE} ({'; '.join(bad)}); "
+                            f"restore the {CONFIG_FILE} this checkpoint was saved with")
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:
@@ -391,7 +413,8 @@ def load_tokenizer(path: str | Path):
 
 @dataclass
 class TrainedModel:
-    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``."""
+    """A trained network ready for the probes (SPEC 5): ``denoiser(z_t, t) -> log x_theta``; ``process`` is its
+    forward process (uniform or masked, SPEC 2/2b)."""
 
     model: torch.nn.Module
     denoiser: Any  # NetworkDenoiser
@@ -404,6 +427,7 @@ class TrainedModel:
     path: Path
     source: Any | None = None  # MarkovSource for Markov data
     ema: bool = True
+    process: Any = None  # the forward process (``denoiser.process``)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def decode(self, seqs: torch.Tensor) -> list[str]:
@@ -449,7 +473,7 @@ class TrainedModel:
     def __repr__(self) -> str:
         return (
             f"TrainedModel(path={str(self.path)!r}, step={self.step}, V={self.vocab_size}, L={self.seq_len}, "
-            f"ema={self.ema}, schedule={self.schedule!r})"
+            f"ema={self.ema}, schedule={self.schedule!r}, process={getattr(self.process, 'name', 'uniform')})"
         )
 
 
@@ -467,14 +491,13 @@ def load_trained(
     ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the
     checkpoint's. Missing path/checkpoint, corrupt files or a vocabulary mismatch -> :class:`BasinlabError`.
     """
-    from basinlab.diffusion import get_schedule
-    from basinlab.models import NetworkDenoiser, resolve_device
-    from basinlab.models.dit import DiT
+    from basinlab.models import NetworkDenoiser, build, resolve_device
 
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)
-    V, L = int(meta["vocab_size"]), int(meta["seq_len"])
+    record = CheckpointMeta.from_dict({"schedule": cfg.train.schedule, "eps": cfg.train.eps, **meta}, ckpt)
+    V, L = record.vocab_size, record.seq_len
     if tokenizer is not None:
         tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
         where = f"tokenizer '{tokenizer}'" if isinstance(tokenizer, (str, Path)) else "the tokenizer given"
@@ -489,16 +512,17 @@ def load_trained(
         if tv is not None and tv != V:
             raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {V}")
     dev = resolve_device(device)
-    arch = {k: v for k, v in meta["arch"].items() if k not in ("vocab_size", "seq_len")}
-    model = DiT(vocab_size=V, seq_len=L, **arch)
+    process = record.forward_process()
+    model = build(record.arch, V, L, process=process)
     state = load_weights(ckpt, ema=ema)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise BasinlabError(f"checkpoint {ckpt} does not match its architecture: {str(exc).splitlines()[0]}") from None
     model.to(dev).eval()
-    schedule = get_schedule(meta.get("schedule", cfg.train.schedule), float(meta.get("eps", cfg.train.eps)))
-    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size)
+    schedule = record.noise_schedule()
+    denoiser = NetworkDenoiser(model, schedule, device=dev, precision=precision, batch_size=batch_size,
+                               process=process)
     return TrainedModel(
         model=model,
         denoiser=denoiser,
@@ -507,9 +531,10 @@ def load_trained(
         config=cfg,
         vocab_size=V,
         seq_len=L,
-        step=int(meta["step"]),
+        step=record.step,
         path=ckpt,
         source=load_source(ckpt),
         ema=ema,
         meta=meta,
+        process=process,
     )

@@ -23,6 +23,10 @@ Objectives (never cross-entropy on all positions, SPEC 4):
   far lower variance: on a short CPU budget it is what gets a model below the unigram entropy;
 - ``ce_warmup_steps`` steps of ``ce_redrawn`` then ``objective``.
 
+Both objectives are the forward process's (``train.process``, :mod:`basinlab.diffusion.forward`): for the masked
+process (SPEC 2b) the NELBO is MDLM's, and ``ce_redrawn`` is plain cross-entropy on the masked positions, which is
+MDLM's objective without its ``-α'_t / (1 - α_t)`` weight (the same optimum at every ``t``).
+
 Training counts every position (BOS/EOS/PAD included: the model generates whole length-``L`` sequences); the
 NELBO *reported* by ``estimate_nelbo`` counts real tokens only.
 
@@ -55,12 +59,13 @@ import torch
 import torch.distributed as dist
 
 from basinlab.config import config_differences
-from basinlab.diffusion import corrupt, get_schedule, nelbo_integrand, redrawn_cross_entropy, sample_times
+from basinlab.diffusion import get_process, get_schedule, sample_times
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, directory_lock
 from basinlab.memory import require_fits
-from basinlab.models import autocast, autocast_dtype, build_model, resolve_arch, resolve_device
+from basinlab.models import autocast, autocast_dtype, build, resolve_arch, resolve_device
 from basinlab.training import checkpoint as ckpt_mod
+from basinlab.training.meta import CheckpointMeta
 
 logger = logging.getLogger(__name__)
 METRIC_FIELDS = ("step", "epoch", "objective", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
@@ -270,8 +275,9 @@ class _Run:
     opt: torch.optim.Optimizer
     gen: torch.Generator  # times and noise of the global batch, shared by every rank
     schedule: Any
+    process: Any  # the forward process (basinlab.diffusion.forward)
     sampler: EpochSampler
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     data: Any
     fwd: torch.nn.Module | None = None  # the model as called in the loop (DDP, compiled)
     step: int = 0
@@ -327,25 +333,35 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, vocab_size, seq_len).to(device)
+    process = get_process(tc.process, vocab_size, **_process_options(tc.process, data))
+    model = build(cfg.model, vocab_size, seq_len, process=process).to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # the fused AdamW kernel: one pass over all parameters (on a CPU 0.7 ms against 3.7 ms per step for the demo model)
     opt = model.configure_optimizers(tc.lr, (tc.beta1, tc.beta2), tc.weight_decay, fused=device.type in ("cuda", "cpu"))
     gen = torch.Generator().manual_seed(tc.seed * 7_368_787 + 2_027)
     torch.manual_seed(tc.seed + 104_729 * (dd.rank + 1))  # dropout, per rank
     schedule = get_schedule(tc.schedule, tc.eps)
-    meta = {
-        "arch": model.arch(), "vocab_size": vocab_size, "seq_len": seq_len, "schedule": schedule.name,
-        "eps": schedule.eps, "n_train": int(x_train.shape[0]), "objective": tc.objective,
-        "ce_warmup_steps": tc.ce_warmup_steps, "basinlab": _version(),
-        "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path,
-    }
+    meta = CheckpointMeta(
+        arch=model.arch(), vocab_size=vocab_size, seq_len=seq_len, schedule=schedule.name, eps=schedule.eps,
+        process=process.name, process_options=process.options(),
+        tokenizer=cfg.data.tokenizer if getattr(data, "tokenizer", None) is not None else None,
+        extra={"n_train": int(x_train.shape[0]), "objective": tc.objective, "ce_warmup_steps": tc.ce_warmup_steps,
+               "basinlab": _version(), "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path},
+    )
     return _Run(
         cfg=cfg, out=out, dd=dd, device=device, x_train=x_train, vocab_size=vocab_size, model=model,
         names=[n for n, _ in named], params=[p for _, p in named], ema=[p.detach().clone().float() for _, p in named],
-        opt=opt, gen=gen, schedule=schedule, sampler=EpochSampler(int(x_train.shape[0]), tc.batch_size, tc.seed),
-        meta=meta, data=data,
+        opt=opt, gen=gen, schedule=schedule, process=process,
+        sampler=EpochSampler(int(x_train.shape[0]), tc.batch_size, tc.seed), meta=meta, data=data,
     )
+
+
+def _process_options(name: str, data) -> dict[str, Any]:
+    """The masked process takes the tokenizer's own ``[MASK]`` when it has one (MDLM's rule, SPEC 2b); otherwise a
+    ``[MASK]`` is appended to the vocabulary."""
+    tk = getattr(getattr(data, "tokenizer", None), "tk", None)
+    mask_id = tk.token_to_id("[MASK]") if name == "masked" and tk is not None else None
+    return {} if mask_id is None else {"mask_index": int(mask_id)}
 
 
 def _restore(run: _Run, ckpt: Path) -> None:
@@ -388,7 +404,7 @@ def _check_compatible(saved, run: _Run, ckpt: Path, meta: dict[str, Any]) -> Non
             f"{f'; and {len(diffs) - 1} more' if len(diffs) > 1 else ''}); use --no-resume (resume=False) "
             f"to start over or another out_dir"
         )
-    ckpt_mod.check_data_fingerprint(meta, run.meta.get("data_sha256"), ckpt)
+    ckpt_mod.check_data_fingerprint(meta, run.meta.extra.get("data_sha256"), ckpt)
 
 
 def _wrap(run: _Run) -> None:
@@ -407,7 +423,7 @@ def _wrap(run: _Run) -> None:
 def _train_step(run: _Run) -> tuple[str, float]:
     """One optimiser step on global batch ``run.step`` (SPEC 4); returns the objective and the learning rate."""
     tc, dd, device, step = run.cfg.train, run.dd, run.device, run.step
-    B, L, V = run.global_batch, run.x_train.shape[1], run.vocab_size
+    B, L = run.global_batch, run.x_train.shape[1]
     B_rank = B // dd.world
     B_micro = B_rank // tc.grad_accum
     objective = "ce_redrawn" if (step < tc.ce_warmup_steps or tc.objective == "ce_redrawn") else "nelbo"
@@ -418,7 +434,7 @@ def _train_step(run: _Run) -> tuple[str, float]:
     x = run.x_train[run.sampler.indices(step)]
     t = sample_times(B, tc.t_eps, tc.antithetic, run.gen)
     alpha_t = run.schedule.alpha(t)
-    z_t, redrawn = corrupt(x, alpha_t, V, generator=run.gen, return_mask=True)
+    z_t, redrawn = run.process.corrupt(x, alpha_t, generator=run.gen, return_mask=True)
     dalpha_t, sigma_t = run.schedule.dalpha(t), run.schedule.sigma(t).float()
     amp = autocast_dtype(tc.precision, device)
     loss_acc = torch.zeros((), device=device)
@@ -429,11 +445,12 @@ def _train_step(run: _Run) -> tuple[str, float]:
         with run.fwd.no_sync() if (not sync and hasattr(run.fwd, "no_sync")) else nullcontext():
             with autocast(device, amp):
                 logits = run.fwd(zb, sigma_t[sl].to(device))
-            log_x_theta = torch.log_softmax(logits.float(), dim=-1)
+            log_x_theta = run.process.parameterise(logits, zb)
             if objective == "nelbo":
-                per_pos = nelbo_integrand(xb, zb, log_x_theta, alpha_t[sl].to(device), dalpha_t[sl].to(device))
+                per_pos = run.process.nelbo_integrand(xb, zb, log_x_theta, alpha_t[sl].to(device),
+                                                      dalpha_t[sl].to(device))
             else:
-                per_pos = redrawn_cross_entropy(xb, log_x_theta, redrawn[sl].to(device))
+                per_pos = run.process.cheap_loss(xb, log_x_theta, redrawn[sl].to(device))
             # sum over this micro-batch / positions of the GLOBAL batch; DDP averages over ranks
             loss = per_pos.sum() * (dd.world / (B * L))
             loss.backward()
@@ -535,7 +552,7 @@ def train(
 
 
 def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torch.device) -> TrainResult:
-    from tqdm.auto import tqdm
+    from basinlab.progress import progress_bar
 
     tc = cfg.train
     run = _prepare(cfg, data, out, dd, device)
@@ -552,7 +569,7 @@ def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torc
     start_step, t_start = run.step, time.perf_counter()
     metrics = _Metrics(out, start_step, dd.main, tokens_per_step=run.global_batch * run.x_train.shape[1])
     show = (tc.progress if progress is None else progress) and dd.main
-    bar = tqdm(total=tc.steps, initial=start_step, disable=not show, desc="train", dynamic_ncols=True)
+    bar = progress_bar(tc.steps, "train", enabled=show, initial=start_step)  # a log line per 10% outside a TTY
     run.model.train()
     with _sigint_finishes_the_step(dd.world == 1) as interrupted:
         try:

@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fault(exc: Exception, args: argparse.Namespace | None) -> str | None:
+    """The one line of a write the disk refused (full, read-only, failing), else None (a bug: the traceback)."""
+    from basinlab.io import disk_fault_line
+
+    paths = [getattr(args, k) for k in ("out", "dir", "checkpoint") if isinstance(getattr(args, k, None), str)]
+    return disk_fault_line(exc, paths)
+
+
 #: the commands a rerun resumes (checkpoints, the sweep's store); Ctrl-C in any other starts over when rerun
 RESUMABLE_COMMANDS = ("train", "sweep", "demo")
 
@@ -103,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     except BasinlabError as exc:
         print(f"basinlab: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a full disk: one line, exit code 1 (a fault, not bad input)
+        line = _fault(exc, args)
+        if line is None:
+            raise
+        print(f"basinlab: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(_interrupted(getattr(args, "command", None)), file=sys.stderr)
         return 130

@@ -74,7 +74,7 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
             "Score each text for memorisation (leave-one-out conditional entropy at t = 1e-5, basin recovery per "
             "t, fixed point yes/no, NELBO per token, and with --reference the distance to the nearest reference "
             "sequence); with --members and --nonmembers, the ROC AUC of each score telling them apart (1.0 = "
-            "members look more memorised; DeLong 95%% interval; TPR at 1%% and 0.1%% FPR). Writes scores.csv, "
+            "members look more memorised; DeLong 95% interval; TPR at 1% and 0.1% FPR). Writes scores.csv, "
             "scores.parquet, auc.json, roc.png, tokens.parquet (per token: entropy, top-5, basin outcome) and "
             "audit.html (every text token by token, shaded by entropy) to --out."
         ),
@@ -138,18 +138,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file; a missing, empty or non-UTF-8 file is a one-line error."""
-    p = Path(path)
-    if not p.is_file():
-        raise BasinlabError(f"text file '{path}' does not exist")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BasinlabError(f"'{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise BasinlabError(f"'{path}' is empty; give one text per line")
-    return lines
+    """Non-empty lines of a UTF-8 text file; anything else is a one-line error (:mod:`basinlab.cli.audit_input`)."""
+    from basinlab.cli.audit_input import read_lines as read
+
+    return read(path)
 
 
 def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
@@ -187,6 +179,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import torch
 
     import basinlab
+    from basinlab.cli import audit_input as ai
     from basinlab.cli.probe import _parse_ts
     from basinlab.probes.audit import audit
     from basinlab.probes.protocol import resolve_weights
@@ -204,17 +197,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise BasinlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     ts = _parse_ts(args.ts)
+    ai.check_out(args.out)  # before the scoring, so that no work is lost (issue 18)
     lines = {g: read_lines(f) for g, f in files}
+    ai.check_count(lines, files)
     run_probe = load_config_file(require_checkpoint(args.checkpoint)).probe  # protocol and weights, as the sweep
     protocol = args.protocol or run_probe.protocol
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
     tm = basinlab.load(args.checkpoint, device=args.device, ema=weights == "ema", batch_size=args.batch_size)
     enc = {g: encode_lines(lines[g], args.format, tm, f) for g, f in files}
+    if args.format == "text":
+        for g, f in files:
+            ai.warn_cut(lines[g], tm.tokenizer, tm.seq_len, f)
     if own is not None:
         data = tm.dataset()
+        ai.check_train_vs_test(own, int(tm.config.data.n_train), int(data.test.shape[0]))
         for g, seqs_g in (("member", data.train(tm.config.data.n_train)[:own]), ("nonmember", data.test[:own])):
             enc[g], lines[g] = (seqs_g, data.real_mask(seqs_g)), data.decode(seqs_g)
         files = [("member", "train"), ("nonmember", "test"), *files]
+    ai.warn_groups(lines)
     seqs = torch.cat([enc[g][0] for g, _ in files])
     mask = torch.cat([enc[g][1] for g, _ in files])
     groups = [g for g, _ in files for _ in lines[g]]
@@ -245,6 +245,7 @@ def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, check
 
 
 def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], args: argparse.Namespace) -> None:
+    from basinlab.cli.audit_input import remove_stale
     from basinlab.io import atomic_write, atomic_write_text
     from basinlab.probes.audit import auc_table, scores_frame
     from basinlab.probes.plots import plot_roc
@@ -266,6 +267,7 @@ def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], ar
             lo, hi = a["ci_low"], a["ci_high"]
             ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
             print(f"{name:>22s}  AUC {a['auc']:.3f}{ci}" if a["auc"] is not None else f"{name:>22s}  AUC -")
+    remove_stale(out, written)
     print(f"scored {len(groups)} texts; wrote {', '.join(written)} to {out}")
 
 

@@ -30,7 +30,7 @@ from basinlab.data import build_dataset
 from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import Denoiser
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write_text, check_writable_dir
+from basinlab.io import atomic_write_text, check_output_dir
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_label
 from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config, restore_examples, run_suite
@@ -173,8 +173,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise BasinlabError(f"--show-t must lie in (0, 1], got {args.show_t}")
     out = Path(args.out) if args.out else None
     if out is not None:
-        check_writable_dir(out, "--out")
+        check_output_dir(out, "--out")
     denoiser, data, cfg, label = _build(args)
+    if args.oracle == "empirical":
+        print(f"empirical oracle: memorises N = {cfg.data.n_train} training sequences (data.n_train)")
     pc = _probe_config(cfg, args)
     names = list(dict.fromkeys(args.sets or SETS))
     which = probes_for(label) if args.which == "all" else (args.which.replace("-", "_"),)

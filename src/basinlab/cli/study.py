@@ -19,6 +19,14 @@ from basinlab.study.report import write_report
 from basinlab.study.sweep import expand_devices, parse_shard, plan_lines, run_sweep
 
 
+def _presets() -> str:
+    """The packaged presets, read from the presets directory (a new preset is listed without editing this)."""
+    from importlib import resources
+
+    root = Path(str(resources.files("basinlab") / "study" / "presets"))
+    return ", ".join(sorted(p.stem for p in root.glob("*.yaml")))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep``, ``report`` and ``demo`` subcommands."""
     p = sub.add_parser(
@@ -31,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "resumes: finished runs are skipped, an interrupted training continues from its checkpoint."
         ),
     )
-    p.add_argument("config", nargs="?", help="YAML config (or a preset name: demo, contrast, markov, paper, text-demo)")
+    p.add_argument("config", nargs="?", help=f"YAML config (or a preset name: {_presets()})")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sweep.sizes=[16,64,256], or a "
                    "geometric range START:STOP[:FACTOR]: sweep.sizes=16:4096 is 16, 32, ..., 4096 (factor 2)")
-    p.add_argument("--preset", help="a packaged preset (demo, contrast, markov, paper, text-demo) instead of CONFIG")
+    p.add_argument("--preset", help=f"a packaged preset ({_presets()}) instead of CONFIG")
     p.add_argument("--out", required=True, help="the sweep directory (created; reused to resume)")
     p.add_argument("--shard", help="run only shard i of n (i/n, 0-based), e.g. for a cluster job array")
     p.add_argument(
@@ -96,7 +104,7 @@ def _config(args: argparse.Namespace) -> Config:
     elif source is not None and "=" in source:
         raise BasinlabError(f"'{source}' looks like an override; give CONFIG.yaml or --preset NAME first")
     if source is None:
-        raise BasinlabError("give a CONFIG.yaml or --preset NAME (demo, contrast, markov, paper, text-demo)")
+        raise BasinlabError(f"give a CONFIG.yaml or --preset NAME ({_presets()})")
     return load_config(source, overrides)
 
 
@@ -134,8 +142,24 @@ def _report(args: argparse.Namespace) -> int:
     if args.t is not None and not 0.0 < args.t <= 1.0:
         raise BasinlabError(f"--t must lie in (0, 1], got {args.t}")
     path = write_report(args.dir, t=args.t)
+    _print_transitions(Path(path).parent / "transition.json")
     print(f"report: {path}")
     return 0
+
+
+def _print_transitions(path: Path) -> None:
+    """One line per model: its N* and interval, as the report's summary says it."""
+    import json
+
+    from basinlab.study.transition import Transition
+
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    for d in found:
+        d["per_seed"] = {int(k): v for k, v in d.get("per_seed", {}).items()}
+        print(f"{d['model']}: {Transition(**d).describe()}")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from basinlab.errors import BasinlabError
+from basinlab.interop.checks import check_convert_out, check_export_out, check_sizes, check_weights, export_source
 
 logger = logging.getLogger(__name__)
 
@@ -452,7 +453,13 @@ def convert(
     src = Path(src)
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
+    check_convert_out(src, Path(out))  # never over another run (issue 18)
     got = read_source(src, n_heads)
+    hf = got["config"]
+    check_sizes(hf, got["raw"], src)  # before build_dit allocates
+    head_dim = hf["hidden_dim"] // hf["n_heads"]
+    got.update({k: check_weights(got[k], src if k == "raw" else f"{src} (ema)", head_dim)
+                for k in ("raw", "ema") if got[k] is not None})
     return save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides)
 
 
@@ -502,16 +509,23 @@ def save_conversion(
         tokenizer=tok_name,
         extra={"n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
                "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
-                                  "weights": "ema" if use_ema else "raw", "tokenizer": tok_name}},
+                                  "weights": _weights_label(hf, use_ema), "tokenizer": tok_name}},
     )
     if isinstance(hf.get("basinlab"), Mapping):
         saved = hf["basinlab"]
         meta.schedule, meta.eps = saved.get("schedule", meta.schedule), saved.get("eps", meta.eps)
         meta.extra.update({k: v for k, v in saved.items() if k in ("n_train", "objective")})
-    logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"],
-                "ema" if use_ema else "raw", out)
+    logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"], _weights_label(hf, use_ema), out)
     return save_checkpoint(out, step=got["step"], model_state=raw, ema_state=chosen, config=cfg, meta=meta,
                            tokenizer=tok)
+
+
+def _weights_label(hf: Mapping[str, Any], use_ema: bool) -> str:
+    """``ema`` or ``raw``: a Hugging Face directory holds one set, which a basinlab export names in its record."""
+    record = hf.get("basinlab")
+    if not use_ema and isinstance(record, Mapping) and record.get("weights") in ("ema", "raw"):
+        return str(record["weights"])
+    return "ema" if use_ema else "raw"
 
 
 # ---- export out ---------------------------------------------------------------------------------------------
@@ -528,6 +542,7 @@ def export_duo_hf(run: str | Path, out: str | Path, *, raw: bool = False, model_
 
     if model_type not in MODEL_TYPES:
         raise BasinlabError(f"unknown model_type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+    check_export_out(run, Path(out))  # never over files it did not write (issue 18)
     tm = load_trained(run, device="cpu", ema=not raw)
     if getattr(tm.process, "name", "uniform") != "uniform":
         raise BasinlabError(f"{run} is a {tm.process.name} model; Duo's and UDLM's layout holds uniform ones"
@@ -548,7 +563,7 @@ def hf_fields(tm: Any, run: str | Path, raw: bool, family: str) -> dict[str, Any
         "n_heads": m.n_head, "dropout": float(m.dropout_p),
         "time_conditioning": bool(getattr(m, "time_conditioning", True)), "step": tm.step,
         "basinlab": {"config": tm.config.to_dict(), "schedule": sched.name, "eps": float(sched.eps),
-                     "weights": "raw" if raw else "ema"},
+                     "weights": "raw" if raw else "ema", "source": export_source(run)},
     }
 
 

@@ -203,6 +203,8 @@ def _run_config(cfg: Config, key: RunKey, run_dir: Path) -> Config:
 def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store: ResultStore, progress: bool) -> None:
     """Train (if a network) and probe one run with the probe suite, then record it in one transaction."""
     run_dir = out_dir / "runs" / key.name
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BasinlabError(f"'{run_dir}' is a file where the sweep keeps run {key.name}; move it away and rerun")
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}
@@ -290,6 +292,7 @@ def run_sweep(
     if launch is None:
         check_writable_dir(out_dir, "--out")
         if len(devices) > 1:
+            _check_runnable(cfg, _sweep_data(cfg, runs), runs, devices)  # here, not in each worker's log
             _prepare(cfg, out_dir)
             return _launch_workers(out_dir, shard, devices, progress)
     else:
@@ -298,6 +301,7 @@ def run_sweep(
         cfg = cfg.with_values(train__device=devices[0], validate=False)  # checked by expand_devices
     data = _sweep_data(cfg, runs)
     if launch is None:
+        _check_runnable(cfg, data, runs, devices or [cfg.train.device])
         _prepare(cfg, out_dir)
     token = launch or uuid.uuid4().hex
     with ResultStore(out_dir) as store:
@@ -336,6 +340,32 @@ def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
             f"lower the sizes or enlarge the pool (data.markov_pool for Markov data)"
         )
     return data
+
+
+def _check_runnable(cfg: Config, data: SequenceData, runs: Sequence[RunKey], devices: Sequence[str]) -> None:
+    """Refuse, before the directory is bound to this config, a model that cannot fit on its devices (its memory
+    estimate, as the trainer's), so that a multi-worker sweep fails here in one line, not in every worker's log."""
+    from basinlab.training.trainer import _check_memory
+
+    if all(k.model.startswith("oracle:") for k in runs):
+        return
+    seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)
+    for dev in dict.fromkeys(devices):
+        _check_memory(cfg, int(data.vocab_size), seq_len, 1, resolve_device(dev))
+
+
+def _worker_error(log_path: Path) -> str:
+    """The last error line of a worker's log (``basinlab: error: ...``, else its last line), shortened."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+            tail = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "(no log)"
+    tail = [line.strip() for line in tail if line.strip()]
+    errors = [line for line in tail if line.startswith("basinlab: error:")]
+    line = (errors or tail or ["(empty log)"])[-1].removeprefix("basinlab: error: ")
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 class _Heartbeat:
@@ -415,7 +445,10 @@ def _launch_workers(out_dir: Path, shard: tuple[int, int] | None, devices: list[
     with ResultStore(out_dir) as store:
         store.export()
     if failed:
+        k = failed[0]
+        more = f" (and worker(s) {failed[1:]})" if len(failed) > 1 else ""
         raise BasinlabError(
-            f"sweep worker(s) {failed} failed; see {out_dir}/worker-K.log, then rerun the same command to resume"
+            f"sweep worker {k} on {devices[k]} failed{more}: {_worker_error(out_dir / f'worker-{k}.log')} "
+            f"(log: {out_dir}/worker-{k}.log); fix that, then rerun the same command to resume"
         )
     return out_dir

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write_text, write_error
+from basinlab.io import atomic_write_text, torch_save, write_error
 from basinlab.training.meta import CheckpointMeta
 
 CKPT_PREFIX = "ckpt-"
@@ -133,7 +133,7 @@ def save_checkpoint(
         save_file(_tensors(model_state), str(tmp / MODEL_FILE), metadata={"step": str(step), "weights": "raw"})
         save_file(_tensors(ema_state), str(tmp / EMA_FILE), metadata={"step": str(step), "weights": "ema"})
         if train_state is not None:
-            torch.save(train_state, tmp / STATE_FILE)
+            torch_save(train_state, tmp / STATE_FILE)  # a full disk raises ENOSPC
         (tmp / CONFIG_FILE).write_text(config.to_yaml())
         flat = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta)
         meta = {"format": FORMAT, **flat, "step": int(step)}

@@ -61,7 +61,7 @@ import torch.distributed as dist
 from basinlab.config import config_differences
 from basinlab.diffusion import get_process, get_schedule, sample_times
 from basinlab.errors import BasinlabError
-from basinlab.io import atomic_write_text
+from basinlab.io import atomic_write_text, directory_lock
 from basinlab.memory import require_fits
 from basinlab.models import autocast, autocast_dtype, build, resolve_arch, resolve_device
 from basinlab.training import checkpoint as ckpt_mod
@@ -536,11 +536,12 @@ def train(
             )
         if dd.main:
             ckpt_mod.prepare_run_dir(out)  # before any long computation: a file, a read-only directory...
-        if data is None:
-            from basinlab.data import build_dataset
+        with directory_lock(out) if dd.main else nullcontext():  # one writer per run directory
+            if data is None:
+                from basinlab.data import build_dataset
 
-            data = build_dataset(cfg.data)
-        return _train(cfg, data, out, resume, progress, dd, device)
+                data = build_dataset(cfg.data)
+            return _train(cfg, data, out, resume, progress, dd, device)
     except BasinlabError:
         if created and dd.main and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused before anything was written: leave no empty run directory behind

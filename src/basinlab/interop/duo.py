@@ -454,13 +454,19 @@ def convert(
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
     check_convert_out(src, Path(out))  # never over another run (issue 18)
-    got = read_source(src, n_heads)
+    got = checked_source(src, read_source(src, n_heads))
+    return save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides)
+
+
+def checked_source(src: Path, got: dict[str, Any]) -> dict[str, Any]:
+    """A source as read (``{config, raw, ema, step}``), its sizes checked against its weights before anything is
+    allocated and its weights checked (finite, floating; half precision widened to float32): Duo's and MDLM's."""
     hf = got["config"]
     check_sizes(hf, got["raw"], src)  # before build_dit allocates
     head_dim = hf["hidden_dim"] // hf["n_heads"]
     got.update({k: check_weights(got[k], src if k == "raw" else f"{src} (ema)", head_dim)
                 for k in ("raw", "ema") if got[k] is not None})
-    return save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides)
+    return got
 
 
 def save_conversion(

@@ -39,6 +39,7 @@ from typing import Any
 
 from basinlab.errors import BasinlabError
 from basinlab.interop import duo
+from basinlab.interop.checks import check_convert_out, check_export_out
 
 MODEL_TYPE = "mdlm"
 HF_FIELDS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
@@ -153,8 +154,10 @@ def convert(
     src, overrides = Path(src), list(overrides)
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
+    check_convert_out(src, Path(out))  # never over another run (issue 18)
     tc = _override(overrides, "model.time_conditioning")
-    got = read_source(src, n_heads, None if tc is None else tc.lower() in ("true", "1", "yes", "on"), ck)
+    got = duo.checked_source(src, read_source(src, n_heads, None if tc is None else tc.lower() in ("true", "1", "yes",
+                                                                                                  "on"), ck))
     return duo.save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides,
                                process="masked")
 
@@ -169,6 +172,7 @@ def export_mdlm_hf(run: str | Path, out: str | Path, *, raw: bool = False) -> Pa
     basinlab config under ``basinlab`` so that :func:`convert` gives back the same run. EMA weights unless ``raw``."""
     from basinlab.training.checkpoint import load_trained
 
+    check_export_out(run, Path(out))  # never over files it did not write (issue 18)
     tm = load_trained(run, device="cpu", ema=not raw)
     if getattr(tm.process, "name", "uniform") != "masked":
         raise BasinlabError(f"{run} is a {getattr(tm.process, 'name', 'uniform')} model; MDLM's layout holds masked "

@@ -85,16 +85,24 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
-def token_texts(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[bool]]:
+def token_texts(tokenizer: Any, vocab_size: int, mask_index: int | None = None) -> tuple[list[str], list[bool]]:
     """``(text, special)`` for every id ``< vocab_size``: the text the token adds to a decoded line, its leading
     space included (WordPiece ``##ing`` -> ``ing``; byte-level BPE ``Ġthe`` -> `` the``; a BPE token holding part
     of a UTF-8 character -> its bytes as ``‹e2 80›``, since "�" would hide which token it is), and whether it is a
-    special token (PAD/BOS/EOS/UNK and added specials: shown by name). Without a tokeniser (Markov): the ids."""
+    special token (PAD/BOS/EOS/UNK and added specials: shown by name). Without a tokeniser (Markov): the ids.
+    ``mask_index``: a masked model's ``[MASK]`` (SPEC 2b), shown as a special token ``[MASK]`` (appended when it
+    lies past the vocabulary, as a corrupted sequence holds it)."""
     if tokenizer is None:
-        return [f" {i}" for i in range(vocab_size)], [False] * vocab_size
-    dec = _byte_decoder()
-    texts = [token_text(tokenizer, i, dec) for i in range(vocab_size)]
-    return texts, [i in tokenizer.special_ids for i in range(vocab_size)]
+        texts, special = [f" {i}" for i in range(vocab_size)], [False] * vocab_size
+    else:
+        dec = _byte_decoder()
+        texts = [token_text(tokenizer, i, dec) for i in range(vocab_size)]
+        special = [i in tokenizer.special_ids for i in range(vocab_size)]
+    if mask_index is not None:
+        while len(texts) <= mask_index:
+            texts.append(""), special.append(True)
+        texts[mask_index], special[mask_index] = "[MASK]", True
+    return texts, special
 
 
 def token_text(tokenizer: Any, i: int, byte_decoder: dict[str, int] | None = None) -> str:

@@ -88,11 +88,12 @@ def test_audit_page_in_chromium(audit_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def report_path(tmp_path_factory) -> Path:
-    from basinlab.study.report import write_report
-    from tests.study.test_golden import run_toy_sweep
+def report_path(tmp_path_factory, toy_sweep) -> Path:
+    import shutil
 
-    return write_report(run_toy_sweep(tmp_path_factory.mktemp("sweep")))
+    from basinlab.study.report import write_report
+
+    return write_report(shutil.copytree(toy_sweep, tmp_path_factory.mktemp("sweep") / "sweep"))
 
 
 def test_report_page_in_chromium(report_path, tmp_path):

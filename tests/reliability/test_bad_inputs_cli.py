@@ -19,6 +19,7 @@ import torch
 from basinlab.cli import main
 from basinlab.config import load_config
 from basinlab.training.trainer import train
+from tests.reliability._refusal import assert_refused_in_one_line
 
 #: Markov data small enough for seconds (oracle commands rebuild it, from the cache outside the work directory).
 TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
@@ -116,49 +117,9 @@ def fixtures(tmp_path_factory):
             "{EMPTY}": str(base / "empty"), "cache": str(cache), "base": base}
 
 
-def _argv(argv: list[str], fx: dict) -> list[str]:
-    out = []
-    for a in argv:
-        if a == "{T}":
-            out += [*TOY, f"data.cache_dir={fx['cache']}"]
-            continue
-        for k, v in fx.items():
-            if k.startswith("{"):
-                a = a.replace(k, v)
-        out.append(a)
-    return out
-
-
-def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    snap = {}
-    for root in roots:
-        for p in root.rglob("*"):
-            if "cache" in p.relative_to(root).parts:
-                continue
-            st = p.stat()
-            snap[str(p)] = (st.st_size, st.st_mtime_ns if p.is_file() else 0)
-    return snap
-
-
 @pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_in_one_line(fixtures, tmp_path, monkeypatch, capsys, argv, words):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("BASINLAB_CACHE", fixtures["cache"])
-    before = _snapshot(tmp_path, fixtures["base"])
-    try:
-        rc = main(_argv(argv, fixtures))
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("basinlab: error:"), err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert _snapshot(tmp_path, fixtures["base"]) == before, "a refused command wrote something"
-    assert not os.listdir(tmp_path)
+    assert_refused_in_one_line(argv, words, fixtures, TOY, tmp_path, monkeypatch, capsys)
 
 
 # ---- issue 18, finding 9: misleading output ---------------------------------------------------------------------

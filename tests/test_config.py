@@ -66,3 +66,14 @@ def test_scientific_notation_becomes_float(tmp_path):
     assert isinstance(cfg.train.weight_decay, float) and cfg.train.steps == 10
     with pytest.raises(BasinlabError, match="must be a finite number"):
         load_config(None, ["train.lr=fast"])
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """`basinlab sweep --preset contrast` run where a folder `contrast/` exists (e.g. an earlier run) still reads the
+    packaged preset; a folder with no preset of its name is refused as a directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "contrast").mkdir()
+    (tmp_path / "mine").mkdir()
+    assert load_config("contrast").sweep.processes == ["uniform", "masked"]
+    with pytest.raises(BasinlabError, match="is a directory"):
+        load_config("mine")

@@ -563,6 +563,12 @@ def config_differences(old: Config, new: Config, sections: tuple[str, ...], swee
         if k not in free.get(s, ()) and a[s].get(k) != v
     ]
 
+def preset_path_or_none(name: str) -> Path | None:
+    """The packaged preset ``name``, or None when there is none."""
+    path = Path(str(resources.files("basinlab") / "study" / "presets" / f"{name}.yaml"))
+    return path if path.is_file() else None
+
+
 def preset_path(name: str) -> Path:
     """Path of a preset YAML shipped in the package (``demo``, ``markov``, ``paper``...)."""
     root = resources.files("basinlab") / "study" / "presets"
@@ -677,7 +683,11 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
 def _read_yaml(source: str | Path) -> dict[str, Any]:
     path = Path(source)
     try:
-        if not path.exists() and path.suffix == "" and "/" not in str(source):
+        if path.suffix == "" and "/" not in str(source) and not path.is_file():
+            # a preset name; a folder of that name in the working directory (e.g. a run's) does not hide it
+            if path.exists() and not preset_path_or_none(str(source)):
+                raise BasinlabError(f"config '{source}' is a directory, not a YAML file; give a YAML path or a "
+                                    "preset name")
             path = preset_path(str(source))
         if not path.exists():
             raise BasinlabError(f"config file '{source}' not found; give a YAML path or a preset name")

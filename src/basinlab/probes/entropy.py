@@ -94,6 +94,7 @@ def conditional_entropy(
     basin=None,
     generated: torch.Tensor | None = None,
     generated_mask: torch.Tensor | None = None,
+    generated_entropy: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     split: str = "input",
     count_special: bool = False,
@@ -104,6 +105,7 @@ def conditional_entropy(
     ``.arrays``: ``ts``, ``entropy [n_t, M, L]`` (NaN at non-real positions), ``entropy_seq [n_t, M]``; with
     ``trajectory``: ``traj_t [K]``, ``traj_entropy [K, M]``; with ``basin``: ``recovered@{t}`` / ``failed@{t}``
     (per-token entropies of those tokens, 1-D); with ``generated``: ``generated_entropy [S, L]`` (NaN at non-real).
+    ``generated_entropy``: that array from an earlier call on the same samples and seed, reused instead of recomputed.
     """
     V = denoiser.vocab_size
     seqs, mask = check_seqs(seqs, V, None if count_special else real_mask)
@@ -136,8 +138,9 @@ def conditional_entropy(
 
     if generated is not None:
         gen, gmask = check_seqs(generated, V, None if count_special else generated_mask)
-        hg = entropy_per_token(denoiser, gen, ts[0], seed=child_seed(seed, "generated"), batch_size=batch_size,
-                               progress=progress, device=dev, desc="entropy generated")
+        hg = generated_entropy if generated_entropy is not None else entropy_per_token(
+            denoiser, gen, ts[0], seed=child_seed(seed, "generated"), batch_size=batch_size, progress=progress,
+            device=dev, desc="entropy generated")
         g_seq = _seq_mean(hg, gmask)
         res.add(PROBE, set_name, ts[0], "entropy_generated", summarize(g_seq))
         res.add(PROBE, set_name, ts[0], gap_name, _difference(summarize(g_seq), summarize(H_seq[0])))

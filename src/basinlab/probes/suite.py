@@ -209,13 +209,16 @@ def run_suite(
                            test_mask=data.real_mask(data.test), t_start=cfg.t_start, steps=cfg.steps, **common),
                    prefix="novelty/generated/")
     gaps = gap_sets(cfg.protocol)  # generated minus test and/or train, per protocol
+    h_gen = None  # the samples' entropies: computed for the first gap, reused for the other (same draw)
     for name in on.get("entropy", []):
         gen = samples if name in gaps else None
         out.extend(conditional_entropy(denoiser, seqs[name], set_name=name, real_mask=masks[name],
                                        ts=[cfg.entropy_t], steps=cfg.steps, basin=basins.get(name), generated=gen,
                                        generated_mask=None if gen is None else data.real_mask(gen),
-                                       gap_name=gaps.get(name, "entropy_gap"), trajectory=trajectory, **common,
-                                       **opts["entropy"]), prefix=f"entropy/{name}/")
+                                       generated_entropy=h_gen, gap_name=gaps.get(name, "entropy_gap"),
+                                       trajectory=trajectory, **common, **opts["entropy"]), prefix=f"entropy/{name}/")
+        if gen is not None:
+            h_gen = out.arrays[f"entropy/{name}/generated_entropy"]
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
                               **opts["likelihood"]), prefix=f"likelihood/{name}/")

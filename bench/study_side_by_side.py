@@ -13,7 +13,7 @@ basinlab's trained network in as the study model's ``backbone`` and runs both on
   test at every ``t`` (recovery, unstable rate, exact match, the entropy of the four token groups), fixed points at
   every ``t`` and the conditional entropy at every ``t`` (basinlab's ``t_grid``), the entropy at ``t = 1e-5`` and
   the gap of generated samples against ``train``, the NELBO (mean integrand), and the trajectory statistics along
-  the chain from ``t = 1`` (the study gives batch means only: its standard error is taken equal to basinlab's).
+  the chain from ``t = 1`` (the study's loop run one sequence per batch, so that its means are per-sequence).
 
 The study's model is built without its ``__init__`` (which builds the study's own DiT and loads GPT-2 for its
 metrics): the script sets the attributes ``TrainerBase.__init__`` sets, with the study's ``LogLinear`` noise and
@@ -237,16 +237,18 @@ def study_nelbo(model, seqs: torch.Tensor, repeats: int, batch_size: int) -> np.
     return (total / repeats).numpy()
 
 
-def study_trajectory(ev, model, seqs: torch.Tensor, batch_size: int):
-    """eval_entropy_overtime.py's loop: ``q_xt`` at ``t = 1``, ``track_trajectory``, then the mean per ``t``."""
+def study_trajectory(ev, model, seqs: torch.Tensor) -> dict[float, dict[str, tuple[float, float]]]:
+    """eval_entropy_overtime.py's loop (``q_xt`` at ``t = 1``, then ``track_trajectory``) run one sequence per batch,
+    so that its per-batch means are per-sequence values: ``{t: {stat: (mean, standard error)}}`` over sequences
+    (the study's ``groupby("t").mean()`` of equal batches is the same mean)."""
     import pandas as pd
 
     frames = []
-    for i in range(0, len(seqs), batch_size):
-        x0 = seqs[i:i + batch_size]
-        _, alpha_t = model.noise(torch.ones(x0.shape[0], 1) * 1.0)
-        frames.append(ev.track_trajectory(model.q_xt(x0, alpha_t), 1.0, 1e-5))
-    return pd.concat(frames, ignore_index=True).groupby("t").mean().reset_index()
+    for x0 in seqs:
+        _, alpha_t = model.noise(torch.ones(1, 1))
+        frames.append(ev.track_trajectory(model.q_xt(x0[None], alpha_t), 1.0, 1e-5))
+    df = pd.concat(frames, ignore_index=True)
+    return {float(t): {m: _stats(g[m].to_numpy())[:2] for m in TRAJ} for t, g in df.groupby("t")}
 
 
 # ---- basinlab's measurements ----------------------------------------------------------------------------------------
@@ -348,8 +350,9 @@ def compare_deterministic(table: Table, model, tm, seqs: torch.Tensor, steps: in
         table.exact("posterior q(z_s|z_t,x_theta), max |d|", "test", t, (post_s - post_b).abs().max().item(), 0.0,
                     1e-12)
         dalpha = float(tm.schedule.dalpha(t))
-        f_s = model.nll_per_token(log_b.double(), z_t, x, col(a_t), dalpha)
-        f_b = tm.process.nelbo_integrand(x, z_t, log_b.double(), a_t, dalpha)
+        log_x = torch.log_softmax(log_b.double(), -1)  # Duo's closed form, too, assumes sum x = 1 exactly
+        f_s = model.nll_per_token(log_x, z_t, x, col(a_t), dalpha)
+        f_b = tm.process.nelbo_integrand(x, z_t, log_x, a_t, dalpha)
         rel = ((f_s - f_b).abs() / (1 + f_b.abs())).max().item()
         table.exact("NELBO integrand, max rel |d|", "test", t, rel, 0.0, 1e-9)
 
@@ -410,15 +413,15 @@ def compare_nelbo_trajectory(table: Table, ev, model, rows: dict, sets: dict, re
     for s in ("train", "test"):
         table.measured("NELBO (mean integrand)", s, None, _stats(study_nelbo(model, sets[s], repeats, bs))[:2],
                        _ours(_row(rows, "likelihood", s, None, "nelbo")))
-        df = study_trajectory(ev, model, sets[s], bs)
-        ts = df["t"].to_numpy()
-        for k in sorted({0, len(ts) // 2, len(ts) - 2, len(ts) - 1}):
-            t = float(ts[::-1][k])  # df is sorted ascending in t; k counts from t = 1
+        traj = study_trajectory(ev, model, sets[s])
+        ours = sorted({k[2] for k in rows if k[:2] == ("trajectory", s)}, reverse=True)  # the t basinlab reports
+        for t in sorted({ours[0], ours[len(ours) // 2], ours[-2], ours[-1]}, reverse=True):
+            t_s = min(traj, key=lambda u: abs(u - t))  # the study's float32 grid point
+            if abs(t_s - t) > 1e-6:
+                continue
             for m in TRAJ:
-                row = next(r for key, r in rows.items() if key[:2] == ("trajectory", s) and key[3] == f"traj_{m}"
-                           and abs(key[2] - t) < 1e-6)
-                b = _ours(row)
-                table.measured(f"trajectory {m}", s, t, (float(df.loc[df["t"] == ts[::-1][k], m].iloc[0]), b[1]), b)
+                table.measured(f"trajectory {m}", s, t, traj[t_s][m], _ours(_row(rows, "trajectory", s, t,
+                                                                                  f"traj_{m}")))
 
 
 def main() -> None:

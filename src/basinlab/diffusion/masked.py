@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from basinlab.diffusion.forward import ForwardProcess
-from basinlab.diffusion.process import _per_row
+from basinlab.diffusion.process import per_row
 
 
 class MaskedProcess(ForwardProcess):
@@ -73,7 +73,7 @@ class MaskedProcess(ForwardProcess):
                 return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Each position becomes ``[MASK]`` with probability ``1 - α_t``; the mask is the masked positions."""
         B, L = x.shape
-        a = _per_row(alpha_t, B, x.device)
+        a = per_row(alpha_t, B, x.device)
         u = torch.rand(B, L, generator=generator, device=x.device, dtype=torch.float64)
         masked = u >= a
         z = torch.where(masked, torch.full_like(x, self.mask_index), x)
@@ -132,8 +132,8 @@ class MaskedProcess(ForwardProcess):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """MDLM's ancestral step (``_ddpm_update``), or ReMDM's with ``remask``; see the module docstring."""
         B, L, V = log_x_theta.shape
-        at = _per_row(alpha_t, B, z_t.device)
-        as_ = _per_row(alpha_s, B, z_t.device)
+        at = per_row(alpha_t, B, z_t.device)
+        as_ = per_row(alpha_s, B, z_t.device)
         sig = self._sigma(at, as_)
         masked = z_t == self.mask_index
         p_unmask = ((as_ - (1.0 - sig) * at) / (1.0 - at)).clamp(0.0, 1.0).expand(B, L)  # at a masked position
@@ -166,8 +166,8 @@ class MaskedProcess(ForwardProcess):
         """``f = (α'_t / (1 - α_t)) log x_θ,l(x_l)`` at masked positions, 0 elsewhere (SPEC 2b), ``[B, L]``."""
         B, L, _ = log_x_theta.shape
         dtype = torch.float64 if log_x_theta.dtype == torch.float64 else torch.float32
-        a = _per_row(alpha_t, B, log_x_theta.device)
-        da = _per_row(dalpha_t, B, log_x_theta.device)
+        a = per_row(alpha_t, B, log_x_theta.device)
+        da = per_row(dalpha_t, B, log_x_theta.device)
         weight = (da / (1.0 - a)).to(dtype)  # MDLM: -dsigma / expm1(sigma), <= 0
         log_px = log_x_theta.to(dtype).gather(-1, x.unsqueeze(-1)).squeeze(-1)
         masked = z_t == self.mask_index

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 
-def _per_row(a: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
+def per_row(a: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
     """``alpha`` as a float64 ``[B, 1]`` column."""
     a = torch.as_tensor(a, dtype=torch.float64, device=device)
     if a.dim() == 0:
@@ -30,7 +30,7 @@ def corrupt(
     (the mask the redrawn-positions cross-entropy of SPEC 4 uses; not ``z_t != x``).
     """
     B, L = x.shape
-    a = _per_row(alpha_t, B, x.device)
+    a = per_row(alpha_t, B, x.device)
     u = torch.rand(B, L, generator=generator, device=x.device, dtype=torch.float64)
     redrawn = u >= a
     noise = torch.randint(0, vocab_size, (B, L), generator=generator, device=x.device)
@@ -52,7 +52,7 @@ def bayes_log_posterior(log_x_theta: torch.Tensor, z_t: torch.Tensor, alpha_t: t
     """
     B, L, V = log_x_theta.shape
     dtype = torch.float64 if log_x_theta.dtype == torch.float64 else torch.float32
-    lam = emission_log_bonus(_per_row(alpha_t, B, log_x_theta.device), V).to(dtype)  # [B, 1]
+    lam = emission_log_bonus(per_row(alpha_t, B, log_x_theta.device), V).to(dtype)  # [B, 1]
     logits = log_x_theta.to(dtype).clone()
     bonus = lam.expand(B, L).unsqueeze(-1)
     logits.scatter_add_(-1, z_t.unsqueeze(-1), bonus)
@@ -68,8 +68,8 @@ def posterior(
     A reference implementation: samplers use :func:`sample_posterior`, which never builds this tensor in float64.
     """
     B, L, V = x_probs.shape
-    at = _per_row(alpha_t, B, x_probs.device).unsqueeze(-1)
-    as_ = _per_row(alpha_s, B, x_probs.device).unsqueeze(-1)
+    at = per_row(alpha_t, B, x_probs.device).unsqueeze(-1)
+    as_ = per_row(alpha_s, B, x_probs.device).unsqueeze(-1)
     ats = at / as_
     x = x_probs.to(torch.float64)
     onehot = torch.nn.functional.one_hot(z_t, V).to(torch.float64)
@@ -86,8 +86,8 @@ def mixture_weights(
     ``uniform``: ``(1 - a_ts)(1 - a_s)``. ``x_i`` is ``x_theta`` at the current token.
     """
     B, L = x_i.shape
-    at = _per_row(alpha_t, B, x_i.device)
-    as_ = _per_row(alpha_s, B, x_i.device)
+    at = per_row(alpha_t, B, x_i.device)
+    as_ = per_row(alpha_s, B, x_i.device)
     ats = at / as_
     stay = vocab_size * at * x_i.to(torch.float64) + (ats - at)
     draw = (as_ - at).expand(B, L)
@@ -128,8 +128,8 @@ def greedy_posterior(
     x = log_x_theta.float().exp()
     x_i = x.gather(-1, z_t.unsqueeze(-1)).squeeze(-1).double()
     best_p, best_j = x.max(-1)
-    at = _per_row(alpha_t, B, z_t.device)
-    as_ = _per_row(alpha_s, B, z_t.device)
+    at = per_row(alpha_t, B, z_t.device)
+    as_ = per_row(alpha_s, B, z_t.device)
     ats = at / as_
     stay_total = V * at * x_i + (ats - at) + (as_ - at) * x_i
     move_total = (as_ - at) * best_p.double()

@@ -70,11 +70,11 @@ def restore_examples(
 def _token_texts(data: SequenceData, ids: list[int]) -> list[str] | None:
     """Each token's own text (:func:`basinlab.probes.tokens.token_text`: a space token is " ", a partial
     character its bytes), for the report's per-token shading; None without a tokeniser."""
-    from basinlab.probes.tokens import _byte_decoder, token_text
+    from basinlab.probes.tokens import byte_level_decoder, token_text
 
     if getattr(data, "tokenizer", None) is None:
         return None
-    dec = _byte_decoder()
+    dec = byte_level_decoder()
     return [token_text(data.tokenizer, i, dec) for i in ids]
 
 

@@ -72,7 +72,7 @@ def token_predictions(
 # ---- display text of each token --------------------------------------------------------------------------------
 
 
-def _byte_decoder() -> dict[str, int]:
+def byte_level_decoder() -> dict[str, int]:
     """The inverse of byte-level BPE's byte-to-character alphabet (GPT-2's ``bytes_to_unicode``)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
     cs = list(bs)
@@ -95,7 +95,7 @@ def token_texts(tokenizer: Any, vocab_size: int, mask_index: int | None = None) 
     if tokenizer is None:
         texts, special = [f" {i}" for i in range(vocab_size)], [False] * vocab_size
     else:
-        dec = _byte_decoder()
+        dec = byte_level_decoder()
         texts = [token_text(tokenizer, i, dec) for i in range(vocab_size)]
         special = [i in tokenizer.special_ids for i in range(vocab_size)]
     if mask_index is not None:
@@ -115,7 +115,7 @@ def token_text(tokenizer: Any, i: int, byte_decoder: dict[str, int] | None = Non
         return " " + tokenizer.decode([int(i)])
     if int(i) in tokenizer.special_ids:
         return piece
-    dec = byte_decoder if byte_decoder is not None else _byte_decoder()
+    dec = byte_decoder if byte_decoder is not None else byte_level_decoder()
     if isinstance(tk.decoder, decoders.ByteLevel) and all(c in dec for c in piece):
         raw = bytes(dec[c] for c in piece)
         try:

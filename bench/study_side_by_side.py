@@ -54,6 +54,7 @@ STUDY_MODULES = ("trainer_base", "algo", "eval_fixed_point", "eval_entropy_multi
 STAND_INS = ("dataloader", "metrics", "models", "utils")
 ENTROPY_T = 1e-5  # eval_entropy_multi.py's default eval_times, and basinlab's probe.entropy_t
 Z_MAX = 3.0
+MIN_GROUP = 5  # sequences with tokens in a basin-outcome group, on each side, before its entropy is compared
 ATOL = 1e-5  # deterministic quantities: float32 rounding of one forward pass
 
 
@@ -387,7 +388,9 @@ def compare_set(table: Table, ev, rows: dict, name: str, seqs: torch.Tensor, ts:
                            _ours(_row(rows, "basins", name, t, metric)))
         for col, metric in ENTROPY_GROUPS.items() if name != "random" else ():
             row = _row(rows, "entropy", name, t, metric)
-            if row is not None and row["value"] is not None and _stats(basins[t][col])[2]:
+            # a group mean over fewer than MIN_GROUP sequences on either side has no usable standard error
+            ok = row is not None and row["value"] is not None
+            if ok and min(_stats(basins[t][col])[2], row["n"] or 0) >= MIN_GROUP:
                 table.measured(f"basin {metric}", name, t, _stats(basins[t][col])[:2], _ours(row))
         table.exact("fixed-point rate (greedy chains)", name, t, _stats(fixed[t]["is_exact_match"])[0],
                     _row(rows, "t_grid", name, t, "grid_fixed_point_rate")["value"], 0.0)

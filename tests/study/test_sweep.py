@@ -25,17 +25,11 @@ from basinlab.study.sweep import (
     run_sweep,
     shard_runs,
 )
+from tests.study._golden import TOY as GOLDEN_TOY
 
-#: A toy study: two sizes, a one-layer DiT, a few steps, tiny probe settings (seconds per run on a CPU).
-TOY = [
-    "data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
-    "data.markov_pool=600", "data.n_test=40",
-    "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16",
-    "train.steps=6", "train.batch_size=8", "train.warmup_steps=2", "train.ckpt_every=3", "train.log_every=3",
-    "train.objective=ce_redrawn", "train.progress=false", "train.device=cpu",
-    "probe.m=8", "probe.steps=4", "probe.ts=[0.25, 0.5]", "probe.n_samples=4", "probe.batch_size=8",
-    "sweep.sizes=[8, 32]", "sweep.seeds=[0]", "sweep.transition_t=0.25",
-]
+#: A toy study: two sizes, a one-layer DiT, a few steps, tiny probe settings (seconds per run on a CPU); the same
+#: overrides as the pinned golden sweep (sweep.oracles=true there is the default).
+TOY = GOLDEN_TOY
 
 
 @pytest.fixture(autouse=True)

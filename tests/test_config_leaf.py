@@ -7,10 +7,9 @@ import ast
 from pathlib import Path
 
 import basinlab.config as config
-from basinlab.diffusion.forward import PROCESSES
-from basinlab.diffusion.schedules import SCHEDULES
 from basinlab.models import PRESETS, resolve_arch
 from basinlab.models.denoiser import PRECISIONS
+from basinlab.registry import PROCESSES, SCHEDULES
 
 
 def test_config_imports_nothing_from_models_or_diffusion():
@@ -21,8 +20,7 @@ def test_config_imports_nothing_from_models_or_diffusion():
 
 
 def test_config_names_agree_with_the_registries():
-    assert config.SCHEDULES == tuple(SCHEDULES)
-    assert config.PROCESSES == PROCESSES
+    assert config.SCHEDULES is SCHEDULES and config.PROCESSES is PROCESSES
     assert config.PRECISIONS == PRECISIONS
     assert PRESETS is config.PRESETS and resolve_arch is config.resolve_arch
 

@@ -23,14 +23,11 @@ from typing import Any
 import yaml
 
 from basinlab.errors import BasinlabError
+from basinlab.registry import FAMILIES, PROCESSES, PROTOCOLS, SCHEDULES, WEIGHTS
 
 DATA_SOURCES = ("brown", "text", "datasets", "markov")
 DATA_MODES = ("sentence", "wrap")
 OBJECTIVES = ("nelbo", "ce_redrawn")
-#: names the config accepts; config.py imports nothing from models/diffusion, whose registries must agree
-#: (tests/test_config.py): ``diffusion.schedules.SCHEDULES``, ``diffusion.forward.PROCESSES``
-SCHEDULES = ("loglinear", "cosine")
-PROCESSES = ("uniform", "masked")
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_DECAYS = ("none", "linear", "cosine")
 #: seeds (``train.seed``, ``data.seed``, ``sweep.seeds``...) lie in ``[0, SEED_LIMIT)``: torch generators take 64 bits
@@ -39,8 +36,6 @@ SEED_LIMIT = 2**32
 #: ``probe.quick``: about a minute of CPU for ``probe all`` on a ``micro`` model (Markov preset, L = 32): at most
 #: 128 sequences per set, T = 25 and 64 generated samples (docs/STUDY.md, "Probe cost").
 QUICK_M, QUICK_STEPS, QUICK_SAMPLES = 128, 25, 64
-PROBE_PROTOCOLS = ("exact", "paper")
-PROBE_WEIGHTS = ("ema", "raw")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
 #: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
 #: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
@@ -86,6 +81,8 @@ class ModelConfig:
     d_cond: int | None = None
     dropout: float | None = None
     time_conditioning: bool = True  # condition on sigma_t (off: sigma = 0, as MDLM's OpenWebText model; SPEC 2b)
+    family: str = "dit"  # the model family (basinlab.registry.FAMILIES; SPEC 2c)
+    init: str | None = None  # a directory of a family's own format to start from (fine-tuning; its family decides)
 
 
 @dataclass
@@ -103,7 +100,7 @@ class TrainConfig:
     beta2: float = 0.999
     ema: float = 0.9999  # decay; warmed up as min(ema, (1 + k) / (10 + k))
     grad_clip: float = 1.0
-    process: str = "uniform"  # uniform (SPEC 2) | masked (SPEC 2b: [MASK] appended, V + 1 outputs)
+    process: str = "uniform"  # a registered forward process: uniform (SPEC 2) | masked (SPEC 2b) | ...
     objective: str = "nelbo"  # nelbo | ce_redrawn (masked process: cross-entropy on the masked positions)
     ce_warmup_steps: int = 0  # steps of ce_redrawn before switching to the NELBO
     schedule: str = "loglinear"  # loglinear | cosine
@@ -117,6 +114,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 500
     progress: bool = True
+    lora_rank: int = 0  # > 0: fine-tune LoRA adapters of this rank (peft) instead of every weight (model.init)
 
 
 @dataclass
@@ -431,6 +429,7 @@ def _check_data(dc: DataConfig) -> None:
 
 
 def _check_model(mc: ModelConfig) -> None:
+    FAMILIES.check(mc.family, "model.family")
     resolve_arch(mc)
     time_conditioning(mc)
 
@@ -447,17 +446,18 @@ def _check_train(tc: TrainConfig) -> None:
         _unit(f"train.{key}", getattr(tc, key), closed_low=True, closed_high=False)
     _choice("train.objective", tc.objective, OBJECTIVES)
     _choice("train.lr_decay", tc.lr_decay, LR_DECAYS)
-    _choice("train.schedule", tc.schedule, SCHEDULES)
-    _choice("train.process", tc.process, PROCESSES)
+    SCHEDULES.check(tc.schedule, "train.schedule")
+    PROCESSES.check(tc.process, "train.process")
+    _at_least(tc, "train", ("lora_rank",), 0)
     _choice("train.precision", tc.precision, PRECISIONS)
     _device("train.device", tc.device)
     _seed("train.seed", tc.seed)
 
 
 def _check_probe(pc: ProbeConfig) -> None:
-    _choice("probe.protocol", pc.protocol, PROBE_PROTOCOLS)
+    PROTOCOLS.check(pc.protocol, "probe.protocol")
     if pc.weights is not None:
-        _choice("probe.weights", pc.weights, PROBE_WEIGHTS)
+        WEIGHTS.check(pc.weights, "probe.weights")
     _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)
     if pc.n_samples is not None:
         _at_least(pc, "probe", ("n_samples",), 0)
@@ -482,7 +482,7 @@ def apply_quick(pc: ProbeConfig) -> ProbeConfig:
 def _check_sweep(sc: SweepConfig) -> None:
     resolve_sizes(sc.sizes)
     for i, p in enumerate(sc.processes):
-        _choice(f"sweep.processes[{i}]", p, PROCESSES)
+        PROCESSES.check(p, f"sweep.processes[{i}]")
     _require(len(set(sc.processes)) == len(sc.processes), "sweep.processes", "a list without repeats",
              sc.processes)
     _require(len(sc.seeds) > 0, "sweep.seeds", "a non-empty list of integers", sc.seeds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from basinlab.diffusion import LogLinearSchedule
+from basinlab.diffusion import LogLinearSchedule, UniformProcess
 
 
 class TargetDenoiser:
@@ -15,6 +15,7 @@ class TargetDenoiser:
         self.targets = targets
         self.vocab_size = vocab_size
         self.schedule = LogLinearSchedule()
+        self.process = UniformProcess(vocab_size)
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B = z.shape[0]

@@ -289,7 +289,7 @@ def test_paper_basin_and_fixed_point_chains_enter_above(mem):
     calls: list[int] = []
 
     class Counting:
-        vocab_size, schedule = mem.vocab_size, mem.schedule
+        vocab_size, schedule, process = mem.vocab_size, mem.schedule, mem.process
 
         def __call__(self, z, t):
             calls.append(1)

@@ -238,7 +238,7 @@ def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, check
 
     proc = getattr(tm, "process", None)
     texts, special = token_texts(tm.tokenizer, tm.vocab_size,
-                                 proc.mask_index if getattr(proc, "name", "") == "masked" else None)
+                                 getattr(proc, "mask_index", None))
     frame = tokens_frame(result.arrays, groups, texts, special)
     atomic_write(out / "tokens.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     write_audit_page(out / "audit.html", result, groups, texts, special, tm.vocab_size, checkpoint,

@@ -1,7 +1,7 @@
 """The mathematics of discrete diffusion (SPEC 2-4): the forward processes (uniform, masked), their reverse chains
 and NELBO. Imports nothing else from basinlab."""
 
-from basinlab.diffusion.forward import PROCESSES, ForwardProcess, get_process, process_of, with_process
+from basinlab.diffusion.forward import ForwardProcess, get_process, process_of, with_process
 from basinlab.diffusion.masked import MaskedProcess
 from basinlab.diffusion.nelbo import (
     estimate_nelbo,
@@ -33,6 +33,7 @@ from basinlab.diffusion.sampler import (
 )
 from basinlab.diffusion.schedules import CosineSchedule, LogLinearSchedule, Schedule, get_schedule
 from basinlab.diffusion.uniform import UniformProcess
+from basinlab.registry import PROCESSES
 
 __all__ = [
     "PROCESSES",

@@ -4,7 +4,7 @@ A :class:`ForwardProcess` holds everything that differs between the uniform proc
 (SPEC 2b): the corruption ``z_t ~ q_t(. | x)``, the prior sample ``z_1``, the network's output parameterisation,
 the reverse step given ``x_θ`` (greedy or drawn), the final step, the NELBO integrand and its cheap twin (SPEC 4),
 the leave-one-out conditional the entropy probe reads, and the size of the network's vocabulary. A denoiser carries
-its process next to its schedule (``denoiser.process``); a denoiser without one is uniform (:func:`process_of`).
+its process next to its schedule (``denoiser.process``); every denoiser carries one (:func:`process_of`).
 
 Conventions shared by every process:
 
@@ -14,8 +14,9 @@ Conventions shared by every process:
 - ``alpha``-like arguments are Python floats or ``[B]`` tensors (float64 arithmetic); generators as in
   ``torch.rand``.
 
-Add a process: subclass :class:`ForwardProcess`, register it in :data:`PROCESSES` (docs/ARCHITECTURE.md, "Add a
-forward process").
+Add a process: subclass :class:`ForwardProcess` and register it in :data:`basinlab.registry.PROCESSES`
+(``@PROCESSES.register("NAME")``; docs/ARCHITECTURE.md, "Add a forward process"). Code asks a process what it can
+do (the capabilities below), never its name.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from basinlab.errors import BasinlabError
+from basinlab.registry import PROCESSES
 
 
 class ForwardProcess:
@@ -34,6 +38,14 @@ class ForwardProcess:
     has_cheap_objective = True
     #: whether a clean token can change during the reverse chain (``unstable_rate`` means something)
     can_change_clean = True
+    #: whether the packed chains of ``diffusion/packed.py`` (the basin test's GPU fast path) run this process
+    packed_fast_path = False
+    #: whether :meth:`with_remask` gives a remasking sampler (ReMDM, SPEC 2b)
+    supports_remask = False
+    #: the tokenizer's special token this process uses when the tokenizer has one (``[MASK]``), else ``None``
+    tokenizer_token: str | None = None
+    #: the exact oracles of this process (SPEC 6): oracle kind -> ``"module:Class"`` (imported on use)
+    oracles: dict[str, str] = {}
 
     def __init__(self, vocab_size: int) -> None:
         if int(vocab_size) < 1:
@@ -66,8 +78,9 @@ class ForwardProcess:
 
     # ---- the network's output ------------------------------------------------------------------------------------
 
-    def parameterise(self, logits: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
-        """``log x_θ`` float32 ``[B, L, V]`` from the network's logits ``[B, L, n_outputs]`` at input ``z_t``."""
+    def parameterise(self, logits: torch.Tensor, z_t: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """``log x_θ`` float32 ``[B, L, V]`` from the network's logits ``[B, L, n_outputs]`` at input ``z_t`` and
+        noise level ``sigma = -log α_t`` ``[B]`` (a score parameterisation such as SEDD's needs it)."""
         raise NotImplementedError
 
     def leave_one_out(self, denoiser: Any, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -113,6 +126,32 @@ class ForwardProcess:
         """The prior term of the NELBO per token, nats."""
         raise NotImplementedError
 
+    # ---- capabilities -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def tokenizer_options(cls, token_to_id: Any) -> dict[str, Any]:
+        """Options taken from a tokenizer (``token_to_id(str) -> int | None``): the id of :attr:`tokenizer_token`
+        as ``mask_index`` when the tokenizer has it (MDLM's rule, SPEC 2b), else none."""
+        if cls.tokenizer_token is None or token_to_id is None:
+            return {}
+        idx = token_to_id(cls.tokenizer_token)
+        return {} if idx is None else {"mask_index": int(idx)}
+
+    def with_remask(self, eta: float) -> ForwardProcess:
+        """The same process with a remasking sampler of strength ``eta`` (:attr:`supports_remask`)."""
+        raise BasinlabError(f"the {self.name} process has no remasking sampler (probe.remask is for processes "
+                            f"with a [MASK], such as masked)")
+
+    def oracle_class(self, kind: str) -> Any:
+        """The class of this process's exact oracle ``kind`` (SPEC 6), or ``None`` when it has none."""
+        import importlib
+
+        path = self.oracles.get(kind)
+        if path is None:
+            return None
+        module, _, attr = path.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
     # ---- identity ---------------------------------------------------------------------------------------------
 
     def options(self) -> dict[str, Any]:
@@ -133,33 +172,20 @@ class ForwardProcess:
         return f"{type(self).__name__}(V={self.vocab_size}{opts})"
 
 
-def _registry() -> dict[str, type[ForwardProcess]]:
-    from basinlab.diffusion.masked import MaskedProcess
-    from basinlab.diffusion.uniform import UniformProcess
-
-    return {"uniform": UniformProcess, "masked": MaskedProcess}
-
-
-#: the process names ``train.process`` accepts
-PROCESSES = ("uniform", "masked")
-
-
 def get_process(name: str, vocab_size: int, **options: Any) -> ForwardProcess:
-    """The process ``name`` (``uniform`` or ``masked``) over ``vocab_size`` clean tokens."""
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"unknown forward process '{name}'; choose one of {', '.join(registry)}")
-    return registry[name](vocab_size, **options)
+    """The registered process ``name`` (:data:`basinlab.registry.PROCESSES`) over ``vocab_size`` clean tokens."""
+    if name not in PROCESSES:
+        raise ValueError(PROCESSES.unknown(name))
+    return PROCESSES.get(name)(vocab_size, **options)
 
 
 def process_of(denoiser: Any) -> ForwardProcess:
-    """The denoiser's forward process: ``denoiser.process``, or the uniform process over its vocabulary."""
+    """The denoiser's forward process, ``denoiser.process``: every denoiser carries one (an oracle included)."""
     proc = getattr(denoiser, "process", None)
-    if proc is not None:
-        return proc
-    from basinlab.diffusion.uniform import UniformProcess
-
-    return UniformProcess(int(denoiser.vocab_size))
+    if not isinstance(proc, ForwardProcess):
+        raise BasinlabError(f"{type(denoiser).__name__} has no forward process: give it a `process` attribute, e.g. "
+                            f"basinlab.diffusion.get_process('uniform', V)")
+    return proc
 
 
 class _WithProcess:

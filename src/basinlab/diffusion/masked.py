@@ -29,10 +29,14 @@ from basinlab.diffusion.forward import ForwardProcess
 from basinlab.diffusion.process import per_row
 
 
-class MaskedProcess(ForwardProcess):
-    """SPEC 2b. ``remask``: ReMDM's ``η`` (0: MDLM's ancestral sampler, clean tokens never change)."""
+class AbsorbingProcess(ForwardProcess):
+    """What MDLM-like (absorbing, ``[MASK]``) processes share (SPEC 2b). ``remask``: ReMDM's ``η`` (0: MDLM's
+    ancestral sampler, clean tokens never change); ``mask_index``: a ``[MASK]`` inside the vocabulary (a
+    tokenizer's own, or a deployed model's, SPEC 2c), else one is appended at ``V``."""
 
-    name = "masked"
+    name = "absorbing"
+    supports_remask = True
+    tokenizer_token = "[MASK]"
     #: the leave-one-out conditional's calls return at most about this many entries ([c L, L, V]: 256 MB float32)
     loo_entries = 1 << 26
 
@@ -63,9 +67,9 @@ class MaskedProcess(ForwardProcess):
             opts["mask_index"] = self._mask
         return opts
 
-    def with_remask(self, eta: float) -> MaskedProcess:
+    def with_remask(self, eta: float) -> AbsorbingProcess:
         """The same process with ReMDM's ``η`` set (a sampler option: training never remasks)."""
-        return MaskedProcess(self.vocab_size, remask=eta, mask_index=self._mask)
+        return type(self)(self.vocab_size, remask=eta, mask_index=self._mask)
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
@@ -86,7 +90,7 @@ class MaskedProcess(ForwardProcess):
 
     # ---- the network's output ------------------------------------------------------------------------------------
 
-    def parameterise(self, logits: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+    def parameterise(self, logits: torch.Tensor, z_t: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """SUBS: softmax over the ``V`` clean tokens (the mask logit dropped, i.e. ``-inf``); an unmasked position
         carries its token over (``log onehot(z_t)``). Float32 (float64 for float64 logits)."""
         head = logits[..., : self.vocab_size]
@@ -176,3 +180,11 @@ class MaskedProcess(ForwardProcess):
     def prior_kl(self, alpha_1: float) -> float:
         """0: the chain starts from all ``[MASK]`` (see the module docstring)."""
         return 0.0
+
+
+class MaskedProcess(AbsorbingProcess):
+    """MDLM's masked process (SPEC 2b), ``train.process: masked``."""
+
+    name = "masked"
+    oracles = {"empirical": "basinlab.oracles.masked:MaskedEmpiricalDenoiser",
+               "markov": "basinlab.oracles.masked:MaskedMarkovDenoiser"}

@@ -160,7 +160,7 @@ def packed_chains(
     chain. ``compile``: the reverse step through ``torch.compile`` (static shapes; its ``[B, L, V]`` passes fuse
     into one). ``entry``: how a chain enters the grid (:func:`~basinlab.diffusion.sampler.start_index`).
     Returns ``(z_t, restored)``, long ``[M, L]`` on ``x``'s device."""
-    if process_of(denoiser).name != "uniform":
+    if not process_of(denoiser).packed_fast_path:
         raise ValueError(f"packed chains run the uniform process only, not {process_of(denoiser)!r}; use reverse_chain")
     step_fn = _compiled_step() if compile else step_chains
     M, L = x.shape

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from basinlab.registry import SCHEDULES
+
 Tensorish = torch.Tensor | float
 
 
@@ -68,11 +70,8 @@ class CosineSchedule(Schedule):
         return -torch.sin(math.pi / 2 * (1.0 - (1.0 - self.eps) * _as_t(t))) * (math.pi / 2) * (1.0 - self.eps)
 
 
-SCHEDULES: dict[str, type[Schedule]] = {"loglinear": LogLinearSchedule, "cosine": CosineSchedule}
-
-
 def get_schedule(name: str, eps: float = 1e-3) -> Schedule:
-    """Schedule by name (``loglinear`` or ``cosine``)."""
+    """Schedule by registered name (:data:`basinlab.registry.SCHEDULES`: ``loglinear``, ``cosine``, ...)."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule '{name}'; choose one of {', '.join(SCHEDULES)}")
-    return SCHEDULES[name](eps=eps)
+        raise ValueError(SCHEDULES.unknown(name))
+    return SCHEDULES.get(name)(eps=eps)

@@ -20,6 +20,9 @@ class UniformProcess(ForwardProcess):
     """``q_t(z | x) = α_t onehot(x) + (1 - α_t)/V`` (SPEC 2); ``x_θ`` is the leave-one-out prediction (SPEC 4)."""
 
     name = "uniform"
+    packed_fast_path = True
+    oracles = {"empirical": "basinlab.oracles.memoriser:EmpiricalDenoiser",
+               "markov": "basinlab.oracles.markov:MarkovDenoiser"}
 
     def corrupt(self, x: torch.Tensor, alpha_t: Any, generator: torch.Generator | None = None,
                 return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +34,7 @@ class UniformProcess(ForwardProcess):
         """Uniform random tokens (the prior at ``α_1 ≈ 0``)."""
         return torch.randint(0, self.vocab_size, (n, length), generator=generator, device=device)
 
-    def parameterise(self, logits: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+    def parameterise(self, logits: torch.Tensor, z_t: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """``log_softmax`` of the logits in float32: the network's ``x_θ`` is leave-one-out by training (SPEC 4)."""
         return torch.log_softmax(logits.float(), dim=-1)
 

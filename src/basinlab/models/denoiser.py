@@ -77,12 +77,12 @@ class NetworkDenoiser:
         compile: bool | str = False,
         process=None,
     ) -> None:
-        from basinlab.diffusion.forward import process_of
+        from basinlab.diffusion.uniform import UniformProcess
 
         self.model = model
         self.schedule = schedule
-        # the process: given, or uniform over the network's vocabulary
-        self.process = process if process is not None else process_of(model)
+        # the process: given, or uniform over the network's vocabulary (SPEC 2)
+        self.process = process if process is not None else UniformProcess(int(model.vocab_size))
         if self.process.n_outputs != int(model.vocab_size):
             raise BasinlabError(f"a {self.process.name} process over V={self.process.vocab_size} needs a network with "
                                 f"{self.process.n_outputs} outputs, this one has {model.vocab_size}")
@@ -104,7 +104,7 @@ class NetworkDenoiser:
     def _log_probs_eager(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.amp_dtype):
             logits = self.model(z, sigma)
-        return self.process.parameterise(logits, z)
+        return self.process.parameterise(logits, z, sigma)
 
     def __call__(self, z_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         out_device = z_t.device

@@ -20,23 +20,34 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from basinlab.config import PRESETS, ModelConfig, resolve_arch, time_conditioning
-from basinlab.models.dit import DiT
 
 __all__ = ["PRESETS", "build", "build_model", "resolve_arch", "time_conditioning"]
 
+
 def build(model_cfg: ModelConfig | dict[str, Any] | str, vocab_size: int, seq_len: int,
-          process: Any = None) -> DiT:
-    """A freshly initialised :class:`DiT` for ``model_cfg`` (a ``ModelConfig``, a preset name, or a dict such as a
-    checkpoint's ``arch``), over ``vocab_size`` clean tokens of the forward ``process`` (a
+          process: Any = None, family: Any = None) -> torch.nn.Module:
+    """A freshly initialised network of ``family`` (a :class:`~basinlab.models.family.ModelFamily` or its registered
+    name; default ``model_cfg.family``, else ``dit``) for ``model_cfg`` (a ``ModelConfig``, a preset name, or a dict
+    such as a checkpoint's ``arch``), over ``vocab_size`` clean tokens of the forward ``process`` (a
     :class:`~basinlab.diffusion.forward.ForwardProcess` or its name; default uniform): the network has
     ``process.n_outputs`` inputs and outputs. The one place a network is built (training, checkpoints, interop)."""
     from basinlab.diffusion.forward import ForwardProcess, get_process
+    from basinlab.models.family import ModelFamily, get_family
 
     if not isinstance(process, ForwardProcess):
         process = get_process(process or "uniform", vocab_size)
-    arch = resolve_arch(model_cfg)
-    return DiT(vocab_size=process.n_outputs, seq_len=seq_len, time_conditioning=time_conditioning(model_cfg), **arch)
+    if not isinstance(family, ModelFamily):
+        family = get_family(family or _family_name(model_cfg))
+    return family.build(model_cfg, vocab_size, seq_len, process)
+
+
+def _family_name(model_cfg: Any) -> str | None:
+    if isinstance(model_cfg, dict):
+        return model_cfg.get("family")
+    return getattr(model_cfg, "family", None)
 
 
 #: the former name of :func:`build`

@@ -22,6 +22,7 @@ import torch
 
 from basinlab.diffusion.process import emission_log_bonus
 from basinlab.diffusion.schedules import Schedule
+from basinlab.diffusion.uniform import UniformProcess
 
 if TYPE_CHECKING:  # only ``pi``, ``P`` and ``vocab_size`` are used: importing the oracles needs torch alone
     from basinlab.data.markov import MarkovSource
@@ -73,6 +74,7 @@ class MarkovDenoiser:
         self.source = source
         self.schedule = schedule
         self.vocab_size = int(source.vocab_size)
+        self.process = UniformProcess(self.vocab_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         with torch.inference_mode():

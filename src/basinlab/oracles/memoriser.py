@@ -51,6 +51,7 @@ import torch
 
 from basinlab.diffusion.process import bayes_log_posterior, emission_log_bonus
 from basinlab.diffusion.schedules import Schedule
+from basinlab.diffusion.uniform import UniformProcess
 from basinlab.errors import BasinlabError
 
 # Cap on λ (α_t -> 1 makes λ -> inf): keeps every kept weight a normal float64 (see the module docstring).
@@ -102,6 +103,7 @@ class EmpiricalDenoiser:
         self.device = torch.device(device) if device is not None else train.device
         self.train = train.to(self.device)
         self.vocab_size = int(vocab_size)
+        self.process = UniformProcess(self.vocab_size)
         self.schedule = schedule
         self.top_k = None if top_k is None else min(int(top_k), train.shape[0])
         self.dtype = dtype

@@ -109,7 +109,7 @@ def basin_test(
     nt = len(ts)
     res = ProbeResult()
     if engine == "auto":  # the packed fast path is the uniform process's; any other runs the plain sampler
-        engine = "packed" if dev.type == "cuda" and not greedy and process_of(denoiser).name == "uniform" else "loop"
+        engine = "packed" if dev.type == "cuda" and not greedy and process_of(denoiser).packed_fast_path else "loop"
     if engine == "packed" and not greedy:
         compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
         z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps,

@@ -260,7 +260,7 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
     (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
     proc = process_of(denoiser)
-    if not getattr(cfg, "remask", 0.0) or proc.name != "masked":
+    if not getattr(cfg, "remask", 0.0) or not proc.supports_remask:
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))
 

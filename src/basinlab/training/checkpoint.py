@@ -485,14 +485,20 @@ def load_trained(
     precision: str = "auto",
     batch_size: int | None = 512,
 ) -> TrainedModel:
-    """Load a trained model from a run directory or a checkpoint directory.
+    """Load a trained model from a run directory or a checkpoint directory, or a deployed model's own directory
+    loaded in place by its model family (SPEC 2c: a ``config.json`` whose ``model_type`` a registered family
+    loads; ``ModelFamily.load_pretrained`` returns the same :class:`TrainedModel`).
 
     ``ema=True`` (default) puts the EMA weights in the denoiser, ``ema=False`` the raw ones. ``tokenizer`` (a
     ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the
     checkpoint's. Missing path/checkpoint, corrupt files or a vocabulary mismatch -> :class:`BasinlabError`.
     """
-    from basinlab.models import NetworkDenoiser, build, resolve_device
+    from basinlab.models import NetworkDenoiser, resolve_device
+    from basinlab.models.family import family_for_dir
 
+    if Path(path).is_dir() and find_checkpoint(path) is None and (family := family_for_dir(path)) is not None:
+        return family.load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer, precision=precision,
+                                      batch_size=batch_size)
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)
@@ -513,7 +519,7 @@ def load_trained(
             raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {V}")
     dev = resolve_device(device)
     process = record.forward_process()
-    model = build(record.arch, V, L, process=process)
+    model = record.model_family().rebuild(record.arch, V, L, process)
     state = load_weights(ckpt, ema=ema)
     try:
         model.load_state_dict(state)

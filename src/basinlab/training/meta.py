@@ -14,7 +14,8 @@ from typing import Any
 from basinlab.errors import BasinlabError
 
 #: the keys of the record proper; every other key of ``meta.json`` is provenance (``extra``)
-FIELDS = ("arch", "vocab_size", "seq_len", "schedule", "eps", "process", "process_options", "tokenizer", "step")
+FIELDS = ("arch", "vocab_size", "seq_len", "schedule", "eps", "process", "process_options", "tokenizer", "step",
+          "family")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class CheckpointMeta:
     process_options: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
     step: int = 0
+    family: str = "dit"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,7 +44,8 @@ class CheckpointMeta:
         out = dict(self.extra)
         out.update(arch=dict(self.arch), vocab_size=int(self.vocab_size), seq_len=int(self.seq_len),
                    schedule=self.schedule, eps=float(self.eps), process=self.process,
-                   process_options=dict(self.process_options), tokenizer=self.tokenizer, step=int(self.step))
+                   process_options=dict(self.process_options), tokenizer=self.tokenizer, step=int(self.step),
+                   family=self.family)
         return out
 
     @classmethod
@@ -55,7 +58,7 @@ class CheckpointMeta:
             arch=dict(meta["arch"]), vocab_size=int(meta["vocab_size"]), seq_len=int(meta["seq_len"]),
             schedule=str(meta.get("schedule") or "loglinear"), eps=float(meta.get("eps", 1e-3)),
             process=str(meta.get("process") or "uniform"), process_options=dict(meta.get("process_options") or {}),
-            tokenizer=meta.get("tokenizer"), step=int(meta.get("step", 0)),
+            tokenizer=meta.get("tokenizer"), step=int(meta.get("step", 0)), family=str(meta.get("family") or "dit"),
             extra={k: v for k, v in meta.items() if k not in FIELDS},
         )
 
@@ -67,6 +70,12 @@ class CheckpointMeta:
             return get_process(self.process, self.vocab_size, **self.process_options)
         except (ValueError, TypeError) as exc:
             raise BasinlabError(f"checkpoint process {self.process!r}: {exc}") from None
+
+    def model_family(self):
+        """The :class:`~basinlab.models.family.ModelFamily` of the network (SPEC 2c)."""
+        from basinlab.models.family import get_family
+
+        return get_family(self.family)
 
     def noise_schedule(self):
         """The schedule (SPEC 2)."""

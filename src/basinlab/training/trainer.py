@@ -63,7 +63,9 @@ from basinlab.diffusion import get_process, get_schedule, sample_times
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, directory_lock
 from basinlab.memory import require_fits
-from basinlab.models import autocast, autocast_dtype, build, resolve_arch, resolve_device
+from basinlab.models import autocast, autocast_dtype, build, resolve_device
+from basinlab.models.family import get_family
+from basinlab.registry import PROCESSES
 from basinlab.training import checkpoint as ckpt_mod
 from basinlab.training.meta import CheckpointMeta
 
@@ -306,11 +308,12 @@ def _training_set(cfg, data) -> torch.Tensor:
     return data.train(n_train).long().cpu()
 
 
-def _check_memory(cfg, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
+def _check_memory(cfg, family, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
     """Refuse a model, vocabulary or batch whose weights, optimiser state and logits cannot fit (a lower bound)."""
-    arch = resolve_arch(cfg.model)
-    d, n_layer, d_cond = arch["d_model"], arch["n_layer"], arch["d_cond"]
-    n_params = 2 * vocab_size * d + n_layer * (12 * d * d + 6 * d_cond * d) + 2 * d_cond * d
+    shape = family.size_estimate(cfg.model, vocab_size)
+    if shape is None:  # a family that checks its own size before loading (model.init)
+        return
+    n_params, n_layer, d = shape
     b_micro = cfg.train.batch_size // world // cfg.train.grad_accum
     state = 4 * 5 * n_params  # float32 weights, gradients, EMA and AdamW's two moments
     activations = 4 * b_micro * seq_len * (3 * vocab_size + 16 * n_layer * d)  # logits, log-softmax, its gradient
@@ -328,22 +331,24 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
     tc = cfg.train
     x_train = _training_set(cfg, data)
     vocab_size, seq_len = int(data.vocab_size), int(x_train.shape[1])
-    _check_memory(cfg, vocab_size, seq_len, dd.world, device)
+    family = get_family(cfg.model.family)
+    _check_memory(cfg, family, vocab_size, seq_len, dd.world, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(tc.seed)
     process = get_process(tc.process, vocab_size, **_process_options(tc.process, data))
-    model = build(cfg.model, vocab_size, seq_len, process=process).to(device)
+    model = build(cfg.model, vocab_size, seq_len, process=process, family=family).to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # the fused AdamW kernel: one pass over all parameters (on a CPU 0.7 ms against 3.7 ms per step for the demo model)
-    opt = model.configure_optimizers(tc.lr, (tc.beta1, tc.beta2), tc.weight_decay, fused=device.type in ("cuda", "cpu"))
+    opt = family.configure_optimizers(model, tc.lr, (tc.beta1, tc.beta2), tc.weight_decay,
+                                      fused=device.type in ("cuda", "cpu"))
     gen = torch.Generator().manual_seed(tc.seed * 7_368_787 + 2_027)
     torch.manual_seed(tc.seed + 104_729 * (dd.rank + 1))  # dropout, per rank
     schedule = get_schedule(tc.schedule, tc.eps)
     meta = CheckpointMeta(
         arch=model.arch(), vocab_size=vocab_size, seq_len=seq_len, schedule=schedule.name, eps=schedule.eps,
-        process=process.name, process_options=process.options(),
+        process=process.name, process_options=process.options(), family=family.name,
         tokenizer=cfg.data.tokenizer if getattr(data, "tokenizer", None) is not None else None,
         extra={"n_train": int(x_train.shape[0]), "objective": tc.objective, "ce_warmup_steps": tc.ce_warmup_steps,
                "basinlab": _version(), "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path},
@@ -357,11 +362,10 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
 
 
 def _process_options(name: str, data) -> dict[str, Any]:
-    """The masked process takes the tokenizer's own ``[MASK]`` when it has one (MDLM's rule, SPEC 2b); otherwise a
-    ``[MASK]`` is appended to the vocabulary."""
+    """What the process takes from the data's tokenizer (its ``tokenizer_options``): e.g. the masked process uses
+    the tokenizer's own ``[MASK]`` when it has one (MDLM's rule, SPEC 2b), else appends one."""
     tk = getattr(getattr(data, "tokenizer", None), "tk", None)
-    mask_id = tk.token_to_id("[MASK]") if name == "masked" and tk is not None else None
-    return {} if mask_id is None else {"mask_index": int(mask_id)}
+    return PROCESSES.get(name).tokenizer_options(None if tk is None else tk.token_to_id)
 
 
 def _restore(run: _Run, ckpt: Path) -> None:
@@ -445,7 +449,7 @@ def _train_step(run: _Run) -> tuple[str, float]:
         with run.fwd.no_sync() if (not sync and hasattr(run.fwd, "no_sync")) else nullcontext():
             with autocast(device, amp):
                 logits = run.fwd(zb, sigma_t[sl].to(device))
-            log_x_theta = run.process.parameterise(logits, zb)
+            log_x_theta = run.process.parameterise(logits, zb, sigma_t[sl].to(device))
             if objective == "nelbo":
                 per_pos = run.process.nelbo_integrand(xb, zb, log_x_theta, alpha_t[sl].to(device),
                                                       dalpha_t[sl].to(device))

@@ -98,6 +98,9 @@ def _lazy(registry: Registry, entries: dict[str, str]) -> Registry:
     return registry
 
 
+#: the process of a config, a label or a checkpoint that names none (SPEC 2)
+DEFAULT_PROCESS = "uniform"
+
 #: forward processes (SPEC 2, 2b): ``ForwardProcess`` subclasses, built by ``diffusion.get_process``
 PROCESSES = _lazy(Registry("forward process", "train.process"), {
     "uniform": "basinlab.diffusion.uniform:UniformProcess",

@@ -171,7 +171,7 @@ def test_cli_sweep_and_api_give_the_same_rows(toy_sweep, tmp_path, capsys, model
             denoiser = build_oracle(kind, data, 8, cfg)
             argv = ["probe", "all", "--oracle", kind, *TOY, f"data.cache_dir={cfg.data.cache_dir}", "data.n_train=8"]
         assert main([*argv, "--quiet", "--device", "cpu", "--out", str(out)]) == 0
-        api = run_suite(denoiser, data, cfg.probe, n_train=8, seed=0, probes=probes_for(model)).rows
+        api = run_suite(denoiser, data, cfg.probe, n_train=8, seed=0, probes=probes_for(denoiser)).rows
     finally:
         torch.set_num_threads(before)
     cli = pd.read_csv(out / "results.csv").astype(object).where(lambda d: d.notna(), None).to_dict("records")

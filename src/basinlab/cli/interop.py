@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from basinlab.errors import BasinlabError
-
-FORMATS = ("duo-hf", "mdlm-hf")
+from basinlab.registry import FORMATS, PROTOCOLS, WEIGHTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +40,7 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the basinlab run directory to write")
     p.add_argument("--tokenizer", metavar="NAME_OR_PATH",
                    help="bert-base-uncased, or a tokenizer.json / vocab.txt (default: one in SRC; else ids only)")
-    p.add_argument("--weights", choices=("ema", "raw"),
+    p.add_argument("--weights", choices=WEIGHTS.names(),
                    help="which weights the run uses (default: ema when the source has them)")
     p.add_argument("--n-heads", type=int, help="attention heads, when a .ckpt does not record them")
     p.add_argument("--model-type", choices=("duo", "mdlm"),
@@ -60,7 +59,7 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--format", required=True, choices=FORMATS, help="the layout to write")
+    p.add_argument("--format", required=True, choices=FORMATS.names(), help="the layout to write")
     p.add_argument("--model-type", default="duo", choices=("duo", "duo_base", "udlm"),
                    help="model_type written to config.json with --format duo-hf (default duo)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA ones")
@@ -99,7 +98,7 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per batch (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--protocol", choices=("exact", "paper"),
+    p.add_argument("--protocol", choices=PROTOCOLS.names(),
                    help="the probes' definitions, as probe.protocol of the sweep (default: the run's probe.protocol)")
     p.add_argument("--raw", action="store_true",
                    help="the raw weights (default: the run's probe.weights; ema, raw under the paper protocol)")
@@ -123,13 +122,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from basinlab.interop.duo import export_duo_hf
-    from basinlab.interop.mdlm import export_mdlm_hf
+    import inspect
 
-    if args.format == "mdlm-hf":
-        dest = export_mdlm_hf(args.checkpoint, args.out, raw=args.raw)
-    else:
-        dest = export_duo_hf(args.checkpoint, args.out, raw=args.raw, model_type=args.model_type)
+    export = FORMATS.get(args.format)
+    options = {"raw": args.raw}
+    if "model_type" in inspect.signature(export).parameters:
+        options["model_type"] = args.model_type
+    dest = export(args.checkpoint, args.out, **options)
     print(f"exported {args.checkpoint} to {dest} (config.json, model.safetensors)")
     return 0
 
@@ -203,7 +202,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     run_probe = load_config_file(require_checkpoint(args.checkpoint)).probe  # protocol and weights, as the sweep
     protocol = args.protocol or run_probe.protocol
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
-    tm = basinlab.load(args.checkpoint, device=args.device, ema=weights == "ema", batch_size=args.batch_size)
+    tm = basinlab.load(args.checkpoint, device=args.device, ema=WEIGHTS.get(weights).ema, batch_size=args.batch_size)
     enc = {g: encode_lines(lines[g], args.format, tm, f) for g, f in files}
     if args.format == "text":
         for g, f in files:

@@ -37,6 +37,7 @@ from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config,
 from basinlab.probes.plots import write_plots
 from basinlab.probes.protocol import resolve_weights
 from basinlab.probes.suite import all_probes, check_selection
+from basinlab.registry import ORACLES, WEIGHTS
 from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
 
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with --checkpoint only probe.* overrides are allowed")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="PATH", help="run directory or checkpoint directory")
-    src.add_argument("--oracle", choices=("empirical", "markov"), help="probe an exact oracle (SPEC 6)")
+    src.add_argument("--oracle", choices=ORACLES.names(), help="probe an exact oracle (SPEC 6)")
     p.add_argument("--set", dest="sets", action="append", choices=SETS,
                    help="set to probe (repeatable; default train, test and random)")
     p.add_argument("--n", type=int, help="M, sequences per set (default probe.m)")
@@ -153,11 +154,12 @@ def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, st
         cfg = config_from_dict(values)
         # probe.weights (null: ema under exact, raw under paper); --raw forces the raw weights
         cfg.probe.weights = "raw" if args.raw else resolve_weights(cfg.probe.weights, cfg.probe.protocol)
-        tm = basinlab.load(args.checkpoint, device=args.device, ema=cfg.probe.weights == "ema")
+        tm = basinlab.load(args.checkpoint, device=args.device, ema=WEIGHTS.get(cfg.probe.weights).ema)
         return tm.denoiser, tm.dataset(), cfg, f"checkpoint:{tm.path}"
     cfg = load_config(config, overrides)
-    if args.oracle == "markov" and cfg.data.source != "markov":
-        raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")
+    kind = ORACLES.get(args.oracle)
+    if kind.sources is not None and cfg.data.source not in kind.sources:
+        raise BasinlabError(f"--oracle {kind.name} needs {kind.needs}")
     data = build_dataset(cfg.data)
     den = build_oracle(args.oracle, data, cfg.data.n_train, cfg, device=resolve_device(args.device), top_k=args.top_k)
     return den, data, cfg, oracle_label(args.oracle, cfg.train.process)
@@ -175,11 +177,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if out is not None:
         check_output_dir(out, "--out")
     denoiser, data, cfg, label = _build(args)
-    if args.oracle == "empirical":
-        print(f"empirical oracle: memorises N = {cfg.data.n_train} training sequences (data.n_train)")
+    if args.oracle and not getattr(denoiser, "finite_likelihood", True):
+        print(f"{args.oracle} oracle: memorises N = {cfg.data.n_train} training sequences (data.n_train)")
     pc = _probe_config(cfg, args)
     names = list(dict.fromkeys(args.sets or SETS))
-    which = probes_for(label) if args.which == "all" else (args.which.replace("-", "_"),)
+    which = probes_for(denoiser) if args.which == "all" else (args.which.replace("-", "_"),)
     check_selection(which, names)
     result = run_suite(denoiser, data, pc, n_train=cfg.data.n_train, seed=args.seed, probes=which, sets=names,
                        progress=not args.quiet, trajectory=args.trajectory)

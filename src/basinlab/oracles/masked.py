@@ -64,12 +64,25 @@ def _carry_over(log_x: torch.Tensor, z_t: torch.Tensor, mask_index: int) -> torc
     return log_x
 
 
+def _appended_mask(process: MaskedProcess | None, vocab_size: int) -> MaskedProcess:
+    """The oracle's process: ``process`` (an absorbing process whose ``[MASK]`` is appended at ``V``), by default
+    MDLM's masked process over ``vocab_size`` tokens."""
+    if process is None:
+        return MaskedProcess(vocab_size)
+    if process.mask_index != vocab_size or process.vocab_size != vocab_size:
+        raise BasinlabError(f"the masked oracles need the [MASK] appended at V = {vocab_size}, not {process!r}")
+    return process
+
+
 class MaskedEmpiricalDenoiser:
     """The memoriser of ``train`` under masking (SPEC 2b, 6); see the module docstring.
 
     ``denoiser(z_t: long [B, L] in [0, V], t: float64 [B]) -> log x_θ [B, L, V]`` (``dtype``, float32 by default;
     exact zeros are ``-inf``). ``t`` is not used: a visible token is exact at every ``t``.
     """
+
+    #: its NELBO is infinite off the training set (SPEC 6): the suite skips the likelihood probe
+    finite_likelihood = False
 
     def __init__(
         self,
@@ -79,12 +92,13 @@ class MaskedEmpiricalDenoiser:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         max_elements: int = 1 << 24,
+        process: MaskedProcess | None = None,
     ) -> None:
         # the uniform memoriser validates the training set and holds its index, distances and token sums
         self.memory = EmpiricalDenoiser(train, vocab_size, schedule, device=device, max_elements=max_elements)
         self.train, self.N, self.L = self.memory.train, self.memory.N, self.memory.L
         self.vocab_size = int(vocab_size)
-        self.process = MaskedProcess(self.vocab_size)
+        self.process = _appended_mask(process, self.vocab_size)
         self.mask_index = self.process.mask_index
         self.schedule = schedule
         self.device = self.memory.device
@@ -174,11 +188,12 @@ class MaskedMarkovDenoiser:
         schedule: Schedule,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        process: MaskedProcess | None = None,
     ) -> None:
         self.source = source
         self.schedule = schedule
         self.vocab_size = int(source.vocab_size)
-        self.process = MaskedProcess(self.vocab_size)
+        self.process = _appended_mask(process, self.vocab_size)
         self.mask_index = self.process.mask_index
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype

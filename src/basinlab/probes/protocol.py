@@ -30,15 +30,13 @@ Everything else (sets, grids, novelty metrics, intervals) is shared.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from basinlab.errors import BasinlabError
-
-PROTOCOLS = ("exact", "paper")
-#: ``probe.weights``: which weights of a trained run the probes load.
-WEIGHTS = ("ema", "raw")
+from basinlab.registry import PROTOCOLS, WEIGHTS
 
 #: ``probe.n_samples: null`` resolves to this, except under ``paper`` on a GPU.
 DEFAULT_SAMPLES = 256
@@ -46,10 +44,50 @@ DEFAULT_SAMPLES = 256
 PAPER_GPU_SAMPLES = 20000
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol (registered in :data:`basinlab.registry.PROTOCOLS`): its option per probe function, the entropy
+    gaps it reports (``{real set: row name}``), the weights it probes by default and its number of generated
+    samples on a GPU."""
+
+    name: str
+    options: dict[str, dict[str, Any]]
+    gaps: dict[str, str]
+    weights: str
+    gpu_samples: int = DEFAULT_SAMPLES
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Which weights of a trained run the probes load (registered in :data:`basinlab.registry.WEIGHTS`)."""
+
+    name: str
+    ema: bool
+
+
+def _options(paper: bool) -> dict[str, dict[str, Any]]:
+    entry = "above" if paper else "nearest"
+    return {
+        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry},
+        "fixed_points": {"count_special": paper, "entry": entry},
+        "generate": {"final_bayes": not paper},
+        "entropy": {"split": "restored" if paper else "input", "count_special": paper},
+        "likelihood": {"integrand_only": paper, "count_special": paper},
+    }
+
+
+EXACT = Protocol("exact", _options(False), {"test": "entropy_gap", "train": "entropy_gap_train"}, "ema")
+PAPER = Protocol("paper", _options(True), {"train": "entropy_gap"}, "raw", PAPER_GPU_SAMPLES)
+EMA, RAW = Weights("ema", True), Weights("raw", False)
+
+
+def get_protocol(protocol: str | Protocol = "exact") -> Protocol:
+    """The registered protocol ``protocol`` (one line naming the registered ones when unknown)."""
+    return protocol if isinstance(protocol, Protocol) else PROTOCOLS.get(protocol)
+
+
 def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise BasinlabError(f"probe.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    return protocol
+    return get_protocol(protocol).name
 
 
 def protocol_options(protocol: str = "exact") -> dict[str, dict[str, Any]]:
@@ -61,34 +99,22 @@ def protocol_options(protocol: str = "exact") -> dict[str, dict[str, Any]]:
     (:func:`~basinlab.probes.entropy.conditional_entropy`), ``likelihood``
     (:func:`~basinlab.probes.likelihood.likelihood`). Under ``exact`` every value is the function's default.
     """
-    paper = check_protocol(protocol) == "paper"
-    entry = "above" if paper else "nearest"
-    return {
-        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry},
-        "fixed_points": {"count_special": paper, "entry": entry},
-        "generate": {"final_bayes": not paper},
-        "entropy": {"split": "restored" if paper else "input", "count_special": paper},
-        "likelihood": {"integrand_only": paper, "count_special": paper},
-    }
+    return {k: dict(v) for k, v in get_protocol(protocol).options.items()}
 
 
 def gap_sets(protocol: str = "exact") -> dict[str, str]:
     """The entropy gaps the suite reports: ``{real set: row name}`` of ``mean(generated) - mean(real set)``.
     ``exact``: ``entropy_gap`` against ``test`` and ``entropy_gap_train`` against ``train``; ``paper``: the study's
     gap, against ``train``, named ``entropy_gap``."""
-    if check_protocol(protocol) == "paper":
-        return {"train": "entropy_gap"}
-    return {"test": "entropy_gap", "train": "entropy_gap_train"}
+    return dict(get_protocol(protocol).gaps)
 
 
 def resolve_weights(weights: str | None, protocol: str = "exact") -> str:
-    """``probe.weights`` with ``None`` resolved: ``ema`` under ``exact``, ``raw`` under ``paper``."""
+    """``probe.weights`` with ``None`` resolved: the protocol's default (``ema`` under ``exact``, ``raw`` under
+    ``paper``)."""
     if weights is None:
-        return "raw" if check_protocol(protocol) == "paper" else "ema"
-    if weights not in WEIGHTS:
-        raise BasinlabError(f"probe.weights must be one of {', '.join(WEIGHTS)} (or null for the protocol's "
-                            f"default), got {weights!r}")
-    return weights
+        return get_protocol(protocol).weights
+    return WEIGHTS.get(WEIGHTS.check(weights, "probe.weights")).name
 
 
 def resolve_n_samples(n_samples: int | None, protocol: str, device: torch.device | str | None) -> int:
@@ -98,4 +124,4 @@ def resolve_n_samples(n_samples: int | None, protocol: str, device: torch.device
             raise BasinlabError(f"probe.n_samples must be >= 0 (or null for the default), got {n_samples}")
         return int(n_samples)
     on_gpu = device is not None and torch.device(device).type == "cuda"
-    return PAPER_GPU_SAMPLES if check_protocol(protocol) == "paper" and on_gpu else DEFAULT_SAMPLES
+    return get_protocol(protocol).gpu_samples if on_gpu else DEFAULT_SAMPLES

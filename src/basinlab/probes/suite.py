@@ -37,7 +37,6 @@ from basinlab.config import ProbeConfig
 from basinlab.data.sequences import SequenceData
 from basinlab.diffusion import Denoiser, process_of, with_process
 from basinlab.errors import BasinlabError
-from basinlab.oracles.build import ORACLE_EMPIRICAL
 from basinlab.probes._common import denoiser_device
 from basinlab.probes.audit import membership_rows_from_arrays
 from basinlab.probes.basins import basin_test
@@ -90,11 +89,11 @@ def all_probes() -> tuple[str, ...]:
     return PROBES + tuple(EXTRA)
 
 
-def probes_for(model: str) -> tuple[str, ...]:
-    """The probes the suite runs for a denoiser recorded as ``model``: all of them but ``likelihood`` for the
-    memoriser ``oracle:empirical`` of any process (its NELBO is infinite off ``D_N``, SPEC 6)."""
-    return tuple(p for p in all_probes()
-                 if not (p == "likelihood" and str(model).partition("@")[0] == ORACLE_EMPIRICAL))
+def probes_for(denoiser: Denoiser) -> tuple[str, ...]:
+    """The probes the suite runs on ``denoiser``: all of them but ``likelihood`` for a denoiser whose NELBO is
+    infinite off its training set (``finite_likelihood = False``: the memoriser of any process, SPEC 6)."""
+    finite = getattr(denoiser, "finite_likelihood", True)
+    return tuple(p for p in all_probes() if finite or p != "likelihood")
 
 
 #: Bytes per entry of a ``[B, L, V]`` tensor that a probe step keeps alive at once (a float32 ``log x_θ`` and the

@@ -13,17 +13,25 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from basinlab.labels import ModelLabel
+from basinlab.registry import PROCESSES
 from basinlab.study.store import label_process
 from basinlab.study.transition import Transition
 
-#: a colour per process in the contrast plots
-PROCESS_COLORS = {"uniform": "tab:blue", "masked": "tab:red"}
+#: the contrast plots' colours, one per registered process in registration order (uniform blue, masked red, ...)
+PALETTE = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
+
+
+def process_color(process: str) -> str:
+    """The colour of a registered process's lines (grey for one not registered)."""
+    names = PROCESSES.names()
+    return PALETTE[names.index(process) % len(PALETTE)] if process in names else "tab:gray"
 
 
 def families(transitions: list[Transition]) -> dict[str, Transition]:
     """The first trained model of each process, by process (uniform first)."""
     out: dict[str, Transition] = {}
-    for tr in sorted(transitions, key=lambda tr: (label_process(tr.model) != "uniform", tr.model)):
+    for tr in sorted(transitions, key=lambda tr: (ModelLabel.parse(tr.model).process is not None, tr.model)):
         out.setdefault(label_process(tr.model), tr)
     return out
 
@@ -65,7 +73,7 @@ def plot_contrast(df: Any, transitions: list[Transition], t: float) -> Any:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     auc_df = df[df["probe"] == "entropy"]
     for proc, tr in families(transitions).items():
-        c = PROCESS_COLORS.get(proc, "tab:green")
+        c = process_color(proc)
         for set_name, style in (("train", "o-"), ("test", "s--")):
             s = _series(df, tr.model, "recovery_rate", set_name, t)
             axes[0].plot(s["N"], s["value"], style, color=c, label=f"{proc}: {set_name}")

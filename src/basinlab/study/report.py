@@ -33,11 +33,12 @@ import numpy as np
 from basinlab.config import load_config
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_bytes, atomic_write_text
+from basinlab.labels import ModelLabel
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
 from basinlab.study import report_extras
 from basinlab.study.html import examples as html_examples
 from basinlab.study.report_probes import study_probes_section
-from basinlab.study.store import CONFIG_NAME, ResultStore, label_process, model_label, read_results
+from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
 from basinlab.study.transition import Transition, estimate_all
 
 ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("--", "generaliser (oracle)")}
@@ -45,9 +46,9 @@ ORACLE_STYLE = {ORACLE_EMPIRICAL: (":", "memoriser (oracle)"), ORACLE_MARKOV: ("
 
 def _oracle_style(o: str) -> tuple[str, str]:
     """Line style and name of an oracle label, whatever its process (``oracle:empirical@masked``)."""
-    base, _, process = o.partition("@")
-    style, name = ORACLE_STYLE.get(base, ("-.", base))
-    return style, (f"{process} {name}" if process else name)
+    label = ModelLabel.parse(o)
+    style, name = ORACLE_STYLE.get(label.base, ("-.", label.base))
+    return style, (f"{label.process} {name}" if label.process else name)
 
 
 SET_COLORS = {"train": "tab:blue", "test": "tab:orange", "random": "tab:gray", "generated": "tab:green"}
@@ -74,7 +75,8 @@ def _series(df: Any, model: str, metric: str, set_name: str | None, t: float | N
 
 def _models(df: Any) -> tuple[list[str], list[str]]:
     models = sorted(str(m) for m in df["model"].unique())
-    return [m for m in models if not m.startswith("oracle:")], [m for m in models if m.startswith("oracle:")]
+    oracle = {m: ModelLabel.parse(m).is_oracle for m in models}
+    return [m for m in models if not oracle[m]], [m for m in models if oracle[m]]
 
 
 def _load_cfg(out_dir: Path) -> Any:
@@ -379,7 +381,7 @@ def oracle_gaps(df: Any, model: str, t: float) -> list[tuple[str, float | None, 
     ]
     out = []
     for what, oracle, metric, set_name, n, tt in want:
-        oracle = model_label(oracle, label_process(model))  # the oracles of the model's own process
+        oracle = str(ModelLabel.oracle(ModelLabel.parse(oracle).name, ModelLabel.parse(model).process))
         theirs = _at(df, oracle, metric, set_name, n, tt)
         if theirs is not None:
             out.append((f"{what}: {_oracle_style(oracle)[1]}", _at(df, model, metric, set_name, n, tt), theirs))
@@ -473,7 +475,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                    runs: list[dict[str, Any]], examples: list[dict[str, Any]], add: _Figures) -> str:
     """The report's section of one trained model: setup, N*, and one plot per test of SPEC 5."""
     m = tr.model
-    oracles = [o for o in oracles if label_process(o) == label_process(m)]  # each process has its own oracles
+    oracles = [o for o in oracles if ModelLabel.parse(o).process == ModelLabel.parse(m).process]  # per process
     sfx = "" if len(models) == 1 else f"-{m.replace('@', '-')}"
     first_seed = int(sorted(df[df["model"] == m]["seed"].unique())[0])
     sec = [f"<h2>Setup</h2>{_setup_html(cfg, df, runs, m)}", _MEMORISATION_NOTE]
@@ -508,7 +510,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
         "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
     sec.append("<h2>Likelihood</h2>")
     sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(_log_y(plot_metric_sets(
-        df, m, [o for o in oracles if o.partition("@")[0] != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
+        df, m, [o for o in oracles if ModelLabel.parse(o).base != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],
         "NELBO (nats/token, log scale)", "NELBO on train and test", tr)), tr),
         "NELBO per real token of the final model; the generaliser's line is the true entropy rate; the test "
         "NELBO's peak (purple, with its 95% range) where it lies inside the grid."))

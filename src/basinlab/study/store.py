@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write, atomic_write_text
+from basinlab.labels import ModelLabel
 
 #: The files of a sweep directory.
 CONFIG_NAME = "sweep_config.yaml"
@@ -90,16 +91,16 @@ CREATE INDEX IF NOT EXISTS results_run ON results (size, seed, model);
 """
 
 
-def model_label(name: str, process: str = "uniform") -> str:
-    """The ``model`` column of a run: ``micro`` or ``oracle:empirical`` for the uniform process, ``NAME@PROCESS``
-    for another (``micro@masked``, ``oracle:empirical@masked``), so that a sweep over ``sweep.processes`` keys its
-    runs by process too and the uniform rows keep their names."""
-    return name if process == "uniform" else f"{name}@{process}"
+def model_label(name: str, process: str | None = None) -> str:
+    """The ``model`` column of a trained network's run (:class:`~basinlab.labels.ModelLabel`): ``micro`` for the
+    default process, ``micro@masked`` for another, so that a sweep over ``sweep.processes`` keys its runs by
+    process too and the default process's rows keep their names."""
+    return str(ModelLabel.network(name, process))
 
 
 def label_process(model: str) -> str:
-    """The forward process of a ``model`` label (:func:`model_label`): ``uniform`` without an ``@`` suffix."""
-    return str(model).partition("@")[2] or "uniform"
+    """The forward process of a ``model`` label, the default one spelt out."""
+    return ModelLabel.parse(model).process_name
 
 
 @dataclass(frozen=True, order=True)
@@ -112,14 +113,17 @@ class RunKey:
     model: str
 
     @property
+    def label(self) -> ModelLabel:
+        """``model`` parsed (:class:`~basinlab.labels.ModelLabel`)."""
+        return ModelLabel.parse(self.model)
+
+    @property
     def name(self) -> str:
         """Directory-safe name, e.g. ``N64-s0`` for a trained model, ``N64-s0-oracle-markov`` for an oracle,
         ``N64-s0-masked`` / ``N64-s0-oracle-markov-masked`` for the masked process."""
-        base = f"N{self.N}-s{self.seed}"
-        model, _, process = self.model.partition("@")
-        if model.startswith("oracle:"):
-            base = f"{base}-oracle-{model.split(':', 1)[1]}"
-        return f"{base}-{process}" if process else base
+        label = self.label
+        parts = [f"N{self.N}-s{self.seed}"] + (["oracle", label.name] if label.is_oracle else [])
+        return "-".join(parts + ([label.process] if label.process else []))
 
 
 def _float(x: Any) -> float | None:

@@ -57,6 +57,7 @@ from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
 from basinlab.probes.protocol import resolve_weights
+from basinlab.registry import WEIGHTS
 from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, label_process, model_label, warn_if_network_fs
 from basinlab.training.checkpoint import load_trained
 from basinlab.training.trainer import train
@@ -209,7 +210,7 @@ def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store:
     t0 = time.perf_counter()
     info: dict[str, Any] = {"dir": str(run_dir.relative_to(out_dir)), "objective": cfg.train.objective}
     device = resolve_device(cfg.train.device)
-    if key.model.startswith("oracle:"):
+    if key.label.is_oracle:
         denoiser = build_oracle(key.model, data, key.N, cfg, device=device)
     else:
         res = train(_run_config(cfg, key, run_dir), data=data, out_dir=run_dir, resume=True, progress=progress)
@@ -219,9 +220,10 @@ def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store:
         )
         weights = resolve_weights(cfg.probe.weights, cfg.probe.protocol)  # ema under exact, raw under paper
         info["weights"] = weights
-        denoiser = load_trained(run_dir, device=device, ema=weights == "ema", batch_size=cfg.probe.batch_size).denoiser
+        denoiser = load_trained(run_dir, device=device, ema=WEIGHTS.get(weights).ema,
+                                batch_size=cfg.probe.batch_size).denoiser
     t1 = time.perf_counter()
-    result = run_suite(denoiser, data, cfg.probe, n_train=key.N, seed=key.seed, probes=probes_for(key.model),
+    result = run_suite(denoiser, data, cfg.probe, n_train=key.N, seed=key.seed, probes=probes_for(denoiser),
                        progress=progress)
     examples = restore_examples(denoiser, data, k=4, t=cfg.sweep.transition_t, steps=cfg.probe.steps,
                                 train=data.train(key.N))
@@ -248,7 +250,7 @@ def plan_lines(cfg: Config, out_dir: str | Path, shard: tuple[int, int] | None =
     for key in runs:
         status = "done" if key in done else "todo"
         line = f"{key.name:<28} {status:<5}"
-        if not key.model.startswith("oracle:"):
+        if not key.label.is_oracle:
             proc = label_process(key.model)
             line += (f" basinlab train {out_dir / CONFIG_NAME} data.n_train={key.N} train.seed={key.seed} "
                      + (f"train.process={proc} " if proc != cfg.train.process else "")
@@ -345,13 +347,13 @@ def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
 def _check_runnable(cfg: Config, data: SequenceData, runs: Sequence[RunKey], devices: Sequence[str]) -> None:
     """Refuse, before the directory is bound to this config, a model that cannot fit on its devices (its memory
     estimate, as the trainer's), so that a multi-worker sweep fails here in one line, not in every worker's log."""
-    from basinlab.training.trainer import _check_memory
+    from basinlab.training.trainer import check_memory
 
-    if all(k.model.startswith("oracle:") for k in runs):
+    if all(k.label.is_oracle for k in runs):
         return
     seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)
     for dev in dict.fromkeys(devices):
-        _check_memory(cfg, int(data.vocab_size), seq_len, 1, resolve_device(dev))
+        check_memory(cfg, int(data.vocab_size), seq_len, 1, resolve_device(dev))
 
 
 def _worker_error(log_path: Path) -> str:

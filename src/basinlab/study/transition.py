@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from basinlab.labels import ModelLabel
+
 #: Metrics read here (SPEC 5; each is produced by one probe only, so records are selected by metric).
 RECOVERY = "recovery_rate"
 NELBO = "nelbo"
@@ -139,7 +141,7 @@ def estimate_transition(
     """
     df = _frame(rows)
     if model is None:
-        models = sorted(m for m in df["model"].unique() if not str(m).startswith("oracle:")) if len(df) else []
+        models = sorted(m for m in df["model"].unique() if not ModelLabel.parse(m).is_oracle) if len(df) else []
         model = models[0] if models else ""
     basin, t_used = _basin(df, model, t) if len(df) else (df, t)
     result = Transition(model=model, t=float(t_used), tol=tol, n_star=None, status="no_data")
@@ -262,5 +264,5 @@ def _fill_entropy(result: Transition, df: Any, model: str, threshold: float, set
 def estimate_all(rows: Any, t: float = 0.25, tol: float = 0.05, entropy_threshold: float = 0.05) -> list[Transition]:
     """:func:`estimate_transition` for every trained (non-oracle) model in ``rows``."""
     df = _frame(rows)
-    models = sorted(m for m in df["model"].unique() if not str(m).startswith("oracle:")) if len(df) else []
+    models = sorted(m for m in df["model"].unique() if not ModelLabel.parse(m).is_oracle) if len(df) else []
     return [estimate_transition(df, t=t, model=m, tol=tol, entropy_threshold=entropy_threshold) for m in models]

@@ -308,9 +308,9 @@ def _training_set(cfg, data) -> torch.Tensor:
     return data.train(n_train).long().cpu()
 
 
-def _check_memory(cfg, family, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
+def check_memory(cfg, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
     """Refuse a model, vocabulary or batch whose weights, optimiser state and logits cannot fit (a lower bound)."""
-    shape = family.size_estimate(cfg.model, vocab_size)
+    shape = get_family(cfg.model.family).size_estimate(cfg.model, vocab_size)
     if shape is None:  # a family that checks its own size before loading (model.init)
         return
     n_params, n_layer, d = shape
@@ -332,7 +332,7 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
     x_train = _training_set(cfg, data)
     vocab_size, seq_len = int(data.vocab_size), int(x_train.shape[1])
     family = get_family(cfg.model.family)
-    _check_memory(cfg, family, vocab_size, seq_len, dd.world, device)
+    check_memory(cfg, vocab_size, seq_len, dd.world, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from basinlab.errors import BasinlabError
-from basinlab.registry import FAMILIES, PROCESSES, PROTOCOLS, SCHEDULES, WEIGHTS
+from basinlab.registry import DEFAULT_PROCESS, FAMILIES, PROCESSES, PROTOCOLS, SCHEDULES, WEIGHTS
 
 DATA_SOURCES = ("brown", "text", "datasets", "markov")
 DATA_MODES = ("sentence", "wrap")
@@ -100,7 +100,7 @@ class TrainConfig:
     beta2: float = 0.999
     ema: float = 0.9999  # decay; warmed up as min(ema, (1 + k) / (10 + k))
     grad_clip: float = 1.0
-    process: str = "uniform"  # a registered forward process: uniform (SPEC 2) | masked (SPEC 2b) | ...
+    process: str = DEFAULT_PROCESS  # a registered forward process: uniform (SPEC 2) | masked (SPEC 2b) | ...
     objective: str = "nelbo"  # nelbo | ce_redrawn (masked process: cross-entropy on the masked positions)
     ce_warmup_steps: int = 0  # steps of ce_redrawn before switching to the NELBO
     schedule: str = "loglinear"  # loglinear | cosine

@@ -36,9 +36,10 @@ def build(model_cfg: ModelConfig | dict[str, Any] | str, vocab_size: int, seq_le
     ``process.n_outputs`` inputs and outputs. The one place a network is built (training, checkpoints, interop)."""
     from basinlab.diffusion.forward import ForwardProcess, get_process
     from basinlab.models.family import ModelFamily, get_family
+    from basinlab.registry import DEFAULT_PROCESS
 
     if not isinstance(process, ForwardProcess):
-        process = get_process(process or "uniform", vocab_size)
+        process = get_process(process or DEFAULT_PROCESS, vocab_size)
     if not isinstance(family, ModelFamily):
         family = get_family(family or _family_name(model_cfg))
     return family.build(model_cfg, vocab_size, seq_len, process)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from basinlab.errors import BasinlabError
+from basinlab.registry import DEFAULT_PROCESS
 
 #: the keys of the record proper; every other key of ``meta.json`` is provenance (``extra``)
 FIELDS = ("arch", "vocab_size", "seq_len", "schedule", "eps", "process", "process_options", "tokenizer", "step",
@@ -32,7 +33,7 @@ class CheckpointMeta:
     seq_len: int
     schedule: str = "loglinear"
     eps: float = 1e-3
-    process: str = "uniform"
+    process: str = DEFAULT_PROCESS
     process_options: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
     step: int = 0
@@ -57,7 +58,8 @@ class CheckpointMeta:
         return cls(
             arch=dict(meta["arch"]), vocab_size=int(meta["vocab_size"]), seq_len=int(meta["seq_len"]),
             schedule=str(meta.get("schedule") or "loglinear"), eps=float(meta.get("eps", 1e-3)),
-            process=str(meta.get("process") or "uniform"), process_options=dict(meta.get("process_options") or {}),
+            process=str(meta.get("process") or DEFAULT_PROCESS),
+            process_options=dict(meta.get("process_options") or {}),
             tokenizer=meta.get("tokenizer"), step=int(meta.get("step", 0)), family=str(meta.get("family") or "dit"),
             extra={k: v for k, v in meta.items() if k not in FIELDS},
         )

@@ -143,6 +143,11 @@ FORMATS = _lazy(Registry("checkpoint format", "--format"), {
 })
 
 
+def listing(*registries: Registry) -> str:
+    """Lines ``concept (key): a | b | c`` for help texts: the names registered when the parser is built."""
+    return "\n".join(f"  {r.concept} ({r.key}): {r.help()}" for r in registries)
+
+
 def choices(registry: Registry) -> Callable[[], tuple[str, ...]]:
     """A callable giving ``registry``'s names now (argparse reads choices when it parses, after plug-ins load)."""
     return registry.names

@@ -37,7 +37,7 @@ from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config,
 from basinlab.probes.plots import write_plots
 from basinlab.probes.protocol import resolve_weights
 from basinlab.probes.suite import all_probes, check_selection
-from basinlab.registry import ORACLES, WEIGHTS
+from basinlab.registry import FAMILIES, ORACLES, PROCESSES, PROTOCOLS, WEIGHTS, listing
 from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
 
@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  basinlab probe all --checkpoint runs/markov-256 --quick --out runs/markov-256/probes\n"
             "  basinlab probe basins markov data.n_train=256 --oracle markov --n 128 --steps 100\n"
-            "  basinlab probe basins --checkpoint runs/demo --show 4 --show-t 0.25"
+            "  basinlab probe basins --checkpoint runs/demo --show 4 --show-t 0.25\n\n"
+            "registered names:\n" + listing(PROCESSES, FAMILIES, ORACLES, PROTOCOLS, WEIGHTS)
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

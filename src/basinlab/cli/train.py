@@ -19,6 +19,7 @@ from basinlab.config import load_config
 from basinlab.diffusion import estimate_nelbo, generate
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, check_writable_file
+from basinlab.registry import FAMILIES, PROCESSES, SCHEDULES, listing
 from basinlab.training.checkpoint import TrainedModel
 from basinlab.training.trainer import train
 
@@ -32,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Checkpoints go to --out (default: the config's out_dir); a rerun resumes from the last checkpoint "
             "with losses identical to an uninterrupted run. Under torchrun every rank runs this same command."
         ),
-        epilog="example: basinlab train markov train.steps=2000 data.n_train=256 --out runs/markov-256",
+        epilog="example: basinlab train markov train.steps=2000 data.n_train=256 --out runs/markov-256\n\n"
+               "registered names:\n" + listing(PROCESSES, FAMILIES, SCHEDULES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="YAML config file or preset name (e.g. demo, markov)")
     p.add_argument("overrides", nargs="*", metavar="key=value",

@@ -26,10 +26,10 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
+from headless import Browser, find_chromium  # noqa: E402  (bench/headless.py, beside this script)
 
 from basinlab.probes.audit import Score, _audit_result  # noqa: E402
 from basinlab.study.html.audit_page import render_audit_page  # noqa: E402
-from basinlab.study.html.headless import Browser, find_chromium  # noqa: E402
 
 V = 8192
 PAD = 0

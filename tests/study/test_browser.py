@@ -5,13 +5,16 @@ the test's temporary directory. Skips only where no Chromium is installed (``.ci
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from basinlab.cli import main
-from basinlab.study.html.headless import Browser, find_chromium
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from headless import Browser, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="no chromium on the PATH (.ci/run installs it: apt-get install chromium)")

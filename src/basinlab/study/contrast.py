@@ -15,6 +15,7 @@ from typing import Any
 
 from basinlab.labels import ModelLabel
 from basinlab.registry import PROCESSES
+from basinlab.study.figures import pyplot, series, setup_ax
 from basinlab.study.store import label_process
 from basinlab.study.transition import Transition
 
@@ -37,9 +38,7 @@ def families(transitions: list[Transition]) -> dict[str, Transition]:
 
 
 def _value(df: Any, model: str, metric: str, set_name: str | None, n: int, t: float | None) -> float | None:
-    from basinlab.study.report import _series
-
-    s = _series(df, model, metric, set_name, t)
+    s = series(df, model, metric, set_name, t)
     s = s[s["N"] == n]
     return None if not len(s) else float(s["value"].iloc[0])
 
@@ -67,30 +66,28 @@ def contrast_rows(df: Any, transitions: list[Transition], t: float) -> list[dict
 def plot_contrast(df: Any, transitions: list[Transition], t: float) -> Any:
     """Three panels against ``N``, one colour per process: recovery at ``t`` (train solid, test dashed) with
     ``N*``, conditional entropy (train solid, test dashed), membership AUC of the entropy score."""
-    from basinlab.study.report import _plt, _series, _setup_ax
-
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     auc_df = df[df["probe"] == "entropy"]
     for proc, tr in families(transitions).items():
         c = process_color(proc)
         for set_name, style in (("train", "o-"), ("test", "s--")):
-            s = _series(df, tr.model, "recovery_rate", set_name, t)
+            s = series(df, tr.model, "recovery_rate", set_name, t)
             axes[0].plot(s["N"], s["value"], style, color=c, label=f"{proc}: {set_name}")
             axes[0].fill_between(s["N"], s["lo"], s["hi"], color=c, alpha=0.1, lw=0)
-            s = _series(df, tr.model, "entropy", set_name)
+            s = series(df, tr.model, "entropy", set_name)
             axes[1].plot(s["N"], s["value"], style, color=c, label=f"{proc}: {set_name}")
             axes[1].fill_between(s["N"], s["lo"], s["hi"], color=c, alpha=0.1, lw=0)
         if tr.n_star is not None:
             axes[0].axvline(tr.n_star, color=c, lw=1, alpha=0.7, ls=":", label=f"{proc}: N* ≈ {tr.n_star:.0f}")
-        s = _series(auc_df, tr.model, "membership_auc", None)
+        s = series(auc_df, tr.model, "membership_auc", None)
         if len(s):
             axes[2].plot(s["N"], s["value"], "o-", color=c, label=proc)
             axes[2].fill_between(s["N"], s["lo"], s["hi"], color=c, alpha=0.12, lw=0)
-    _setup_ax(axes[0], "recovery rate", f"Basin test at t = {t:g}")
+    setup_ax(axes[0], "recovery rate", f"Basin test at t = {t:g}")
     axes[0].set_ylim(-0.02, 1.02)
-    _setup_ax(axes[1], "entropy of x_θ (nats/token)", "Conditional entropy (leave-one-out)")
-    _setup_ax(axes[2], "ROC AUC, train vs test", "Membership (entropy score)")
+    setup_ax(axes[1], "entropy of x_θ (nats/token)", "Conditional entropy (leave-one-out)")
+    setup_ax(axes[2], "ROC AUC, train vs test", "Membership (entropy score)")
     axes[2].axhline(0.5, color="0.5", lw=1, ls="--")
     axes[2].set_ylim(-0.02, 1.02)
     for ax in axes:

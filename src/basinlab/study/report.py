@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -36,6 +35,11 @@ from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.labels import ModelLabel
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
 from basinlab.study import report_extras
+from basinlab.study.contrast import contrast_section
+from basinlab.study.figures import png as _png
+from basinlab.study.figures import pyplot as _plt
+from basinlab.study.figures import series as _series
+from basinlab.study.figures import setup_ax as _setup_ax
 from basinlab.study.html import examples as html_examples
 from basinlab.study.report_probes import study_probes_section
 from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
@@ -55,22 +59,6 @@ SET_COLORS = {"train": "tab:blue", "test": "tab:orange", "random": "tab:gray", "
 
 
 # ---- reading ----------------------------------------------------------------------------------------------
-
-
-def _series(df: Any, model: str, metric: str, set_name: str | None, t: float | None = None) -> Any:
-    """Per-``N`` mean of ``value`` over seeds with the mean 95% interval: DataFrame ``N, value, lo, hi``."""
-    sel = df[(df["model"] == model) & (df["metric"] == metric)]
-    if set_name is not None:
-        sel = sel[sel["set"] == set_name]
-    if t is not None:
-        sel = sel[np.isclose(sel["t"].astype(float).fillna(-1.0), t, rtol=0, atol=1e-9)]
-    elif sel["t"].notna().any() and sel["t"].isna().any():
-        sel = sel[sel["t"].isna()]
-    elif sel["t"].notna().any():
-        sel = sel[np.isclose(sel["t"].astype(float), float(sel["t"].min()), rtol=0, atol=1e-12)]
-    g = sel.groupby("N")
-    out = g.agg(value=("value", "mean"), lo=("ci_low", "mean"), hi=("ci_high", "mean")).reset_index()
-    return out.sort_values("N")
 
 
 def _models(df: Any) -> tuple[list[str], list[str]]:
@@ -95,15 +83,6 @@ def _load_examples(out_dir: Path) -> list[dict[str, Any]]:
 
 
 # ---- plots ------------------------------------------------------------------------------------------------
-
-
-def _plt() -> Any:
-    import matplotlib  # here: the backend must be chosen before pyplot is imported
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _mark_nstar(ax: Any, tr: Transition | None) -> None:
@@ -140,14 +119,6 @@ def _log_y(fig: Any) -> Any:
         report_extras.log_axis(ax)
         fig.tight_layout()
     return fig
-
-
-def _setup_ax(ax: Any, ylabel: str, title: str) -> None:
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training-set size N")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3, which="both")
 
 
 def plot_recovery(df: Any, model: str, oracles: list[str], tr: Transition | None) -> Any:
@@ -292,13 +263,6 @@ def plot_novelty(df: Any, model: str, tr: Transition | None) -> Any:
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    _plt().close(fig)
-    return buf.getvalue()
 
 
 # ---- the page ---------------------------------------------------------------------------------------------
@@ -543,7 +507,6 @@ def write_report(out_dir: str | Path, t: float | None = None) -> Path:
     examples = _load_examples(out_dir)
     figure = _Figures(out_dir / "plots")
     sections = [_model_section(df, tr, models, oracles, cfg, runs, examples, figure) for tr in transitions]
-    from basinlab.study.contrast import contrast_section  # here: it uses this module's plotting helpers
 
     sections.insert(0, contrast_section(df, transitions, t_star, figure))
     if not transitions:

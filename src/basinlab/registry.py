@@ -124,6 +124,13 @@ PROTOCOLS = _lazy(Registry("probe protocol", "probe.protocol"), {
     "paper": "basinlab.probes.protocol:PAPER",
 })
 
+#: the probes of the suite (SPEC 5), in the order it runs them: ``ProbeSpec`` records (``basinlab.probes.context``);
+#: ``probes.suite.register_probe`` adds one
+PROBES = _lazy(Registry("probe", "probe"), {
+    name: f"basinlab.probes.suite:{name.upper()}"
+    for name in ("basins", "fixed_points", "novelty", "entropy", "likelihood", "t_grid", "trajectory", "gen_ppl")
+})
+
 #: which weights of a trained run the probes read (SPEC 5 "Protocols")
 WEIGHTS = _lazy(Registry("weights", "probe.weights"), {
     "ema": "basinlab.probes.protocol:EMA",

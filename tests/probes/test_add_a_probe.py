@@ -17,7 +17,7 @@ from basinlab.config import load_config
 from basinlab.data import build_dataset
 from basinlab.oracles.build import build_oracle
 from basinlab.probes import draw_sets, run_suite
-from basinlab.probes import suite as suite_mod
+from basinlab.registry import PROBES
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 TOY = ["data.source=markov", "data.seq_len=10", "data.markov_vocab=6", "data.markov_successors=2",
@@ -43,8 +43,7 @@ def toy_probe(tmp_path, monkeypatch):
     module = importlib.import_module("repeat_rate_probe")
     exec(step2, {"repeat_rate": module.repeat_rate})
     yield module
-    suite_mod.EXTRA.pop("repeat_rate", None)
-    suite_mod.PLAN.pop("repeat_rate", None)
+    PROBES.unregister("repeat_rate")
     sys.modules.pop("repeat_rate_probe", None)
 
 

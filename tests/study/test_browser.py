@@ -1,5 +1,5 @@
 """audit.html and report.html in a real browser (issue 17): headless Chromium through the DevTools protocol
-(basinlab.study.html.headless) loads each page from disk, and the test checks that it loads without console
+(bench/headless.py) loads each page from disk, and the test checks that it loads without console
 errors, that the token spans and the sortable, filterable table are there and work, and saves screenshots under
 the test's temporary directory. Skips only where no Chromium is installed (``.ci/run`` installs Debian's)."""
 

@@ -21,7 +21,9 @@ from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, nearest_hamming, novel_ngram_rate, novelty
 from basinlab.probes.protocol import PROTOCOLS, protocol_options, resolve_n_samples
 from basinlab.probes.results import ROW_KEYS, ProbeResult, make_row, rows_to_frame, summarize
-from basinlab.probes.suite import PLAN, PROBE_SET_SEED, PROBES, SETS, draw_sets, probes_for, run_suite
+from basinlab.probes.context import ProbeContext, ProbeSpec
+from basinlab.probes.suite import PROBE_SET_SEED, SETS, draw_sets, plan, probes_for, register_probe, run_suite
+from basinlab.registry import PROBES
 
 
 def resolve_probe_config(cfg: ProbeConfig) -> ProbeConfig:
@@ -31,13 +33,14 @@ def resolve_probe_config(cfg: ProbeConfig) -> ProbeConfig:
 
 __all__ = [
     "EXAMPLE_SEED",
-    "PLAN",
     "PROBES",
     "PROBE_SET_SEED",
     "PROTOCOLS",
     "ROW_KEYS",
     "SETS",
+    "ProbeContext",
     "ProbeResult",
+    "ProbeSpec",
     "audit",
     "basin_area",
     "basin_radius",
@@ -53,8 +56,10 @@ __all__ = [
     "nearest_hamming",
     "novel_ngram_rate",
     "novelty",
+    "plan",
     "probes_for",
     "protocol_options",
+    "register_probe",
     "resolve_n_samples",
     "resolve_probe_config",
     "restore_examples",

@@ -40,53 +40,131 @@ from basinlab.errors import BasinlabError
 from basinlab.probes._common import denoiser_device
 from basinlab.probes.audit import membership_rows_from_arrays
 from basinlab.probes.basins import basin_test
+from basinlab.probes.context import ProbeContext, ProbeSpec
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
 from basinlab.probes.gen_ppl import check_scorer, gen_ppl
 from basinlab.probes.likelihood import likelihood
-from basinlab.probes.novelty import generate_samples, novelty
-from basinlab.probes.protocol import gap_sets, protocol_options, resolve_n_samples
+from basinlab.probes.novelty import novelty
+from basinlab.probes.protocol import gap_sets
 from basinlab.probes.results import ProbeResult
 from basinlab.probes.t_grid import t_grid
 from basinlab.probes.trajectory import trajectory_stats
+from basinlab.registry import PROBES as REGISTRY
 
-#: The probes, in the order the suite runs them.
-PROBES = ("basins", "fixed_points", "novelty", "entropy", "likelihood", "t_grid", "trajectory", "gen_ppl")
 #: The sets of SPEC 5.
 SETS = ("train", "test", "random")
-#: Which sets each probe runs on (``generated``: the samples the suite draws).
-PLAN: dict[str, tuple[str, ...]] = {
-    "basins": ("train", "test", "random"),
-    "fixed_points": ("train", "test", "random"),
-    "novelty": ("generated",),
-    "entropy": ("train", "test"),
-    "likelihood": ("train", "test"),
-    "t_grid": ("train", "test", "random"),
-    "trajectory": ("train", "test"),
-    "gen_ppl": ("generated",),
-}
-#: Probes added with :func:`register_probe` (docs/ARCHITECTURE.md, "Add a probe"): name -> function.
-EXTRA: dict[str, Callable[..., ProbeResult]] = {}
 #: The ``random`` set of a probe run with seed ``s`` is drawn with the generator seed ``PROBE_SET_SEED + s``.
 PROBE_SET_SEED = 1_000_003
 
 
-def register_probe(name: str, fn: Callable[..., ProbeResult], sets: tuple[str, ...]) -> None:
-    """Add a probe to the suite: ``fn(denoiser, seqs, *, set_name, seed, batch_size, real_mask, progress, config)``
-    (``config``: the :class:`ProbeConfig`) returning a :class:`ProbeResult`, run on ``sets`` after the built-in
-    probes. The CLI's ``probe NAME`` and ``probe all`` and the sweep then run it too."""
-    if name in PLAN and name not in EXTRA:
+# ---- the built-in probes, each a ProbeSpec over its probe function ------------------------------------------------
+
+
+def _basins(ctx: ProbeContext, name: str) -> ProbeResult:
+    seqs, mask = ctx.on(name)
+    return basin_test(ctx.denoiser, seqs, set_name=name, real_mask=mask, ts=list(ctx.cfg.ts), steps=ctx.cfg.steps,
+                      **ctx.common, **ctx.opts["basins"])
+
+
+def _fixed_points(ctx: ProbeContext, name: str) -> ProbeResult:
+    seqs, mask = ctx.on(name)
+    return fixed_point_test(ctx.denoiser, seqs, set_name=name, real_mask=mask, t_start=ctx.cfg.t_start,
+                            steps=ctx.cfg.steps, **ctx.common, **ctx.opts["fixed_points"])
+
+
+def _novelty(ctx: ProbeContext, name: str) -> ProbeResult | None:
+    if ctx.samples is None:
+        return None
+    data, train_all = ctx.data, ctx.data.train(ctx.n_train)
+    return novelty(ctx.denoiser, ctx.samples, train=train_all, test=data.test, set_name="generated",
+                   real_mask=data.real_mask(ctx.samples), train_mask=data.real_mask(train_all),
+                   test_mask=data.real_mask(data.test), t_start=ctx.cfg.t_start, steps=ctx.cfg.steps, **ctx.common)
+
+
+def _entropy(ctx: ProbeContext, name: str) -> ProbeResult:
+    """Split by the basin test's outcome on the same set; the gap of the generated samples' entropy against the
+    protocol's real sets (the samples' entropies computed for the first gap, reused for the other)."""
+    seqs, mask = ctx.on(name)
+    gaps = gap_sets(ctx.cfg.protocol)
+    gen = ctx.samples if name in gaps else None
+    earlier = next((r.arrays["generated_entropy"] for s in gaps if s != name
+                    and (r := ctx.result("entropy", s)) is not None and "generated_entropy" in r.arrays), None)
+    return conditional_entropy(ctx.denoiser, seqs, set_name=name, real_mask=mask, ts=[ctx.cfg.entropy_t],
+                               steps=ctx.cfg.steps, basin=ctx.result("basins", name), generated=gen,
+                               generated_mask=None if gen is None else ctx.data.real_mask(gen),
+                               generated_entropy=earlier if gen is not None else None,
+                               gap_name=gaps.get(name, "entropy_gap"), trajectory=ctx.trajectory, **ctx.common,
+                               **ctx.opts["entropy"])
+
+
+def _likelihood(ctx: ProbeContext, name: str) -> ProbeResult:
+    seqs, mask = ctx.on(name)
+    return likelihood(ctx.denoiser, seqs, set_name=name, real_mask=mask, **ctx.common, **ctx.opts["likelihood"])
+
+
+def _t_grid(ctx: ProbeContext, name: str) -> ProbeResult:
+    seqs, mask = ctx.on(name)
+    return t_grid(ctx.denoiser, seqs, set_name=name, real_mask=mask, ts=list(ctx.cfg.ts), steps=ctx.cfg.steps,
+                  **ctx.common, **ctx.opts["fixed_points"])
+
+
+def _trajectory(ctx: ProbeContext, name: str) -> ProbeResult:
+    seqs, mask = ctx.on(name)
+    return trajectory_stats(ctx.denoiser, seqs, set_name=name, real_mask=mask, steps=ctx.cfg.steps,
+                            count_special=ctx.opts["fixed_points"]["count_special"], **ctx.common)
+
+
+def _gen_ppl(ctx: ProbeContext, name: str) -> ProbeResult | None:
+    if ctx.samples is None:
+        return None
+    return gen_ppl(ctx.samples, ctx.data.decode(ctx.samples), ctx.cfg.gen_ppl_model, batch_size=ctx.cfg.batch_size,
+                   device=denoiser_device(ctx.denoiser))
+
+
+_ALL = ("train", "test", "random")
+BASINS = ProbeSpec("basins", _ALL, _basins)
+FIXED_POINTS = ProbeSpec("fixed_points", _ALL, _fixed_points)
+NOVELTY = ProbeSpec("novelty", ("generated",), _novelty)
+ENTROPY = ProbeSpec("entropy", ("train", "test"), _entropy, needs=("basins",))
+LIKELIHOOD = ProbeSpec("likelihood", ("train", "test"), _likelihood)
+T_GRID = ProbeSpec("t_grid", _ALL, _t_grid, enabled=lambda cfg: cfg.t_grid)
+TRAJECTORY = ProbeSpec("trajectory", ("train", "test"), _trajectory, enabled=lambda cfg: cfg.trajectory_stats)
+GEN_PPL = ProbeSpec("gen_ppl", ("generated",), _gen_ppl, enabled=lambda cfg: bool(cfg.gen_ppl_model))
+
+
+def _legacy(fn: Callable[..., ProbeResult]) -> Callable[[ProbeContext, str], ProbeResult]:
+    """A probe function of the classic signature ``fn(denoiser, seqs, *, set_name, seed, batch_size, real_mask,
+    progress, config)`` as a context probe."""
+    def run(ctx: ProbeContext, name: str) -> ProbeResult:
+        seqs, mask = ctx.on(name)
+        return fn(ctx.denoiser, seqs, set_name=name, real_mask=mask, config=ctx.cfg, **ctx.common)
+
+    return run
+
+
+def register_probe(name: str, fn: Callable[..., ProbeResult] | ProbeSpec, sets: tuple[str, ...] = ()) -> None:
+    """Add a probe to the suite (:data:`basinlab.registry.PROBES`): a :class:`ProbeSpec`, or a function
+    ``fn(denoiser, seqs, *, set_name, seed, batch_size, real_mask, progress, config)`` (``config``: the
+    :class:`ProbeConfig`) returning a :class:`ProbeResult`, run on ``sets``. The CLI's ``probe NAME`` and ``probe
+    all``, the sweep and :func:`run_suite` then run it too."""
+    if name in REGISTRY:
         raise BasinlabError(f"probe '{name}' exists already; choose another name")
-    unknown = sorted(set(sets) - set(SETS))
-    if unknown or not sets:
-        raise BasinlabError(f"probe '{name}' needs sets among {', '.join(SETS)}, got {sets!r}")
-    EXTRA[name] = fn
-    PLAN[name] = tuple(sets)
+    spec = fn if isinstance(fn, ProbeSpec) else ProbeSpec(name, tuple(sets), _legacy(fn))
+    unknown = sorted(set(spec.sets) - set(SETS) - {"generated"})
+    if unknown or not spec.sets:
+        raise BasinlabError(f"probe '{name}' needs sets among {', '.join(SETS)}, got {spec.sets!r}")
+    REGISTRY.register(name, spec)
+
+
+def plan() -> dict[str, tuple[str, ...]]:
+    """Which sets each registered probe runs on (``generated``: the samples the suite draws)."""
+    return {name: spec.sets for name, spec in REGISTRY.items()}
 
 
 def all_probes() -> tuple[str, ...]:
-    """The built-in probes, then the registered ones."""
-    return PROBES + tuple(EXTRA)
+    """The registered probes: the built-in ones, then those added with :func:`register_probe`."""
+    return REGISTRY.names()
 
 
 def probes_for(denoiser: Denoiser) -> tuple[str, ...]:
@@ -151,10 +229,10 @@ def check_selection(probes: Iterable[str], sets: Iterable[str]) -> list[str]:
     unknown = sorted(set(names) - set(all_probes()))
     if unknown:
         raise BasinlabError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(all_probes())}")
-    sets = set(sets)
+    sets, where = set(sets), plan()
     for p in names:
-        if PLAN[p] != ("generated",) and not sets.intersection(PLAN[p]):
-            raise BasinlabError(f"the {p} test runs on the {' and '.join(PLAN[p])} sets (SPEC 5); choose one of them")
+        if where[p] != ("generated",) and not sets.intersection(where[p]):
+            raise BasinlabError(f"the {p} test runs on the {' and '.join(where[p])} sets (SPEC 5); choose one of them")
     return names
 
 
@@ -177,59 +255,42 @@ def run_suite(
     ``generated_samples``). ``trajectory`` adds the entropy along the reverse chain from ``t = 1``.
     """
     sets = [s for s in SETS if s in set(sets)]
-    probes = check_selection(all_probes() if probes is None else probes, sets)
+    probes = _ordered(check_selection(all_probes() if probes is None else probes, sets))
     check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
     if "gen_ppl" in probes and cfg.gen_ppl_model:
         check_scorer(cfg.gen_ppl_model)  # before any long work
-    on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
-    seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
-                                                         key=SETS.index))
-    masks = {k: data.real_mask(v) for k, v in seqs.items()}
-    denoiser = _sampler_process(denoiser, cfg)
-    common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
-    opts = protocol_options(cfg.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
+    specs = [s for s in (REGISTRY.get(p) for p in probes) if s.enabled(cfg)]
+    on = {s.name: [n for n in s.sets if n in sets or n == "generated"] for s in specs}
+    drawn = sorted({n for names in on.values() for n in names if n != "generated"}, key=SETS.index)
+    seqs = draw_sets(data, n_train, cfg.m, seed, drawn)
+    ctx = ProbeContext(_sampler_process(denoiser, cfg), data, cfg, n_train, seed=seed, progress=progress,
+                       trajectory=trajectory, seqs=seqs, masks={k: data.real_mask(v) for k, v in seqs.items()})
     out = ProbeResult()
-    counted = _limit_counters(denoiser)
-    basins = {}
-    for name in on.get("basins", []):
-        basins[name] = basin_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
-                                  steps=cfg.steps, **common, **opts["basins"])
-        out.extend(basins[name], prefix=f"basins/{name}/")
-    for name in on.get("fixed_points", []):
-        out.extend(fixed_point_test(denoiser, seqs[name], set_name=name, real_mask=masks[name], t_start=cfg.t_start,
-                                    steps=cfg.steps, **common, **opts["fixed_points"]), prefix=f"fixed_points/{name}/")
-    samples = _samples(denoiser, data, cfg, seed, progress) if {"novelty", "entropy", "gen_ppl"} & set(probes) else None
-    if samples is not None:
-        out.arrays["generated_samples"] = samples
-    if "novelty" in probes and samples is not None:
-        train_all = data.train(n_train)
-        out.extend(novelty(denoiser, samples, train=train_all, test=data.test, set_name="generated",
-                           real_mask=data.real_mask(samples), train_mask=data.real_mask(train_all),
-                           test_mask=data.real_mask(data.test), t_start=cfg.t_start, steps=cfg.steps, **common),
-                   prefix="novelty/generated/")
-    gaps = gap_sets(cfg.protocol)  # generated minus test and/or train, per protocol
-    h_gen = None  # the samples' entropies: computed for the first gap, reused for the other (same draw)
-    for name in on.get("entropy", []):
-        gen = samples if name in gaps else None
-        out.extend(conditional_entropy(denoiser, seqs[name], set_name=name, real_mask=masks[name],
-                                       ts=[cfg.entropy_t], steps=cfg.steps, basin=basins.get(name), generated=gen,
-                                       generated_mask=None if gen is None else data.real_mask(gen),
-                                       generated_entropy=h_gen, gap_name=gaps.get(name, "entropy_gap"),
-                                       trajectory=trajectory, **common, **opts["entropy"]), prefix=f"entropy/{name}/")
-        if gen is not None:
-            h_gen = out.arrays[f"entropy/{name}/generated_entropy"]
-    for name in on.get("likelihood", []):
-        out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
-                              **opts["likelihood"]), prefix=f"likelihood/{name}/")
+    counted = _limit_counters(ctx.denoiser)
+    for spec in specs:
+        for name in on[spec.name]:
+            res = spec.run(ctx, name)
+            if res is not None:
+                ctx.results[(spec.name, name)] = res
+                out.extend(res, prefix=f"{spec.name}/{name}/")
+    if "generated_samples" not in out.arrays and "samples" in ctx.__dict__ and ctx.samples is not None:
+        out.arrays["generated_samples"] = ctx.samples
     if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy"} <= set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
-    _study_probes(out, denoiser, data, cfg, probes, on, seqs, masks, samples, common)
-    for probe in (p for p in probes if p in EXTRA):
-        for name in on[probe]:
-            out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
-                       prefix=f"{probe}/{name}/")
-    _add_limit_rows(out, counted, _limit_counters(denoiser))
+    _add_limit_rows(out, counted, _limit_counters(ctx.denoiser))
     return out
+
+
+def _ordered(probes: list[str]) -> list[str]:
+    """``probes`` in registration order, each after the probes it ``needs`` that were selected too."""
+    chosen = set(probes)
+    order = [p for p in all_probes() if p in chosen]
+    for p in list(order):
+        for need in REGISTRY.get(p).needs:
+            if need in chosen and order.index(need) > order.index(p):
+                order.remove(need)
+                order.insert(order.index(p), need)
+    return order
 
 
 #: counters of an exact oracle of the masked process (SPEC 2b): queries, and how many needed the ε-limit
@@ -262,30 +323,3 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     if not getattr(cfg, "remask", 0.0) or not proc.supports_remask:
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))
-
-
-def _study_probes(out: ProbeResult, denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, probes: list[str],
-                  on: dict[str, list[str]], seqs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                  samples: torch.Tensor | None, common: dict) -> None:
-    """The t-grid, trajectory and generative-perplexity probes (the study's measurements beyond SPEC 5's core)."""
-    opts = protocol_options(cfg.protocol)["fixed_points"]
-    for name in on.get("t_grid", []) if cfg.t_grid else []:
-        out.extend(t_grid(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
-                          steps=cfg.steps, **common, **opts), prefix=f"t_grid/{name}/")
-    for name in on.get("trajectory", []) if cfg.trajectory_stats else []:
-        out.extend(trajectory_stats(denoiser, seqs[name], set_name=name, real_mask=masks[name], steps=cfg.steps,
-                                    count_special=opts["count_special"], **common), prefix=f"trajectory/{name}/")
-    if "gen_ppl" in probes and cfg.gen_ppl_model and samples is not None:
-        out.extend(gen_ppl(samples, data.decode(samples), cfg.gen_ppl_model, batch_size=cfg.batch_size,
-                           device=denoiser_device(denoiser)), prefix="gen_ppl/generated/")
-
-
-def _samples(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, seed: int,
-             progress: bool) -> torch.Tensor | None:
-    """``probe.n_samples`` samples from noise (``None`` resolved by the protocol; none when it is 0: no novelty
-    rows and no entropy gap)."""
-    n_samples = resolve_n_samples(cfg.n_samples, cfg.protocol, denoiser_device(denoiser))
-    if n_samples <= 0:
-        return None
-    return generate_samples(denoiser, n_samples, data.seq_len, steps=cfg.steps, seed=seed,
-                            batch_size=cfg.batch_size, progress=progress, **protocol_options(cfg.protocol)["generate"])

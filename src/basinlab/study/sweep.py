@@ -79,7 +79,7 @@ def plan_runs(cfg: Config) -> list[RunKey]:
     (:func:`sweep_processes`), seed by seed, then the oracles of each process (memoriser always, Markov generaliser
     on Markov data; first seed only) when ``sweep.oracles``. A process other than uniform is in the ``model``
     label (``micro@masked``: :func:`~basinlab.study.store.model_label`)."""
-    sizes = resolve_sizes(cfg.sweep.sizes)
+    sizes = list(cfg.sweep.sizes)  # resolved once by Config.validate
     seeds = list(dict.fromkeys(int(s) for s in cfg.sweep.seeds))
     if not seeds:
         raise BasinlabError("sweep.seeds is empty; give at least one seed")

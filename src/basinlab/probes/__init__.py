@@ -14,6 +14,7 @@ import dataclasses
 from basinlab.config import ProbeConfig, apply_quick
 from basinlab.probes.audit import audit, membership_auc
 from basinlab.probes.basins import basin_area, basin_radius, basin_test
+from basinlab.probes.context import ProbeContext, ProbeSpec
 from basinlab.probes.entropy import conditional_entropy, token_entropy
 from basinlab.probes.examples import EXAMPLE_SEED, restore_examples
 from basinlab.probes.fixed_points import fixed_point_test, greedy_restore
@@ -21,7 +22,6 @@ from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, nearest_hamming, novel_ngram_rate, novelty
 from basinlab.probes.protocol import PROTOCOLS, protocol_options, resolve_n_samples
 from basinlab.probes.results import ROW_KEYS, ProbeResult, make_row, rows_to_frame, summarize
-from basinlab.probes.context import ProbeContext, ProbeSpec
 from basinlab.probes.suite import PROBE_SET_SEED, SETS, draw_sets, plan, probes_for, register_probe, run_suite
 from basinlab.registry import PROBES
 

@@ -28,6 +28,7 @@ The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PR
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 
@@ -43,13 +44,16 @@ from basinlab.probes.audit import membership_rows_from_arrays
 from basinlab.probes.basins import basin_test
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
-from basinlab.probes.gen_ppl import check_scorer, gen_ppl
+from basinlab.probes.gen_ppl import gen_ppl
+from basinlab.probes.gen_ppl_check import check_gen_ppl_model
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, novelty
 from basinlab.probes.protocol import gap_sets, protocol_options, resolve_n_samples
 from basinlab.probes.results import ProbeResult
 from basinlab.probes.t_grid import t_grid
 from basinlab.probes.trajectory import trajectory_stats
+
+logger = logging.getLogger(__name__)
 
 #: The probes, in the order the suite runs them.
 PROBES = ("basins", "fixed_points", "novelty", "entropy", "likelihood", "t_grid", "trajectory", "gen_ppl")
@@ -176,12 +180,65 @@ def run_suite(
 
     Returns one :class:`ProbeResult`: all tidy rows, arrays keyed ``"{probe}/{set}/{name}"`` (and
     ``generated_samples``). ``trajectory`` adds the entropy along the reverse chain from ``t = 1``.
+
+    Everything that can be checked is checked before the first probe (:func:`check_run`); a probe that fails
+    later raises with the rows of the probes before it attached as the exception's ``partial`` (a
+    :class:`ProbeResult`), so that a caller can keep them.
     """
     sets = [s for s in SETS if s in set(sets)]
     probes = check_selection(all_probes() if probes is None else probes, sets)
+    check_run(denoiser, data, cfg, probes)
+    out = ProbeResult()
+    try:
+        return _run_probes(out, denoiser, data, cfg, n_train=n_train, seed=seed, probes=probes, sets=sets,
+                           progress=progress, trajectory=trajectory)
+    except Exception as exc:
+        exc.partial = out  # type: ignore[attr-defined]  # the probes that finished (issue 25)
+        raise
+
+
+def check_run(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, probes: list[str]) -> None:
+    """What :func:`run_suite` refuses before any probe runs: a batch that cannot fit, a gen-PPL scorer that could
+    not score (:func:`~basinlab.probes.gen_ppl_check.check_gen_ppl_model`, on texts of the test set), and
+    ``gen_ppl`` asked for alone with no scorer or no samples; ``probe.remask`` on a denoiser that cannot remask
+    gets a warning."""
     check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
+    if probes == ["gen_ppl"]:
+        if not cfg.gen_ppl_model:
+            raise BasinlabError("the gen_ppl probe scores samples with a causal LM and none is named: set "
+                                "probe.gen_ppl_model=DIR (a local Hugging Face causal LM directory)")
+        if resolve_n_samples(cfg.n_samples, cfg.protocol, denoiser_device(denoiser)) <= 0:
+            raise BasinlabError("the gen_ppl probe scores generated samples and probe.n_samples is 0: give "
+                                "--samples K (probe.n_samples) with K >= 1")
     if "gen_ppl" in probes and cfg.gen_ppl_model:
-        check_scorer(cfg.gen_ppl_model)  # before any long work
+        check_gen_ppl_model(cfg.gen_ppl_model, data.seq_len, data.decode(data.test[:8]))  # before any long work
+    check_remask(denoiser, cfg)
+
+
+def check_remask(denoiser: Denoiser, cfg: ProbeConfig) -> None:
+    """``probe.remask > 0`` drives a process that remasks (SPEC 2b); for any other it changes nothing, said in one
+    warning line (not refused: a sweep may probe masked and uniform models under one config)."""
+    proc = process_of(denoiser)
+    if getattr(cfg, "remask", 0.0) and not hasattr(proc, "with_remask"):
+        logger.warning("probe.remask=%g is ignored: it drives ReMDM's remasking sampler of the masked process "
+                       "(SPEC 2b), and this denoiser's process is %s, which has nothing to remask", cfg.remask,
+                       proc.name)
+
+
+def _run_probes(
+    out: ProbeResult,
+    denoiser: Denoiser,
+    data: SequenceData,
+    cfg: ProbeConfig,
+    *,
+    n_train: int,
+    seed: int,
+    probes: list[str],
+    sets: list[str],
+    progress: bool,
+    trajectory: bool,
+) -> ProbeResult:
+    """The body of :func:`run_suite`, adding rows to ``out`` as each probe finishes."""
     on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
@@ -189,7 +246,6 @@ def run_suite(
     denoiser = _sampler_process(denoiser, cfg)
     common = {"seed": seed, "batch_size": cfg.batch_size, "progress": progress}
     opts = protocol_options(cfg.protocol)  # exact (SPEC 5) or the study's definitions (SPEC 5 "Protocols")
-    out = ProbeResult()
     counted = _limit_counters(denoiser)
     basins = {}
     for name in on.get("basins", []):
@@ -260,7 +316,7 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
     (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
     proc = process_of(denoiser)
-    if not getattr(cfg, "remask", 0.0) or proc.name != "masked":
+    if not getattr(cfg, "remask", 0.0) or not hasattr(proc, "with_remask"):
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))
 

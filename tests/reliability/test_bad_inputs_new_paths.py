@@ -9,11 +9,17 @@ CASES is the table that docs/RELIABILITY.md counts (scripts/reliability_counts.p
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from basinlab.cli import main
 from basinlab.config import load_config
 from basinlab.training.trainer import train
+from tests.interop.duo_reference import duo_param_names, random_duo_params
 from tests.reliability._refusal import assert_refused_in_one_line
 from tests.reliability._scorers import build_scorers
 
@@ -27,6 +33,8 @@ GEN = ["probe", "gen-ppl", "--checkpoint", "{CK}", "--device", "cpu", "--quiet",
 ALL = ["probe", "all", "--checkpoint", "{CK}", "--device", "cpu", "--quiet", "--out", "o"]
 SWEEP = ["sweep", "--preset", "markov", "--out", "s", "{T}", "sweep.sizes=[16]", "--quiet"]
 SCORER = "probe.gen_ppl_model="
+V, D, C, NB, NH, L = 37, 32, 24, 2, 4, 12
+CONVERT = ["convert", "--out", "new"]
 
 # (id, argv, words the one line must contain). {CK}: a trained toy run (Markov, V = 12, L = 12); {GOOD}: a sound
 # tiny GPT-2 scorer over the words 0..11; the other {NAME}s: scorers unusable in one way each (_scorers.py).
@@ -46,6 +54,20 @@ CASES = [
      ["not a causal language model"]),
     ("sweep-two-workers-bad-scorer", [*SWEEP, "--devices", "cpu,cpu", SCORER + "{NOWEIGHTS}"],
      ["holds no weights"]),
+    *[(f"convert-duo-n-heads-{h}-for-4", [*CONVERT, f"{{HEADS{h}}}"], [f"n_heads={h}", "n_heads=4", "inv_freq"])
+      for h in (1, 2, 8, 16)],
+    *[(f"convert-mdlm-n-heads-{h}-for-4", [*CONVERT, f"{{MHEADS{h}}}"], [f"n_heads={h}", "n_heads=4"])
+      for h in (2, 8)],
+    ("convert-ckpt-n-heads-8-for-4", [*CONVERT, "{BARE}", "--model-type", "mdlm", "--n-heads", "8",
+                                      f"data.seq_len={L}", "model.time_conditioning=false"], ["n_heads=8"]),
+    ("convert-edited-duo-export", [*CONVERT, "{EDITED}"], ["n_heads=4", "n_heads=2"]),
+    ("convert-headerless-ckpt", [*CONVERT, "{BARE}", "--n-heads", "4", f"data.seq_len={L}"],
+     ["no hyper-parameters", "--model-type mdlm"]),
+    ("convert-duo-type-for-subs-ckpt", [*CONVERT, "{SUBS}", "--model-type", "duo"],
+     ["--model-type duo contradicts", "parameterization: subs"]),
+    ("convert-duo-type-for-mdlm-dir", [*CONVERT, "{MHEADS4}", "--model-type", "duo"],
+     ["--model-type duo contradicts", "model_type"]),
+    ("convert-unknown-model-type", [*CONVERT, "{SEDD}"], ["unknown model_type 'sedd'", "mdlm"]),
 ]
 
 
@@ -60,7 +82,44 @@ def fixtures(tmp_path_factory):
         train(load_config(None, [*TOY, *SMALL, f"data.cache_dir={cache}"]), out_dir=base / "ck", progress=False)
     finally:
         torch.set_num_threads(before)
-    return {"{CK}": str(base / "ck"), "cache": str(cache), "base": base, **build_scorers(base / "scorers")}
+    fx = {"{CK}": str(base / "ck"), "cache": str(cache), "base": base, **build_scorers(base / "scorers"),
+          **_sources(base / "sources")}
+    assert main(["export", "--checkpoint", str(base / "ck"), "--out", str(base / "edited"), "--format", "duo-hf"]) == 0
+    cfg = json.loads((base / "edited" / "config.json").read_text())
+    (base / "edited" / "config.json").write_text(json.dumps({**cfg, "n_heads": 4}))  # the run has 2 heads
+    return {**fx, "{EDITED}": str(base / "edited")}
+
+
+def _hf(path: Path, params: dict, **cfg) -> str:
+    path.mkdir(parents=True)
+    hf = {"model_type": "duo", "vocab_size": V, "model_length": L, "hidden_dim": D, "cond_dim": C, "n_blocks": NB,
+          "n_heads": NH, "dropout": 0.0, **cfg}
+    (path / "config.json").write_text(json.dumps(hf))
+    save_file({f"backbone.{k}": v.contiguous() for k, v in params.items()}, str(path / "model.safetensors"))
+    return str(path)
+
+
+def _ckpt(path: Path, params: dict, hyper: dict) -> str:
+    shadow = [params[n].clone() for n in duo_param_names(NB)]
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in params.items()},
+                "ema": {"decay": 0.999, "num_updates": 1, "shadow_params": shadow}, "global_step": 3,
+                "hyper_parameters": hyper}, path)
+    return str(path)
+
+
+def _sources(base: Path) -> dict[str, str]:
+    """Weights of 4 heads (the rotary buffer of head size 8) under configs that say otherwise; an MDLM .ckpt
+    without hyper-parameters; one that says SUBS; a config.json of an unknown model_type."""
+    base.mkdir()
+    params = random_duo_params(V, D, C, NB, NH)
+    out = {f"{{HEADS{h}}}": _hf(base / f"duo-{h}", params, n_heads=h) for h in (1, 2, 8, 16)}
+    out.update({f"{{MHEADS{h}}}": _hf(base / f"mdlm-{h}", params, n_heads=h, model_type="mdlm",
+                                      time_conditioning=False) for h in (2, 4, 8)})
+    out["{BARE}"] = _ckpt(base / "bare.ckpt", params, {})
+    out["{SUBS}"] = _ckpt(base / "subs.ckpt", params, {"config": {"parameterization": "subs",
+                                                                  "model": {"n_heads": NH, "length": L}}})
+    out["{SEDD}"] = _hf(base / "sedd", params, model_type="sedd")
+    return out
 
 
 @pytest.mark.parametrize(("argv", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -184,13 +184,14 @@ def check_hf_config(cfg: Any, where: Any) -> dict[str, Any]:
         raise BasinlabError(f"{where} must hold a JSON object")
     mt = cfg.get("model_type")
     if mt not in MODEL_TYPES:
-        raise BasinlabError(f"unknown model_type {mt!r} in {where}; basinlab converts {', '.join(MODEL_TYPES)}")
+        raise BasinlabError(f"unknown model_type {mt!r} in {where}; basinlab converts {', '.join(MODEL_TYPES)} "
+                            "(uniform) and mdlm (masked)")
     missing = [k for k in HF_FIELDS if k not in cfg]
     if missing:
         raise BasinlabError(f"{where} lacks {', '.join(missing)} (a Duo/UDLM config has {', '.join(HF_FIELDS)})")
-    if cfg.get("time_conditioning", True) is False:
-        raise BasinlabError(f"{where} has time_conditioning: false; basinlab conditions on sigma_t and cannot "
-                            "represent a model trained without it")
+    tc = cfg.setdefault("time_conditioning", True)  # false: sigma = 0 whatever t (model.time_conditioning)
+    if not isinstance(tc, bool):
+        raise BasinlabError(f"{where}: time_conditioning must be true or false, got {tc!r}")
     if cfg.get("cfg", False):
         raise BasinlabError(f"{where} is a class-conditional (cfg) model; basinlab converts unconditional ones")
     for k in ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads"):
@@ -247,9 +248,10 @@ def load_hf_weights(src: Path, family: str = "Duo/UDLM") -> dict[str, torch.Tens
     return strip_prefix(state, f, family)
 
 
-def read_lightning_ckpt(src: Path, n_heads: int | None = None) -> dict[str, Any]:
-    """``{config, raw, ema}`` of a Lightning ``.ckpt`` of Duo's trainer (``ema``: Duo keys, or ``None``)."""
-    ck = safe_torch_load(src)
+def read_lightning_ckpt(src: Path, n_heads: int | None = None, ck: Any = None) -> dict[str, Any]:
+    """``{config, raw, ema}`` of a Lightning ``.ckpt`` of Duo's trainer (``ema``: Duo keys, or ``None``; ``ck``:
+    the file already loaded)."""
+    ck = safe_torch_load(src) if ck is None else ck
     if not isinstance(ck, dict) or not isinstance(ck.get("state_dict"), Mapping):
         raise BasinlabError(f"{src} has no 'state_dict'; is it a Lightning checkpoint of Duo's trainer?")
     raw = strip_prefix(ck["state_dict"], src)
@@ -317,12 +319,12 @@ def find_in_placeholder(obj: Any, keys: tuple[str, ...], depth: int = 0,
     return out
 
 
-def read_source(src: str | Path, n_heads: int | None = None) -> dict[str, Any]:
-    """Either format: a directory (Hugging Face layout) or a file (Lightning ``.ckpt``)."""
+def read_source(src: str | Path, n_heads: int | None = None, ck: Any = None) -> dict[str, Any]:
+    """Either format: a directory (Hugging Face layout) or a file (Lightning ``.ckpt``; ``ck``: already loaded)."""
     p = Path(src)
     if not p.exists():
         raise BasinlabError(f"'{src}' does not exist; give a Duo/UDLM Hugging Face directory or a Lightning .ckpt")
-    return read_hf_dir(p) if p.is_dir() else read_lightning_ckpt(p, n_heads)
+    return read_hf_dir(p) if p.is_dir() else read_lightning_ckpt(p, n_heads, ck)
 
 
 # ---- mapping weights ----------------------------------------------------------------------------------------
@@ -364,15 +366,34 @@ def basinlab_to_duo(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -
     return out
 
 
-def build_dit(cfg: Mapping[str, Any], seq_len: int, process: str = "uniform"):
+def build_dit(cfg: Mapping[str, Any], seq_len: int, process: str = "uniform", mask_index: int | None = None):
     """basinlab's DiT with the shape of a Duo/UDLM (or MDLM) config (``hidden_dim`` -> ``d_model`` ...).
-    ``vocab_size`` is the network's: for the masked process its last id is ``[MASK]`` and ``V = vocab_size - 1``."""
+    ``vocab_size`` is the network's: for the masked process its last id is ``[MASK]`` and ``V = vocab_size - 1``,
+    unless ``mask_index`` (the tokenizer's own ``[MASK]``, inside the vocabulary) says where it is (``V =
+    vocab_size``)."""
+    from basinlab.diffusion.forward import get_process
     from basinlab.models import build
 
     arch = {"n_layer": cfg["n_blocks"], "d_model": cfg["hidden_dim"], "n_head": cfg["n_heads"],
             "d_cond": cfg["cond_dim"], "dropout": float(cfg.get("dropout", 0.0)),
             "time_conditioning": bool(cfg.get("time_conditioning", True))}
+    if mask_index is not None:
+        return build(arch, cfg["vocab_size"], seq_len, process=get_process(process, cfg["vocab_size"],
+                                                                           mask_index=mask_index))
     return build(arch, cfg["vocab_size"] - (process == "masked"), seq_len, process=process)
+
+
+def own_mask_index(tok: Any, hf: Mapping[str, Any], masked: bool) -> int | None:
+    """The id of the tokenizer's own ``[MASK]`` when a masked model keeps it inside its vocabulary (MDLM's rule:
+    a tokenizer with a mask token is not extended, so ``vocab_size`` equals the tokenizer's size); else ``None``
+    (``[MASK]`` appended, ``vocab_size = V + 1``)."""
+    from basinlab.training.checkpoint import tokenizer_vocab_size
+
+    tk = getattr(tok, "tk", None)
+    mask_id = tk.token_to_id("[MASK]") if masked and tk is not None else None
+    if mask_id is None or tokenizer_vocab_size(tok) != hf["vocab_size"]:
+        return None
+    return int(mask_id)
 
 
 def sigma_of_t(t: torch.Tensor) -> torch.Tensor:
@@ -443,18 +464,20 @@ def convert(
     weights: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     n_heads: int | None = None,
+    ck: Any = None,
 ) -> Path:
     """Convert a Duo/UDLM checkpoint (Hugging Face directory or Lightning ``.ckpt``) into the basinlab run ``out``.
 
     ``weights``: ``ema`` (the default when the source has EMA weights) or ``raw``; the chosen weights go where a
     basinlab run keeps its EMA weights (what ``basinlab.load`` uses), the raw ones to ``model.safetensors``.
-    ``overrides`` (``data.*`` ...) adjust the run's config. Returns the checkpoint directory written.
+    ``overrides`` (``data.*`` ...) adjust the run's config; ``ck``: a ``.ckpt`` already loaded. Returns the
+    checkpoint directory written.
     """
     src = Path(src)
     if weights not in (None, "ema", "raw"):
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
     check_convert_out(src, Path(out))  # never over another run (issue 18)
-    got = checked_source(src, read_source(src, n_heads))
+    got = checked_source(src, read_source(src, n_heads, ck))
     return save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides)
 
 
@@ -489,21 +512,22 @@ def save_conversion(
     from basinlab.training.meta import CheckpointMeta
 
     hf, masked = got["config"], process == "masked"
-    V = hf["vocab_size"] - masked
     tok, tok_name = resolve_tokenizer(tokenizer, src if src.is_dir() else None)
+    mask_index = own_mask_index(tok, hf, masked)  # MDLM with a tokenizer holding [MASK] (e.g. BERT's)
+    V = hf["vocab_size"] - (masked and mask_index is None)
     if tok is not None and tokenizer_vocab_size(tok) != V:
         has = f"{V} tokens besides its appended [MASK] (vocab_size {V + 1})" if masked else f"vocab_size {V}"
         raise BasinlabError(f"tokenizer '{tok_name}' has {tokenizer_vocab_size(tok)} tokens but the model has "
                             f"{has}; give the tokenizer it was trained with")
     if not hf.get("model_length") and not any(o.strip().startswith("data.seq_len=") for o in overrides):
         raise BasinlabError(f"{src} does not say its sequence length (model_length); pass data.seq_len=L")
-    pinned = ["train.process=masked", f"model.time_conditioning={str(hf['time_conditioning']).lower()}"] if masked \
-        else []
+    pinned = ["train.process=masked"] if masked else []
+    pinned.append(f"model.time_conditioning={str(bool(hf.get('time_conditioning', True))).lower()}")
     cfg = _run_config({**hf, "vocab_size": V}, hf.get("model_length"), tok_name, [*overrides, *pinned])
     seq_len = int(hf.get("model_length") or cfg.data.seq_len)
     if seq_len != cfg.data.seq_len:
         raise BasinlabError(f"data.seq_len={cfg.data.seq_len} differs from the model's model_length={seq_len}")
-    model = build_dit(hf, seq_len, process)
+    model = build_dit(hf, seq_len, process, mask_index)
     raw = duo_to_basinlab(got["raw"], model, src)
     if weights == "ema" and got["ema"] is None:
         raise BasinlabError(f"{src} has no EMA weights; use --weights raw")
@@ -512,7 +536,7 @@ def save_conversion(
     model.load_state_dict(chosen)
     meta = CheckpointMeta(
         arch=model.arch(), vocab_size=V, seq_len=seq_len, schedule=SCHEDULE, eps=EPS, process=process,
-        tokenizer=tok_name,
+        process_options={} if mask_index is None else {"mask_index": mask_index}, tokenizer=tok_name,
         extra={"n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
                "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
                                   "weights": _weights_label(hf, use_ema), "tokenizer": tok_name}},
@@ -606,6 +630,7 @@ __all__ = [
     "hf_fields",
     "infer_arch",
     "key_map",
+    "own_mask_index",
     "load_hf_weights",
     "read_json",
     "read_hf_config",

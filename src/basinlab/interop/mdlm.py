@@ -10,10 +10,11 @@ head). What differs from Duo, and how basinlab represents it:
 
 - **vocabulary**: ``[MASK]`` is appended (``mask_index = V``; ``vocab_size`` in ``config.json`` is ``V + 1``, 50258
   for ``mdlm-owt`` over GPT-2's 50257 tokens). A converted run has ``train.process = masked`` over the ``V``
-  clean tokens; its network has ``V + 1`` inputs and outputs. basinlab's mask is always the last id: a model
-  whose tokenizer holds its own mask token inside the vocabulary (MDLM with a BERT tokenizer) is refused when that
-  tokenizer is given (it has ``V + 1`` tokens, not ``V``); without a tokenizer nothing tells, so do not convert
-  such a model without one;
+  clean tokens; its network has ``V + 1`` inputs and outputs. A tokenizer that holds its own ``[MASK]`` (MDLM with
+  a BERT tokenizer) is not extended: ``vocab_size`` is the tokenizer's size ``V`` and the mask is its id, as
+  basinlab's masked process takes it (``process_options.mask_index``; :func:`~basinlab.interop.duo.own_mask_index`);
+  without a tokenizer nothing tells the two apart, so convert such a model with its tokenizer. An export writes
+  the network's rows (``V + 1``, or ``V`` with the tokenizer's own mask), what MDLM reads;
 - **time conditioning**: ``time_conditioning: false`` (``mdlm-owt``) makes MDLM's ``_process_sigma`` feed
   ``sigma = 0`` whatever ``t``; the weights of ``sigma_map`` still shape the constant ``c``. basinlab's DiT has the
   same switch (``model.time_conditioning``);
@@ -167,7 +168,7 @@ def convert(
 
 def export_mdlm_hf(run: str | Path, out: str | Path, *, raw: bool = False) -> Path:
     """Write the masked basinlab run ``run`` as an MDLM Hugging Face directory ``out``: ``config.json``
-    (``model_type: mdlm``, ``vocab_size = V + 1``, ``time_conditioning``) and ``model.safetensors``
+    (``model_type: mdlm``, ``vocab_size`` the network's rows, ``time_conditioning``) and ``model.safetensors``
     (``backbone.*`` keys, float32), plus ``tokenizer.json`` when the run has one. ``config.json`` keeps the run's
     basinlab config under ``basinlab`` so that :func:`convert` gives back the same run. EMA weights unless ``raw``."""
     from basinlab.training.checkpoint import load_trained
@@ -177,7 +178,8 @@ def export_mdlm_hf(run: str | Path, out: str | Path, *, raw: bool = False) -> Pa
     if getattr(tm.process, "name", "uniform") != "masked":
         raise BasinlabError(f"{run} is a {getattr(tm.process, 'name', 'uniform')} model; MDLM's layout holds masked "
                             "ones: export it with --format duo-hf")
-    hf = {"model_type": MODEL_TYPE, "architectures": ["MDLM"], "vocab_size": tm.vocab_size + 1,
+    # the network's rows: V + 1 with an appended [MASK], V when the tokenizer holds its own (MDLM's rule)
+    hf = {"model_type": MODEL_TYPE, "architectures": ["MDLM"], "vocab_size": tm.process.n_outputs,
           **duo.hf_fields(tm, run, raw, "MDLM models")}
     return duo.write_hf_dir(tm, out, hf)
 

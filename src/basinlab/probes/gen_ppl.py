@@ -67,7 +67,7 @@ def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batc
         tok.pad_token = tok.eos_token
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True).to(device).eval()
-    except (OSError, ValueError, RuntimeError) as exc:  # damaged or mismatched weights: one line
+    except Exception as exc:  # damaged or mismatched weights (safetensors, torch, transformers errors): one line
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise BasinlabError(f"probe.gen_ppl_model '{path}': cannot load its weights ({text})") from None
     eos = tok.eos_token_id

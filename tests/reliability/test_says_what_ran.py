@@ -1,0 +1,169 @@
+"""Issue 25: what basinlab trains or converts reads back, and what it writes says what ran. Round trips that were
+refused (a time-unconditioned run's export, an MDLM model whose tokenizer holds its own [MASK], a headerless MDLM
+.ckpt told by its rows), a probe that fails late keeps the rows before it, a sweep's scorer path may be fixed on a
+rerun, and warnings where an option would otherwise be ignored silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import basinlab
+from basinlab.cli import main
+from basinlab.config import load_config
+from basinlab.interop import convert
+from basinlab.training.trainer import train
+from tests.interop.duo_reference import duo_param_names, random_duo_params
+
+pytestmark = pytest.mark.reliability
+
+TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
+       "data.markov_pool=300", "data.n_test=20", "data.n_train=16"]
+SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
+         "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu", "train.progress=false"]
+D, C, NB, NH, L = 32, 24, 2, 4, 12
+#: a BERT-style vocabulary with its own [MASK] (id 4): V = 37 tokens
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(32)]]
+
+
+def _toy_run(path: Path, *extra: str) -> Path:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_config(None, [*TOY, *SMALL, f"data.cache_dir={path.parent / 'cache'}", *extra]), out_dir=path,
+              progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return path
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_time_unconditioned_run_exports_and_converts_back(tmp_path):
+    """model.time_conditioning=false: export --format duo-hf writes time_conditioning false, and convert reads its
+    own export back into a run with the same switch and the same log x_theta (sigma = 0 whatever t)."""
+    run = _toy_run(tmp_path / "run", "model.time_conditioning=false")
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "exp"), "--format", "duo-hf"]) == 0
+    assert json.loads((tmp_path / "exp" / "config.json").read_text())["time_conditioning"] is False
+    assert main(["convert", str(tmp_path / "exp"), "--out", str(tmp_path / "back")]) == 0
+    a, b = basinlab.load(str(run)), basinlab.load(str(tmp_path / "back"))
+    assert b.config.model.time_conditioning is False
+    z = torch.randint(0, 12, (3, 12), generator=torch.Generator().manual_seed(0))
+    for t in (0.1, 0.9):
+        tt = torch.full((3,), t, dtype=torch.float64)
+        assert torch.equal(a.denoiser(z, tt), b.denoiser(z, tt))
+    assert main(["export", "--checkpoint", str(tmp_path / "back"), "--out", str(tmp_path / "exp2"),
+                 "--format", "duo-hf"]) == 0
+    _same_weights(tmp_path / "exp", tmp_path / "exp2")
+
+
+def _mdlm_dir(path: Path, params: dict, vocab: list[str] | None) -> Path:
+    path.mkdir(parents=True)
+    hf = {"model_type": "mdlm", "vocab_size": params["vocab_embed.embedding"].shape[0], "model_length": L,
+          "hidden_dim": D, "cond_dim": C, "n_blocks": NB, "n_heads": NH, "dropout": 0.0, "time_conditioning": True}
+    (path / "config.json").write_text(json.dumps(hf))
+    save_file({f"backbone.{k}": v.contiguous() for k, v in params.items()}, str(path / "model.safetensors"))
+    if vocab is not None:
+        (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return path
+
+
+def test_mdlm_with_its_tokenizers_own_mask_converts_exports_and_reads_back(tmp_path):
+    """An MDLM model whose tokenizer holds [MASK] keeps V = the tokenizer's size (MDLM's rule): convert takes the
+    mask at its id; export --format mdlm-hf writes vocab_size = the weights' rows (not V + 1); convert reads the
+    export back bit for bit."""
+    params = random_duo_params(len(VOCAB), D, C, NB, NH, seed=3)
+    src = _mdlm_dir(tmp_path / "mdlm", params, VOCAB)
+    convert(src, tmp_path / "run")
+    tm = basinlab.load(str(tmp_path / "run"))
+    assert tm.vocab_size == len(VOCAB) and tm.process.mask_index == VOCAB.index("[MASK]")
+    assert tm.model.embed.weight.shape[0] == len(VOCAB)
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "exp"),
+                 "--format", "mdlm-hf"]) == 0
+    hf = json.loads((tmp_path / "exp" / "config.json").read_text())
+    rows = load_file(str(tmp_path / "exp" / "model.safetensors"))["backbone.vocab_embed.embedding"].shape[0]
+    assert hf["vocab_size"] == rows == len(VOCAB)
+    assert main(["convert", str(tmp_path / "exp"), "--out", str(tmp_path / "back")]) == 0
+    assert basinlab.load(str(tmp_path / "back")).process.mask_index == VOCAB.index("[MASK]")
+    assert main(["export", "--checkpoint", str(tmp_path / "back"), "--out", str(tmp_path / "exp2"),
+                 "--format", "mdlm-hf"]) == 0
+    _same_weights(tmp_path / "exp", tmp_path / "exp2")
+    z = torch.full((2, L), VOCAB.index("[MASK]"))
+    logp = tm.denoiser(z, torch.full((2,), 0.5, dtype=torch.float64))
+    assert torch.isinf(logp[..., VOCAB.index("[MASK]")]).all()  # SUBS: the mask is never predicted
+
+
+def test_headerless_mdlm_ckpt_is_told_by_its_rows_with_a_tokenizer(tmp_path):
+    """No hyper-parameters, weights of V + 1 rows, a tokenizer of V tokens (no [MASK]): MDLM's appended mask."""
+    vocab = [t for t in VOCAB if t != "[MASK]"]  # 36 tokens; the weights have 37 rows
+    params = random_duo_params(len(vocab) + 1, D, C, NB, NH, seed=4)
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    shadow = [params[n].clone() for n in duo_param_names(NB)]
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in params.items()},
+                "ema": {"decay": 0.999, "num_updates": 1, "shadow_params": shadow}}, tmp_path / "bare.ckpt")
+    assert main(["convert", str(tmp_path / "bare.ckpt"), "--out", str(tmp_path / "run"), "--tokenizer",
+                 str(tmp_path / "vocab.txt"), "--n-heads", str(NH), f"data.seq_len={L}",
+                 "model.time_conditioning=true"]) == 0
+    tm = basinlab.load(str(tmp_path / "run"))
+    assert tm.process.name == "masked" and tm.vocab_size == len(vocab) and tm.process.mask_index == len(vocab)
+
+
+@pytest.fixture(scope="module")
+def scorers(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from tests.reliability._scorers import build_scorers
+
+    base = tmp_path_factory.mktemp("scorers")
+    found = build_scorers(base)
+    damaged = base / "damaged"
+    import shutil
+
+    shutil.copytree(found["{GOOD}"], damaged)
+    (damaged / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    return {**found, "{DAMAGED}": str(damaged)}
+
+
+def test_a_probe_failing_late_keeps_the_rows_before_it(tmp_path, scorers, capsys):
+    """A scorer whose weights file is damaged passes every up-front check and fails when gen_ppl loads it, after
+    the other probes: one error line that says where their rows are, and results.csv holds them."""
+    run = _toy_run(tmp_path / "run")
+    out = tmp_path / "probes"
+    rc = main(["probe", "all", "--checkpoint", str(run), "--n", "4", "--steps", "3", "--samples", "2", "--device",
+               "cpu", "--quiet", "--out", str(out), f"probe.gen_ppl_model={scorers['{DAMAGED}']}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and "cannot load its weights" in err[0] and "results.csv" in err[0], err
+    df = pd.read_csv(out / "results.csv")
+    assert {"basins", "fixed_points", "novelty", "entropy", "likelihood"} <= set(df["probe"])
+    assert "gen_ppl" not in set(df["probe"])
+    assert json.loads((out / "summary.json").read_text())["rows"]
+
+
+def test_a_sweeps_scorer_path_may_change_on_a_rerun(tmp_path, scorers, capsys):
+    """probe.gen_ppl_model is where a file lives, not what is computed: a sweep directory bound with one path
+    accepts the same scorer under another (it was refused as "another config")."""
+    base = ["sweep", "--preset", "markov", "--out", str(tmp_path / "s"), *TOY, f"data.cache_dir={tmp_path / 'c'}",
+            "sweep.sizes=[16]", "--plan"]
+    assert main([*base, f"probe.gen_ppl_model={scorers['{GOOD}']}"]) == 0
+    assert main([*base, f"probe.gen_ppl_model={scorers['{GOOD2}']}"]) == 0, capsys.readouterr().err
+    assert main([*base, "data.seq_len=10"]) == 2  # what is computed still may not change
+    assert "another config" in capsys.readouterr().err
+
+
+def test_remask_on_a_uniform_denoiser_says_it_is_ignored(tmp_path, capsys):
+    run = _toy_run(tmp_path / "run")
+    assert main(["probe", "basins", "--checkpoint", str(run), "--n", "2", "--steps", "2", "--ts", "0.5",
+                 "--device", "cpu", "--quiet", "probe.remask=0.5"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "probe.remask" in line]
+    assert len(err) == 1 and "ignored" in err[0] and "uniform" in err[0], err
+    assert main(["probe", "basins", "markov", *TOY, "--oracle", "markov", "--n", "2", "--steps", "2", "--ts", "0.5",
+                 "--device", "cpu", "--quiet", "probe.remask=0.5", f"data.cache_dir={tmp_path / 'c'}"]) == 0
+    assert "probe.remask=0.5 is ignored" in capsys.readouterr().err

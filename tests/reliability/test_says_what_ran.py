@@ -167,3 +167,106 @@ def test_remask_on_a_uniform_denoiser_says_it_is_ignored(tmp_path, capsys):
     assert main(["probe", "basins", "markov", *TOY, "--oracle", "markov", "--n", "2", "--steps", "2", "--ts", "0.5",
                  "--device", "cpu", "--quiet", "probe.remask=0.5", f"data.cache_dir={tmp_path / 'c'}"]) == 0
     assert "probe.remask=0.5 is ignored" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def masked_run(tmp_path_factory):
+    return _toy_run(tmp_path_factory.mktemp("masked") / "run", "train.process=masked")
+
+
+def test_packed_engine_on_a_masked_denoiser_points_at_loop(masked_run):
+    from basinlab.errors import BasinlabError
+    from basinlab.probes.basins import basin_test
+
+    tm = basinlab.load(str(masked_run))
+    seqs = tm.dataset().test[:2]
+    with pytest.raises(BasinlabError, match='engine=\\"loop\\"'):
+        basin_test(tm.denoiser, seqs, ts=[0.5], steps=2, engine="packed")
+
+
+def test_audit_of_a_masked_model_says_what_is_1_by_construction_and_shows_every_curve(masked_run, tmp_path,
+                                                                                        capsys):
+    """fixed_point is 1 for every text of a masked model without remasking: the CLI table, auc.json and
+    audit.html say so; the page's ROC draws each curve with its own dash and shift (identical curves visible)."""
+    import re
+
+    from basinlab.probes.plots import roc_figure
+
+    out = tmp_path / "audit"
+    assert main(["audit", "--checkpoint", str(masked_run), "--train-vs-test", "6", "--ts", "0.5", "--steps", "3",
+                 "--nelbo-times", "2", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "fixed_point  AUC 0.500" in stdout and "by construction" in stdout
+    assert "by construction" in json.loads((out / "auc.json").read_text())["scores"]["fixed_point"]["note"]
+    page = (out / "audit.html").read_text()
+    assert "fixed_point: 1 for every text by construction" in page
+    curves = re.findall(r'<polyline class="roc-curve"[^>]*stroke-dasharray="([^"]+)" points="([^"]+)"', page)
+    assert len(curves) >= 4
+    assert len({d for d, _ in curves}) == len(curves) and len({p for _, p in curves}) == len(curves)
+    from basinlab.probes.audit import audit
+
+    tm = basinlab.load(str(masked_run))
+    data = tm.dataset()
+    seqs = torch.cat([data.train(16)[:4], data.test[:4]])
+    res = audit(tm.denoiser, seqs, groups=["member"] * 4 + ["nonmember"] * 4, ts=[0.5], steps=2, nelbo_times=2)
+    fig = roc_figure(res, ["member"] * 4 + ["nonmember"] * 4)
+    lines = fig.axes[0].get_lines()[1:]
+    assert len({ln.get_marker() for ln in lines}) == len(lines)
+    assert len({tuple(ln.get_transform().transform((0.5, 0.5))) for ln in lines}) == len(lines)  # shifted apart
+    assert all("AUC" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_train_vs_test_on_a_converted_model_says_it_uses_stand_in_data(tmp_path, capsys):
+    params = random_duo_params(12, D, C, NB, NH, seed=5)
+    src = tmp_path / "duo"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "duo", "vocab_size": 12, "model_length": L,
+                                                 "hidden_dim": D, "cond_dim": C, "n_blocks": NB, "n_heads": NH,
+                                                 "dropout": 0.0}))
+    save_file({f"backbone.{k}": v.contiguous() for k, v in params.items()}, str(src / "model.safetensors"))
+    assert main(["convert", str(src), "--out", str(tmp_path / "run"), "data.n_train=16", "data.n_test=16",
+                 "data.markov_pool=300", f"data.cache_dir={tmp_path / 'c'}"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--checkpoint", str(tmp_path / "run"), "--train-vs-test", "4", "--ts", "0.5", "--steps",
+                 "2", "--nelbo-times", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "stand-in" in line]
+    assert len(err) == 1 and "not the model's training set" in err[0], err
+
+
+def test_sample_remasks_a_masked_model_and_refuses_a_uniform_one(masked_run, tmp_path, capsys):
+    args = ["sample", "--checkpoint", str(masked_run), "--n", "8", "--steps", "20", "--device", "cpu"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main([*args, "--remask", "1"]) == 0
+    assert capsys.readouterr().out != plain  # ReMDM's chain is another chain
+    run = _toy_run(tmp_path / "uniform")
+    assert main(["sample", "--checkpoint", str(run), "--n", "2", "--steps", "2", "--remask", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to remask" in err[0]
+
+
+def test_help_texts_say_what_the_commands_do(capsys):
+    for argv, want, never in ((["--help"], "masked", None), (["train", "--help"], "masked", None),
+                              (["sample", "--help"], "all [MASK]", "start from uniform noise at t = 1")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert want in text and (never is None or never not in text), (argv, text)
+
+
+def test_an_unknown_option_points_at_its_subcommands_help(masked_run, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "basins", "--checkpoint", str(masked_run), "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--bogus" in err[0] and "see `basinlab probe --help`" in err[0], err
+
+
+def test_quiet_silences_transformers_bars(scorers, masked_run, tmp_path, capfd):
+    args = ["probe", "gen-ppl", "--checkpoint", str(masked_run), "--samples", "2", "--steps", "2", "--device", "cpu",
+            f"probe.gen_ppl_model={scorers['{GOOD}']}"]
+    assert main(args) == 0
+    loud = capfd.readouterr().err
+    assert main([*args, "--quiet"]) == 0
+    quiet = capfd.readouterr().err
+    assert "Loading weights" in loud and "Loading weights" not in quiet

@@ -539,7 +539,8 @@ def save_conversion(
         process_options={} if mask_index is None else {"mask_index": mask_index}, tokenizer=tok_name,
         extra={"n_train": cfg.data.n_train, "objective": None, "basinlab": __version__,
                "converted_from": {"path": str(src.resolve()), "model_type": hf["model_type"],
-                                  "weights": _weights_label(hf, use_ema), "tokenizer": tok_name}},
+                                  "weights": _weights_label(hf, use_ema), "tokenizer": tok_name,
+                                  "stand_in_data": _stand_in_data(hf, overrides)}},
     )
     if isinstance(hf.get("basinlab"), Mapping):
         saved = hf["basinlab"]
@@ -548,6 +549,13 @@ def save_conversion(
     logger.info("converting %s (%s, %s weights) into %s", src, hf["model_type"], _weights_label(hf, use_ema), out)
     return save_checkpoint(out, step=got["step"], model_state=raw, ema_state=chosen, config=cfg, meta=meta,
                            tokenizer=tok)
+
+
+def _stand_in_data(hf: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> bool:
+    """Whether the converted run's data is a stand-in (:func:`_run_config`): no basinlab record of the real data
+    and no ``data.source``/``data.path`` override giving it."""
+    given = any(o.split("=", 1)[0].strip() in ("data.source", "data.path") for o in overrides)
+    return not isinstance(hf.get("basinlab"), Mapping) and not given
 
 
 def _weights_label(hf: Mapping[str, Any], use_ema: bool) -> str:

@@ -270,3 +270,61 @@ def test_quiet_silences_transformers_bars(scorers, masked_run, tmp_path, capfd):
     assert main([*args, "--quiet"]) == 0
     quiet = capfd.readouterr().err
     assert "Loading weights" in loud and "Loading weights" not in quiet
+
+
+def test_report_setup_says_which_weights_and_objective_ran():
+    """The Setup table: raw weights under probe.protocol=paper (EMA under exact), the masked objective for a
+    masked model, and no NELBO "after warm-up" when every step was a warm-up step."""
+    import pandas as pd
+
+    from basinlab.config import Config
+    from basinlab.study.report import _setup_html
+
+    df = pd.DataFrame({"model": ["micro", "micro@masked"], "N": [16, 16]})
+    cfg = Config()
+    cfg.train.steps, cfg.train.ce_warmup_steps = 100, 800
+    cfg.probe.protocol = "paper"
+    page = _setup_html(cfg, df, [], "micro")
+    assert "raw weights" in page and "EMA" not in page
+    assert "never ran" in page and "after 800 warm-up steps" not in page and "SPEC 4" in page
+    cfg.probe.protocol, cfg.train.ce_warmup_steps = "exact", 10
+    page = _setup_html(cfg, df, [], "micro@masked")
+    assert "EMA weights" in page and "SPEC 2b" in page and "SPEC 4" not in page
+    assert "after 10 warm-up steps of cross-entropy over the masked positions" in page
+
+
+def test_ce_warmup_not_below_steps_is_warned_at_config_time(caplog):
+    with caplog.at_level("WARNING", logger="basinlab.config"):
+        load_config(None, ["train.steps=7", "train.ce_warmup_steps=9"])
+    hits = [r.getMessage() for r in caplog.records if "ce_warmup_steps=9" in r.getMessage()]
+    assert len(hits) == 1 and "never runs" in hits[0]
+
+
+def _metrics(path: Path, steps: list[int]) -> None:
+    path.mkdir(parents=True)
+    pd.DataFrame({"step": steps, "loss": [2.0 + 0.1 * i for i in range(len(steps))],
+                  "objective": "nelbo"}).to_csv(path / "metrics.csv", index=False)
+
+
+def test_loss_curves_of_a_model_are_its_own_and_one_point_is_drawn(tmp_path):
+    """A sweep of both processes: each model's training-loss plot holds its own runs only (one legend entry per
+    N), and a run with one logged point is drawn as a visible marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from basinlab.study.report_extras import loss_curves, plot_losses
+
+    for name, steps in (("N16-s0", [1, 2, 3]), ("N64-s0", [1]), ("N16-s0-masked", [1, 2]), ("N64-s0-masked", [1, 2]),
+                        ("N16-s0-oracle-markov", [1])):
+        _metrics(tmp_path / "runs" / name, steps)
+    uniform, masked = loss_curves(tmp_path, "micro", 0), loss_curves(tmp_path, "micro@masked", 0)
+    assert [(n, len(df)) for n, df in uniform] == [(16, 3), (64, 1)]
+    assert [(n, len(df)) for n, df in masked] == [(16, 2), (64, 2)]
+    fig = plot_losses(uniform, plt)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["N = 16", "N = 64"]
+    single = fig.axes[0].get_lines()[1]
+    assert len(single.get_xdata()) == 1 and single.get_marker() not in (None, "None", "")
+    plt.close(fig)

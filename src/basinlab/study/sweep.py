@@ -345,7 +345,8 @@ def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
 
 def _check_runnable(cfg: Config, data: SequenceData, runs: Sequence[RunKey], devices: Sequence[str]) -> None:
     """Refuse, before the directory is bound to this config, a model that cannot fit on its devices (its memory
-    estimate, as the trainer's) and a gen-PPL scorer that cannot score, so that a multi-worker sweep fails here in one line, not in every worker's log."""
+    estimate, as the trainer's) and a gen-PPL scorer that cannot score, so that a multi-worker sweep fails here
+    in one line, not in every worker's log."""
     from basinlab.training.trainer import _check_memory
 
     seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)

@@ -328,3 +328,29 @@ def test_loss_curves_of_a_model_are_its_own_and_one_point_is_drawn(tmp_path):
     single = fig.axes[0].get_lines()[1]
     assert len(single.get_xdata()) == 1 and single.get_marker() not in (None, "None", "")
     plt.close(fig)
+
+
+def test_masked_run_with_bert_tokenizer_exports_as_mdlm_reads_and_converts_back(tmp_path):
+    """The issue's case: `train text-demo train.process=masked data.tokenizer=bert-base-uncased`, then export
+    --format mdlm-hf (vocab_size = the 30522 rows, BERT's [MASK] inside), then convert of the export (refused
+    before): the same process and weights."""
+    cfg = load_config("text-demo", ["train.process=masked", "data.tokenizer=bert-base-uncased", "data.seq_len=16",
+                                    "data.n_train=16", "data.n_test=16", *SMALL[:4], "train.steps=1",
+                                    "train.batch_size=4", "train.warmup_steps=1", "train.progress=false",
+                                    "train.device=cpu", f"data.cache_dir={tmp_path / 'cache'}"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg, out_dir=tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    tm = basinlab.load(str(tmp_path / "run"))
+    assert tm.process.mask_index < tm.vocab_size == 30522  # BERT's own [MASK], no appended row
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "exp"),
+                 "--format", "mdlm-hf"]) == 0
+    assert json.loads((tmp_path / "exp" / "config.json").read_text())["vocab_size"] == 30522
+    assert main(["convert", str(tmp_path / "exp"), "--out", str(tmp_path / "back")]) == 0
+    back = basinlab.load(str(tmp_path / "back"))
+    assert back.process.mask_index == tm.process.mask_index and back.vocab_size == tm.vocab_size
+    a, b = tm.model.state_dict(), back.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

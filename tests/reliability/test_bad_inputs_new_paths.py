@@ -14,26 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from basinlab.cli import main
-from basinlab.config import load_config
-from basinlab.training.trainer import train
 from tests.interop.duo_reference import duo_param_names, random_duo_params
-from tests.reliability._refusal import assert_refused_in_one_line
+from tests.reliability._refusal import NB, NH, TOY, C, D, L, V, assert_refused_in_one_line, train_toy, write_hf
 from tests.reliability._scorers import build_scorers
 
 pytestmark = pytest.mark.reliability
 
-TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
-       "data.markov_pool=300", "data.n_test=20", "data.n_train=16"]
-SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
-         "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu", "train.progress=false"]
 GEN = ["probe", "gen-ppl", "--checkpoint", "{CK}", "--device", "cpu", "--quiet", "--out", "o"]
 ALL = ["probe", "all", "--checkpoint", "{CK}", "--device", "cpu", "--quiet", "--out", "o"]
 SWEEP = ["sweep", "--preset", "markov", "--out", "s", "{T}", "sweep.sizes=[16]", "--quiet"]
 SCORER = "probe.gen_ppl_model="
-V, D, C, NB, NH, L = 37, 32, 24, 2, 4, 12
 CONVERT = ["convert", "--out", "new"]
 
 # (id, argv, words the one line must contain). {CK}: a trained toy run (Markov, V = 12, L = 12); {GOOD}: a sound
@@ -76,27 +68,13 @@ def fixtures(tmp_path_factory):
     pytest.importorskip("transformers")
     base = tmp_path_factory.mktemp("new-paths")
     cache = base / "cache"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(load_config(None, [*TOY, *SMALL, f"data.cache_dir={cache}"]), out_dir=base / "ck", progress=False)
-    finally:
-        torch.set_num_threads(before)
+    train_toy(base / "ck", cache)
     fx = {"{CK}": str(base / "ck"), "cache": str(cache), "base": base, **build_scorers(base / "scorers"),
           **_sources(base / "sources")}
     assert main(["export", "--checkpoint", str(base / "ck"), "--out", str(base / "edited"), "--format", "duo-hf"]) == 0
     cfg = json.loads((base / "edited" / "config.json").read_text())
     (base / "edited" / "config.json").write_text(json.dumps({**cfg, "n_heads": 4}))  # the run has 2 heads
     return {**fx, "{EDITED}": str(base / "edited")}
-
-
-def _hf(path: Path, params: dict, **cfg) -> str:
-    path.mkdir(parents=True)
-    hf = {"model_type": "duo", "vocab_size": V, "model_length": L, "hidden_dim": D, "cond_dim": C, "n_blocks": NB,
-          "n_heads": NH, "dropout": 0.0, **cfg}
-    (path / "config.json").write_text(json.dumps(hf))
-    save_file({f"backbone.{k}": v.contiguous() for k, v in params.items()}, str(path / "model.safetensors"))
-    return str(path)
 
 
 def _ckpt(path: Path, params: dict, hyper: dict) -> str:
@@ -112,13 +90,13 @@ def _sources(base: Path) -> dict[str, str]:
     without hyper-parameters; one that says SUBS; a config.json of an unknown model_type."""
     base.mkdir()
     params = random_duo_params(V, D, C, NB, NH)
-    out = {f"{{HEADS{h}}}": _hf(base / f"duo-{h}", params, n_heads=h) for h in (1, 2, 8, 16)}
-    out.update({f"{{MHEADS{h}}}": _hf(base / f"mdlm-{h}", params, n_heads=h, model_type="mdlm",
+    out = {f"{{HEADS{h}}}": write_hf(base / f"duo-{h}", params, n_heads=h) for h in (1, 2, 8, 16)}
+    out.update({f"{{MHEADS{h}}}": write_hf(base / f"mdlm-{h}", params, n_heads=h, model_type="mdlm",
                                       time_conditioning=False) for h in (2, 4, 8)})
     out["{BARE}"] = _ckpt(base / "bare.ckpt", params, {})
     out["{SUBS}"] = _ckpt(base / "subs.ckpt", params, {"config": {"parameterization": "subs",
                                                                   "model": {"n_heads": NH, "length": L}}})
-    out["{SEDD}"] = _hf(base / "sedd", params, model_type="sedd")
+    out["{SEDD}"] = write_hf(base / "sedd", params, model_type="sedd")
     return out
 
 

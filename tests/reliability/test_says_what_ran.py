@@ -20,27 +20,16 @@ from basinlab.config import load_config
 from basinlab.interop import convert
 from basinlab.training.trainer import train
 from tests.interop.duo_reference import duo_param_names, random_duo_params
+from tests.reliability._refusal import NB, NH, SMALL, TOY, C, D, L, train_toy
 
 pytestmark = pytest.mark.reliability
 
-TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
-       "data.markov_pool=300", "data.n_test=20", "data.n_train=16"]
-SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
-         "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu", "train.progress=false"]
-D, C, NB, NH, L = 32, 24, 2, 4, 12
 #: a BERT-style vocabulary with its own [MASK] (id 4): V = 37 tokens
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(32)]]
 
 
 def _toy_run(path: Path, *extra: str) -> Path:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(load_config(None, [*TOY, *SMALL, f"data.cache_dir={path.parent / 'cache'}", *extra]), out_dir=path,
-              progress=False)
-    finally:
-        torch.set_num_threads(before)
-    return path
+    return train_toy(path, path.parent / "cache", *extra)
 
 
 def _same_weights(a: Path, b: Path) -> None:

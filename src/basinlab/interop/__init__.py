@@ -32,8 +32,9 @@ def detect_family(src: str | Path) -> tuple[str | None, Any]:
     ck = duo.safe_torch_load(p)
     if mdlm.is_masked_ckpt(ck):
         return "mdlm", ck
-    hp = ck.get("hyper_parameters") if isinstance(ck, dict) else None
-    return ("duo" if hp else None), ck
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        return "duo", ck  # not a Lightning checkpoint: the reader says so
+    return ("duo" if ck.get("hyper_parameters") else None), ck
 
 
 def _family_by_rows(ck: Any, tokenizer: Any) -> str | None:

@@ -1,5 +1,6 @@
-"""Count the reliability suite's cases for docs/RELIABILITY.md: bad inputs (tests/reliability/test_bad_inputs_*.py)
-and faults (every other test in tests/reliability/), per file, from pytest's own collection.
+"""Count the reliability suite's cases for docs/RELIABILITY.md: bad inputs (tests/reliability/test_bad_inputs_*.py),
+outputs that say what ran (test_says_*.py) and faults (every other test in tests/reliability/), per file, from
+pytest's own collection.
 
     python scripts/reliability_counts.py          # counts of cases (collection only, seconds)
     python scripts/reliability_counts.py --run    # also runs them and counts the ones that pass
@@ -38,15 +39,25 @@ def counts(run: bool = False) -> dict[str, tuple[int, int | None]]:
     return {f: (n, passed[f] if run else None) for f, n in sorted(cases.items())}
 
 
+#: the kinds of reliability tests, by file name: refusals, faults survived, outputs that say what ran
+KINDS = ("bad inputs", "faults", "says what ran")
+
+
+def _kind(name: str) -> str:
+    if name.startswith("test_bad_inputs"):
+        return "bad inputs"
+    return "says what ran" if name.startswith("test_says") else "faults"
+
+
 def table(found: dict[str, tuple[int, int | None]]) -> str:
     rows = ["| kind | test file | cases |", "| --- | --- | --- |"]
     total = Counter()
     for f, (n, ok) in found.items():
-        kind = "bad inputs" if Path(f).name.startswith("test_bad_inputs") else "faults"
+        kind = _kind(Path(f).name)
         total[kind] += n
         rows.append(f"| {kind} | `{f}` | {n}{'' if ok is None else f' ({ok} passed)'} |")
-    rows.append(f"| **total** | bad inputs: {total['bad inputs']}, faults: {total['faults']} | "
-                f"{total['bad inputs'] + total['faults']} |")
+    shown = ", ".join(f"{k}: {total[k]}" for k in KINDS if total[k])
+    rows.append(f"| **total** | {shown} | {sum(total.values())} |")
     return "\n".join(rows) + "\n"
 
 

@@ -119,7 +119,7 @@ def test_lightning_ckpt_ema_and_raw(tmp_path):
 def test_ckpt_without_hyper_parameters_needs_the_family_and_the_switch(tmp_path, capsys):
     raw = _params(4)
     src = write_ckpt(tmp_path / "bare.ckpt", raw, raw, hyper={})
-    assert detect_family(src)[0] == "duo"  # nothing says masked
+    assert detect_family(src)[0] is None  # nothing says masked or uniform
     args = ["convert", str(src), "--out", str(tmp_path / "run"), "--model-type", "mdlm", "--n-heads", str(NH),
             f"data.seq_len={L}"]
     assert main(args) == 2

@@ -1,12 +1,50 @@
-"""What the bad-input tables share (test_bad_inputs_cli.py, test_bad_inputs_hostile.py): expanding a case's argv
-over the fixtures, a snapshot of what exists, and the one check of a refusal: exit 2, one line, nothing written."""
+"""What the bad-input tables share (test_bad_inputs_cli.py, test_bad_inputs_hostile.py, test_bad_inputs_new_paths.py):
+the toy overrides, expanding a case's argv over the fixtures, a snapshot of what exists, the one check of a
+refusal (exit 2, one line, nothing written), the toy run, and a Duo Hugging Face directory of given weights."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from basinlab.cli import main
+
+#: Markov data of V = 12, L = 12, N = 16 and a 1-layer DiT trained for 2 steps: the tables' trained toy run
+TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
+       "data.markov_pool=300", "data.n_test=20", "data.n_train=16"]
+SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
+         "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu", "train.progress=false"]
+#: the sizes of the Duo sources: vocabulary, width, conditioning, blocks, heads, length
+V, D, C, NB, NH, L = 37, 32, 24, 2, 4, 12
+
+
+def train_toy(out: Path, cache: Path, *extra: str) -> Path:
+    """Train the toy run (:data:`TOY`, :data:`SMALL`, then ``extra`` overrides) into ``out``, on one thread."""
+    import torch
+
+    from basinlab.config import load_config
+    from basinlab.training.trainer import train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_config(None, [*TOY, *SMALL, f"data.cache_dir={cache}", *extra]), out_dir=out, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def write_hf(path: Path, params: dict, **cfg) -> str:
+    """A Duo Hugging Face directory of ``params`` whose ``config.json`` has the sizes above, ``cfg`` replacing any."""
+    path.mkdir(parents=True)
+    hf = {"model_type": "duo", "vocab_size": V, "model_length": L, "hidden_dim": D, "cond_dim": C, "n_blocks": NB,
+          "n_heads": NH, "dropout": 0.0, **cfg}
+    (path / "config.json").write_text(json.dumps(hf))
+    save_file({f"backbone.{k}": v.contiguous() for k, v in params.items()}, str(path / "model.safetensors"))
+    return str(path)
 
 
 def expand_argv(argv: list[str], fx: dict, toy: list[str]) -> list[str]:

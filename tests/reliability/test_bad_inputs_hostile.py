@@ -9,28 +9,19 @@ CASES is the table that docs/RELIABILITY.md counts (scripts/reliability_counts.p
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from basinlab.config import load_config
 from basinlab.interop.duo import convert
-from basinlab.training.trainer import train
 from tests.interop.duo_reference import random_duo_params
-from tests.reliability._refusal import assert_refused_in_one_line
+from tests.reliability._refusal import NB, NH, TOY, C, D, L, V, assert_refused_in_one_line, train_toy, write_hf
 
 pytestmark = pytest.mark.reliability
 
-TOY = ["data.source=markov", "data.seq_len=12", "data.markov_vocab=12", "data.markov_successors=3",
-       "data.markov_pool=300", "data.n_test=20", "data.n_train=16"]
-SMALL = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.d_cond=16", "train.steps=2",
-         "train.batch_size=8", "train.warmup_steps=1", "train.device=cpu", "train.progress=false"]
 HUGE = ["model.d_model=16384", "model.n_head=64", "model.n_layer=64"]
-V, D, C, NB, NH, L = 37, 32, 24, 2, 4, 12
 AUDIT = ["audit", "--checkpoint", "{CK}", "--format", "ids"]
 
 # (id, argv, words the one line must contain). {CK}: a trained toy run (L=12, V=12, N=16); {HF*}: Duo Hugging Face
@@ -87,15 +78,6 @@ CASES = [
 ]
 
 
-def _hf(path: Path, params: dict, **cfg) -> str:
-    path.mkdir(parents=True)
-    hf = {"model_type": "duo", "vocab_size": V, "model_length": L, "hidden_dim": D, "cond_dim": C, "n_blocks": NB,
-          "n_heads": NH, "dropout": 0.0, **cfg}
-    (path / "config.json").write_text(json.dumps(hf))
-    save_file({f"backbone.{k}": v.contiguous() for k, v in params.items()}, str(path / "model.safetensors"))
-    return str(path)
-
-
 def _sources(base: Path) -> dict[str, str]:
     """Duo sources: sound, with a NaN / inf weight, absurd sizes, int8 weights, a Lightning .ckpt with a NaN EMA."""
     params = random_duo_params(V, D, C, NB, NH)
@@ -112,25 +94,21 @@ def _sources(base: Path) -> dict[str, str]:
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in params.items()},
                 "ema": {"decay": 0.999, "num_updates": 1, "shadow_params": shadow}, "global_step": 3,
                 "hyper_parameters": {"config": {"model": {"n_heads": NH, "length": L}}}}, ckpt)
-    return {"{HF}": _hf(base / "hf", params), "{HFNAN}": _hf(base / "hf-nan", nan),
-            "{HFINF}": _hf(base / "hf-inf", inf), "{HFVOCAB}": _hf(base / "hf-vocab", params, vocab_size=10**9),
-            "{HFLEN}": _hf(base / "hf-len", params, model_length=10**12), "{HFINT}": _hf(base / "hf-int", ints),
-            "{CKPTNAN}": str(ckpt)}
+    return {"{HF}": write_hf(base / "hf", params), "{HFNAN}": write_hf(base / "hf-nan", nan),
+            "{HFINF}": write_hf(base / "hf-inf", inf),
+            "{HFVOCAB}": write_hf(base / "hf-vocab", params, vocab_size=10**9),
+            "{HFLEN}": write_hf(base / "hf-len", params, model_length=10**12),
+            "{HFINT}": write_hf(base / "hf-int", ints), "{CKPTNAN}": str(ckpt)}
 
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
     base = tmp_path_factory.mktemp("hostile")
     cache = base / "cache"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(load_config(None, [*TOY, *SMALL, f"data.cache_dir={cache}"]), out_dir=base / "ck", progress=False)
-    finally:
-        torch.set_num_threads(before)
+    train_toy(base / "ck", cache)
     fx = {"{CK}": str(base / "ck"), "cache": str(cache), "base": base, **_sources(base)}
     other = base / "other-hf"
-    _hf(other, random_duo_params(V, D, C, NB, NH, seed=1))
+    write_hf(other, random_duo_params(V, D, C, NB, NH, seed=1))
     convert(other, base / "conv")
     (base / "file.txt").write_text("not a directory\n")
     (base / "empty").mkdir()

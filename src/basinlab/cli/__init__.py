@@ -33,6 +33,22 @@ class _Parser(argparse.ArgumentParser):
         finally:
             self._intermixing = False
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but options left over after a subcommand are that subcommand's error: its help is the
+        one to read (``basinlab probe basins --bogus`` points at ``basinlab probe --help``)."""
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self._subcommands.get(getattr(args, "command", None) or "", self)
+            sub.error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
+
+    @property
+    def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._subparsers._group_actions if self._subparsers is not None else []:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"basinlab: error: {message} (see `{self.prog} --help`)\n")
 
@@ -49,11 +65,32 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+_HF_SILENCED = False
+
+
+def _hf_progress_bars(on: bool) -> None:
+    """``--quiet`` silences transformers' and huggingface_hub's own bars (transformers' "Loading weights") too,
+    whether or not they are imported yet; a later command without it gets them back."""
+    global _HF_SILENCED
+    if on == (not _HF_SILENCED):
+        return
+    try:
+        from huggingface_hub import utils as hub
+    except ImportError:  # no gen-PPL extra: nothing of theirs will draw a bar
+        return
+    (hub.enable_progress_bars if on else hub.disable_progress_bars)()
+    if "transformers" in sys.modules:
+        tl = sys.modules["transformers"].utils.logging
+        (tl.enable_progress_bar if on else tl.disable_progress_bar)()
+    _HF_SILENCED = not on
+
+
 def configure_logging(quiet: bool = False) -> None:
     """Library modules log through ``logging``; the command shows their INFO lines on stderr (WARNING with
     ``--quiet``), as plain messages."""
     root = logging.getLogger("basinlab")
     root.setLevel(logging.WARNING if quiet else logging.INFO)
+    _hf_progress_bars(not quiet)
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -63,7 +100,8 @@ def configure_logging(quiet: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="basinlab",
-        description="Train uniform-noise discrete diffusion LMs and probe them as associative memories.",
+        description="Train discrete diffusion LMs (uniform-noise, and masked/MDLM for contrast) and probe them as "
+                    "associative memories.",
     )
     parser.add_argument("--version", action="version", version=f"basinlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -208,6 +208,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for g, f in files:
             ai.warn_cut(lines[g], tm.tokenizer, tm.seq_len, f)
     if own is not None:
+        _warn_stand_in(args.checkpoint)
         data = tm.dataset()
         ai.check_train_vs_test(own, int(tm.config.data.n_train), int(data.test.shape[0]))
         for g, seqs_g in (("member", data.train(tm.config.data.n_train)[:own]), ("nonmember", data.test[:own])):
@@ -227,6 +228,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     _write_audit(Path(args.out), result, groups, texts, args)
     _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))
     return 0
+
+
+def _warn_stand_in(checkpoint: str) -> None:
+    """``--train-vs-test`` on a model converted without its training data measures the stand-in data of its
+    config (docs/INTEROP.md, "Data of the run"): said in one warning line."""
+    import logging
+
+    from basinlab.training.checkpoint import load_meta, require_checkpoint
+
+    origin = load_meta(require_checkpoint(checkpoint)).get("converted_from") or {}
+    if isinstance(origin, dict) and origin.get("stand_in_data"):
+        logging.getLogger("basinlab.cli").warning(
+            "warning: %s was converted from %s without its training data: --train-vs-test compares the stand-in "
+            "data of its config (not the model's training set), so its AUC says nothing about membership; give "
+            "the real data with convert's data.* overrides, or --members/--nonmembers", checkpoint,
+            origin.get("path"))
 
 
 def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, checkpoint: str) -> None:
@@ -268,6 +285,8 @@ def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], ar
             lo, hi = a["ci_low"], a["ci_high"]
             ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
             print(f"{name:>22s}  AUC {a['auc']:.3f}{ci}" if a["auc"] is not None else f"{name:>22s}  AUC -")
+            if a.get("note"):
+                print(f"{'':>22s}  ({a['note']})")
     remove_stale(out, written)
     print(f"scored {len(groups)} texts; wrote {', '.join(written)} to {out}")
 

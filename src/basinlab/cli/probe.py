@@ -184,8 +184,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(args.sets or SETS))
     which = probes_for(denoiser) if args.which == "all" else (args.which.replace("-", "_"),)
     check_selection(which, names)
-    result = run_suite(denoiser, data, pc, n_train=cfg.data.n_train, seed=args.seed, probes=which, sets=names,
-                       progress=not args.quiet, trajectory=args.trajectory)
+    try:
+        result = run_suite(denoiser, data, pc, n_train=cfg.data.n_train, seed=args.seed, probes=which, sets=names,
+                           progress=not args.quiet, trajectory=args.trajectory)
+    except Exception as exc:
+        _keep_partial(exc, out, cfg, pc, label, args, names, data)
+        raise
     examples = None
     if args.show:
         examples = restore_examples(denoiser, data, k=args.show, t=args.show_t, steps=pc.steps, seed=args.seed)
@@ -197,6 +201,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
         _write(out, result, examples, cfg, pc, label, args, names, data)
         print(f"wrote {out}/results.csv, summary.json and plots")
     return 0
+
+
+def _keep_partial(exc: Exception, out: Path | None, cfg: Config, pc: ProbeConfig, label: str,
+                  args: argparse.Namespace, names: list[str], data: SequenceData) -> None:
+    """A probe failed after others finished (issue 25): write their rows to ``--out`` and, for bad input, say so
+    in the one error line."""
+    partial = getattr(exc, "partial", None)
+    if out is None or not isinstance(partial, ProbeResult) or not partial.rows:
+        return
+    _write(out, partial, None, cfg, pc, label, args, names, data)
+    done = sorted({r["probe"] for r in partial.rows})
+    if isinstance(exc, BasinlabError):
+        raise BasinlabError(f"{exc} (the rows of the probes that finished, {', '.join(done)}, are in "
+                            f"{out}/results.csv)") from None
 
 
 def _fmt(v: Any) -> str:

@@ -16,7 +16,7 @@ import torch
 
 import basinlab
 from basinlab.config import load_config
-from basinlab.diffusion import estimate_nelbo, generate
+from basinlab.diffusion import estimate_nelbo, generate, process_of
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, check_writable_file
 from basinlab.registry import FAMILIES, PROCESSES, SCHEDULES, listing
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a diffusion LM (resumes from the checkpoint in the output directory)",
         description=(
-            "Train a uniform-noise discrete diffusion LM (a DiT) on the data of CONFIG for train.steps steps. "
+            "Train a discrete diffusion LM (a DiT) on the data of CONFIG for train.steps steps: uniform noise "
+            "(SPEC 2) by default, masked/absorbing (MDLM, SPEC 2b) with train.process=masked. "
             "Checkpoints go to --out (default: the config's out_dir); a rerun resumes from the last checkpoint "
             "with losses identical to an uninterrupted run. Under torchrun every rank runs this same command."
         ),
@@ -49,9 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sample",
         help="generate sequences from pure noise with a trained model",
         description=(
-            "Sample from a trained model: start from uniform noise at t = 1, run the reverse chain on a grid of "
-            "--steps points and take the final denoising step greedily (SPEC 3). Prints one sample per line "
-            "(decoded text, or token ids for Markov data)."
+            "Sample from a trained model: start from the process's prior at t = 1 (uniform noise for a uniform "
+            "model, all [MASK] for a masked one), run the reverse chain on a grid of --steps points and take the "
+            "final denoising step greedily (SPEC 3, 2b; --remask: ReMDM's remasking sampler for a masked model). "
+            "Prints one sample per line (decoded text, or token ids for Markov data)."
         ),
     )
     _checkpoint_args(p)
@@ -59,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=1000, help="T, reverse steps over [t_min, 1] (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--greedy", action="store_true", help="argmax at every step instead of drawing")
+    p.add_argument("--remask", type=float, default=0.0, metavar="ETA",
+                   help="masked models: ReMDM's remasking eta in [0, 1], as probe.remask (default 0: MDLM's sampler)")
     p.add_argument("--out", metavar="FILE", help="also write the samples to FILE, one per line")
     p.set_defaults(func=cmd_sample)
 
@@ -126,11 +130,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for name in ("n", "steps", "batch_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
     out = _write_through(args.out) if args.out else None
+    if not 0.0 <= args.remask <= 1.0:
+        raise BasinlabError(f"--remask must lie in [0, 1], got {args.remask}")
     tm = _load(args)
+    proc = process_of(tm.denoiser)
+    if args.remask and not hasattr(proc, "with_remask"):
+        raise BasinlabError(f"--remask drives ReMDM's remasking sampler of the masked process (SPEC 2b); this model's "
+                            f"process is {proc.name}, which has nothing to remask: drop --remask")
     device = tm.denoiser.device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     seqs = generate(tm.denoiser, args.n, tm.seq_len, steps=args.steps, greedy=args.greedy, final_greedy=True,
-                    batch_size=args.batch_size, generator=gen, device=device)
+                    batch_size=args.batch_size, generator=gen, device=device,
+                    process=proc.with_remask(args.remask) if args.remask else None)
     lines = tm.decode(seqs)
     for line in lines:
         print(line)

@@ -3,6 +3,8 @@ normalises a whole config in place, once (``Config.validate``)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +111,12 @@ def _check_model(mc: ModelConfig) -> None:
     time_conditioning(mc)
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    """A config warning, logged once per process however often the config is validated."""
+    logging.getLogger(__name__).warning("%s", message)
+
+
 def _check_train(tc: TrainConfig) -> None:
     _at_least(tc, "train", ("steps", "warmup_steps", "ce_warmup_steps"), 0)
     _at_least(tc, "train", ("batch_size", "grad_accum", "log_every", "ckpt_every"), 1)
@@ -120,6 +128,9 @@ def _check_train(tc: TrainConfig) -> None:
     for key in ("beta1", "beta2", "ema", "eps", "t_eps"):
         _unit(f"train.{key}", getattr(tc, key), closed_low=True, closed_high=False)
     _choice("train.objective", tc.objective, OBJECTIVES)
+    if tc.objective != "ce_redrawn" and 0 < tc.steps <= tc.ce_warmup_steps:
+        _warn_once(f"train.ce_warmup_steps={tc.ce_warmup_steps} >= train.steps={tc.steps}: every step is a "
+                   f"warm-up step of ce_redrawn and the {tc.objective} objective never runs")
     _choice("train.lr_decay", tc.lr_decay, LR_DECAYS)
     SCHEDULES.check(tc.schedule, "train.schedule")
     PROCESSES.check(tc.process, "train.process")

@@ -21,7 +21,7 @@ RESUMABLE_KEYS: dict[str, frozenset[str]] = {
     "data": frozenset({"cache_dir"}),
     "train": frozenset({"steps", "log_every", "ckpt_every", "progress", "device", "precision", "compile",
                         "grad_accum"}),
-    "probe": frozenset({"batch_size"}),
+    "probe": frozenset({"batch_size", "gen_ppl_model"}),  # the scorer's path may be fixed on a rerun (issue 25)
 }
 #: keys a sweep directory keeps although a single run may change them (SPEC 7: one step budget for every N)
 SWEEP_FIXED_KEYS: dict[str, frozenset[str]] = {"train": frozenset({"steps"})}

@@ -46,6 +46,10 @@ class ForwardProcess:
     tokenizer_token: str | None = None
     #: the exact oracles of this process (SPEC 6): oracle kind -> ``"module:Class"`` (imported on use)
     oracles: dict[str, str] = {}
+    #: how the report names what training optimised: the corrupted positions, the cheap objective, the NELBO
+    corrupted_word = "corrupted"
+    cheap_objective_note = "the NELBO's optimum, the leave-one-out posterior (SPEC 4)"
+    nelbo_name = "the process's continuous-time NELBO"
 
     def __init__(self, vocab_size: int) -> None:
         if int(vocab_size) < 1:

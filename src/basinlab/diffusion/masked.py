@@ -37,6 +37,9 @@ class AbsorbingProcess(ForwardProcess):
     name = "absorbing"
     supports_remask = True
     tokenizer_token = "[MASK]"
+    corrupted_word = "masked"
+    cheap_objective_note = "SPEC 2b: MDLM's objective without its weight, the same optimum"
+    nelbo_name = "the masked process's continuous-time NELBO (SPEC 2b, MDLM's)"
     #: the leave-one-out conditional's calls return at most about this many entries ([c L, L, V]: 256 MB float32)
     loo_entries = 1 << 26
 

@@ -21,6 +21,10 @@ class UniformProcess(ForwardProcess):
 
     name = "uniform"
     packed_fast_path = True
+    corrupted_word = "redrawn"
+    cheap_objective_note = ("SPEC 4: the same optimum as the NELBO, the leave-one-out posterior, with far lower "
+                            "variance")
+    nelbo_name = "the continuous-time NELBO (SPEC 4)"
     oracles = {"empirical": "basinlab.oracles.memoriser:EmpiricalDenoiser",
                "markov": "basinlab.oracles.markov:MarkovDenoiser"}
 

@@ -112,10 +112,35 @@ def check_weights(state: dict[str, torch.Tensor], where: Any, head_dim: int) -> 
     return out
 
 
+def _check_heads(hf: Mapping[str, Any], duo: Mapping[str, torch.Tensor], where: Any) -> None:
+    """``n_heads`` shows in no weight's shape but in the rotary buffer's: ``inv_freq`` has ``head_dim / 2`` entries,
+    so ``hidden_dim / n_heads`` must be twice its length (a config edited to other heads is refused here)."""
+    inv = duo.get(INV_FREQ)
+    heads, d = hf.get("n_heads"), hf.get("hidden_dim")
+    if not isinstance(inv, torch.Tensor) or inv.ndim != 1 or not heads or not d or inv.numel() == 0:
+        return
+    if d // heads != 2 * inv.numel():
+        implied = d // (2 * inv.numel()) if d % (2 * inv.numel()) == 0 else "no whole number of"
+        raise BasinlabError(f"{where}: the config says n_heads={heads} (head size {d // heads}) but the weights' "
+                            f"'{PREFIX}{INV_FREQ}' has {inv.numel()} entries (head size {2 * inv.numel()}, i.e. "
+                            f"n_heads={implied} for hidden_dim={d}); fix n_heads in the config (or --n-heads)")
+
+
+def infer_arch(duo: Mapping[str, torch.Tensor], where: Any, n_heads: int | None = None) -> dict[str, Any]:
+    """``vocab_size``, ``hidden_dim``, ``cond_dim``, ``n_blocks`` read off Duo weights (``n_heads`` must be given
+    or stored: it does not show in any shape)."""
+    for k in ("vocab_embed.embedding", "sigma_map.mlp.2.weight"):
+        if k not in duo:
+            raise BasinlabError(f"{where} is missing weight '{PREFIX}{k}'")
+    V, d = duo["vocab_embed.embedding"].shape
+    blocks = {int(k.split(".")[1]) for k in duo if k.startswith("blocks.")}
+    return {"vocab_size": int(V), "hidden_dim": int(d), "cond_dim": int(duo["sigma_map.mlp.2.weight"].shape[0]),
+            "n_blocks": len(blocks), "n_heads": n_heads}
+
+
 def check_sizes(hf: Mapping[str, Any], duo: Mapping[str, torch.Tensor], where: Any) -> None:
     """Refuse a config whose sizes disagree with the weights, or a model that cannot fit in memory, before any
     allocation (``"vocab_size": 1000000000`` would otherwise try to allocate hundreds of GB)."""
-    from basinlab.interop.duo import infer_arch
     from basinlab.memory import require_fits
 
     found = infer_arch(duo, where)
@@ -125,6 +150,7 @@ def check_sizes(hf: Mapping[str, Any], duo: Mapping[str, torch.Tensor], where: A
         if hf.get(key) != found[key]:
             raise BasinlabError(f"{where}: '{PREFIX}{tensor}' has shape {tuple(duo[tensor].shape)}, but the config "
                                 f"says {key}={hf.get(key)}; fix the config")
+    _check_heads(hf, duo, where)
     if hf.get("n_blocks") != found["n_blocks"]:
         raise BasinlabError(f"{where}: the weights hold {found['n_blocks']} blocks ({PREFIX}blocks.*), but the config "
                             f"says n_blocks={hf.get('n_blocks')}; fix the config")

@@ -10,10 +10,11 @@ head). What differs from Duo, and how basinlab represents it:
 
 - **vocabulary**: ``[MASK]`` is appended (``mask_index = V``; ``vocab_size`` in ``config.json`` is ``V + 1``, 50258
   for ``mdlm-owt`` over GPT-2's 50257 tokens). A converted run has ``train.process = masked`` over the ``V``
-  clean tokens; its network has ``V + 1`` inputs and outputs. basinlab's mask is always the last id: a model
-  whose tokenizer holds its own mask token inside the vocabulary (MDLM with a BERT tokenizer) is refused when that
-  tokenizer is given (it has ``V + 1`` tokens, not ``V``); without a tokenizer nothing tells, so do not convert
-  such a model without one;
+  clean tokens; its network has ``V + 1`` inputs and outputs. A tokenizer that holds its own ``[MASK]`` (MDLM with
+  a BERT tokenizer) is not extended: ``vocab_size`` is the tokenizer's size ``V`` and the mask is its id, as
+  basinlab's masked process takes it (``process_options.mask_index``; :func:`~basinlab.interop.duo.own_mask_index`);
+  without a tokenizer nothing tells the two apart, so convert such a model with its tokenizer. An export writes
+  the network's rows (``V + 1``, or ``V`` with the tokenizer's own mask), what MDLM reads;
 - **time conditioning**: ``time_conditioning: false`` (``mdlm-owt``) makes MDLM's ``_process_sigma`` feed
   ``sigma = 0`` whatever ``t``; the weights of ``sigma_map`` still shape the constant ``c``. basinlab's DiT has the
   same switch (``model.time_conditioning``);
@@ -37,8 +38,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from basinlab.diffusion.masked import MaskedProcess
 from basinlab.errors import BasinlabError
-from basinlab.interop import duo
+from basinlab.interop import hf
 from basinlab.interop.checks import check_convert_out, check_export_out
 
 MODEL_TYPE = "mdlm"
@@ -77,15 +79,15 @@ def check_mdlm_config(cfg: Any, where: Any) -> dict[str, Any]:
 
 def read_mdlm_hf(src: Path) -> dict[str, Any]:
     """``{config, raw, ema, step}`` of an MDLM Hugging Face directory (``ema`` is ``None``: one set of weights)."""
-    cfg = check_mdlm_config(duo.read_json(src, "MDLM"), src / duo.HF_CONFIG)
-    return {"config": cfg, "raw": duo.load_hf_weights(src, "MDLM"), "ema": None,
+    cfg = check_mdlm_config(hf.read_json(src, "MDLM"), src / hf.HF_CONFIG)
+    return {"config": cfg, "raw": hf.load_hf_weights(src, "MDLM"), "ema": None,
             "step": int(cfg.get("step", 0) or 0)}
 
 
 def lightning_hparams(ck: Any) -> dict[str, Any]:
     """The hyper-parameters of :data:`_HPARAMS` found in a loaded Lightning checkpoint (placeholders searched)."""
     hp = ck.get("hyper_parameters") if isinstance(ck, Mapping) else None
-    return duo.find_in_placeholder(hp, _HPARAMS, types=(int, float, bool, str))
+    return hf.find_in_placeholder(hp, _HPARAMS, types=(int, float, bool, str))
 
 
 def is_masked_ckpt(ck: Any) -> bool:
@@ -104,8 +106,8 @@ def read_mdlm_ckpt(src: Path, ck: Any, n_heads: int | None = None,
     if hp.get("parameterization") not in (None, "subs"):
         raise BasinlabError(f"{src} uses the {hp['parameterization']!r} parameterisation; basinlab reads MDLM's "
                             "SUBS models")
-    raw = duo.strip_prefix(ck["state_dict"], src, "MDLM")
-    arch = duo.infer_arch(raw, src, n_heads if n_heads is not None else hp.get("n_heads"))
+    raw = hf.strip_prefix(ck["state_dict"], src, "MDLM")
+    arch = hf.infer_arch(raw, src, n_heads if n_heads is not None else hp.get("n_heads"))
     if arch["n_heads"] is None:
         raise BasinlabError(f"{src} does not say its number of attention heads; pass --n-heads")
     tc = hp.get("time_conditioning", time_conditioning)
@@ -114,7 +116,7 @@ def read_mdlm_ckpt(src: Path, ck: Any, n_heads: int | None = None,
                             "or model.time_conditioning=false")
     cfg = check_mdlm_config({**arch, "model_type": MODEL_TYPE, "model_length": int(hp.get("length", 0) or 0) or None,
                              "dropout": float(hp.get("dropout", 0.1)), "time_conditioning": bool(tc)}, src)
-    return {"config": cfg, "raw": raw, "ema": duo.ema_by_name(ck, src, cfg["n_blocks"], "MDLM"),
+    return {"config": cfg, "raw": raw, "ema": hf.ema_by_name(ck, src, cfg["n_blocks"], "MDLM"),
             "step": int(ck.get("global_step", 0) or 0)}
 
 
@@ -129,7 +131,7 @@ def read_source(src: str | Path, n_heads: int | None = None, time_conditioning: 
         raise BasinlabError(f"'{src}' does not exist; give an MDLM Hugging Face directory or a Lightning .ckpt")
     if p.is_dir():
         return read_mdlm_hf(p)
-    return read_mdlm_ckpt(p, duo.safe_torch_load(p) if ck is None else ck, n_heads, time_conditioning)
+    return read_mdlm_ckpt(p, hf.safe_torch_load(p) if ck is None else ck, n_heads, time_conditioning)
 
 
 def _override(overrides: list[str], key: str) -> str | None:
@@ -156,10 +158,10 @@ def convert(
         raise BasinlabError(f"--weights must be ema or raw, got {weights!r}")
     check_convert_out(src, Path(out))  # never over another run (issue 18)
     tc = _override(overrides, "model.time_conditioning")
-    got = duo.checked_source(src, read_source(src, n_heads, None if tc is None else tc.lower() in ("true", "1", "yes",
+    got = hf.checked_source(src, read_source(src, n_heads, None if tc is None else tc.lower() in ("true", "1", "yes",
                                                                                                   "on"), ck))
-    return duo.save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides,
-                               process="masked")
+    return hf.save_conversion(src, out, got, tokenizer=tokenizer, weights=weights, overrides=overrides,
+                               process=MaskedProcess.name)
 
 
 # ---- export out ---------------------------------------------------------------------------------------------
@@ -167,19 +169,20 @@ def convert(
 
 def export_mdlm_hf(run: str | Path, out: str | Path, *, raw: bool = False) -> Path:
     """Write the masked basinlab run ``run`` as an MDLM Hugging Face directory ``out``: ``config.json``
-    (``model_type: mdlm``, ``vocab_size = V + 1``, ``time_conditioning``) and ``model.safetensors``
+    (``model_type: mdlm``, ``vocab_size`` the network's rows, ``time_conditioning``) and ``model.safetensors``
     (``backbone.*`` keys, float32), plus ``tokenizer.json`` when the run has one. ``config.json`` keeps the run's
     basinlab config under ``basinlab`` so that :func:`convert` gives back the same run. EMA weights unless ``raw``."""
     from basinlab.training.checkpoint import load_trained
 
     check_export_out(run, Path(out))  # never over files it did not write (issue 18)
     tm = load_trained(run, device="cpu", ema=not raw)
-    if getattr(tm.process, "name", "uniform") != "masked":
-        raise BasinlabError(f"{run} is a {getattr(tm.process, 'name', 'uniform')} model; MDLM's layout holds masked "
-                            "ones: export it with --format duo-hf")
-    hf = {"model_type": MODEL_TYPE, "architectures": ["MDLM"], "vocab_size": tm.vocab_size + 1,
-          **duo.hf_fields(tm, run, raw, "MDLM models")}
-    return duo.write_hf_dir(tm, out, hf)
+    if not isinstance(tm.process, MaskedProcess):
+        raise BasinlabError(f"{run} is a {tm.process.name} model; MDLM's layout holds masked ones (SPEC 2b)"
+                            + ("" if tm.process.mask_index is not None else ": export it with --format duo-hf"))
+    # the network's rows: V + 1 with an appended [MASK], V when the tokenizer holds its own (MDLM's rule)
+    fields = {"model_type": MODEL_TYPE, "architectures": ["MDLM"], "vocab_size": tm.process.n_outputs,
+              **hf.hf_fields(tm, run, raw, "MDLM models")}
+    return hf.write_hf_dir(tm, out, fields)
 
 
 __all__ = [

@@ -236,12 +236,26 @@ def audit(
         nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
     scores = scores_from_results(**found, nearest=nearest, t_start=t_start)
     res = _audit_result(scores, groups, mask)
+    res.arrays["notes"] = construction_notes(denoiser)
     pred = token_predictions(denoiser, seqs, entropy_t, k=top_k, **kw)
     b = found["basins"].arrays
     res.arrays.update({"tokens/seqs": seqs, "tokens/mask": mask, "tokens/basin_t": float(b["ts"][0]),
                        "tokens/corrupted_id": b["corrupted"][0], "tokens/restored_id": b["restored"][0],
                        **{f"tokens/{k}": v for k, v in pred.items()}})
     return res
+
+
+def construction_notes(denoiser: Any) -> dict[str, str]:
+    """Scores that are constant by construction for ``denoiser``, with why (SPEC 2b): a masked model without
+    remasking never changes a clean token, so every text is a fixed point and the fixed-point AUC is 0.5 by
+    construction, not a finding."""
+    from basinlab.diffusion import process_of
+
+    proc = process_of(denoiser)
+    if proc.can_change_clean:
+        return {}
+    return {"fixed_point": f"1 for every text by construction: the {proc.name} process without remasking never "
+                           "changes a clean token (SPEC 2b), so its AUC of 0.5 says nothing"}
 
 
 def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) -> ProbeResult:
@@ -272,6 +286,9 @@ def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
                 out[s.name] = {"auc": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "std": r["std"],
                                "n": r["n"], "probe": s.probe, "t": s.t, "higher_is_memorised": s.direction > 0,
                                "interval": "DeLong 95%"}
+                note = result.arrays.get("notes", {}).get(s.name)
+                if note:
+                    out[s.name]["note"] = note
         for level in FPR_LEVELS:
             hit = [r for r in result.rows if r["metric"] == tpr_metric(level) and r["probe"] == s.probe
                    and r["t"] == (None if s.t is None else float(s.t))]

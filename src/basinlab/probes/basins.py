@@ -110,6 +110,9 @@ def basin_test(
     res = ProbeResult()
     if engine == "auto":  # the packed fast path is the uniform process's; any other runs the plain sampler
         engine = "packed" if dev.type == "cuda" and not greedy and process_of(denoiser).packed_fast_path else "loop"
+    if engine == "packed" and not greedy and not process_of(denoiser).packed_fast_path:
+        raise BasinlabError(f"basin-test engine 'packed' runs the uniform process's chains only; this denoiser's "
+                            f"process is {process_of(denoiser).name}: use engine=\"loop\" (or \"auto\")")
     if engine == "packed" and not greedy:
         compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
         z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps,

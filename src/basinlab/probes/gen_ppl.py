@@ -65,7 +65,11 @@ def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batc
     tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True).to(device).eval()
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True).to(device).eval()
+    except Exception as exc:  # damaged or mismatched weights (safetensors, torch, transformers errors): one line
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise BasinlabError(f"probe.gen_ppl_model '{path}': cannot load its weights ({text})") from None
     eos = tok.eos_token_id
     nll = torch.zeros(len(texts), dtype=torch.float64)
     count = torch.zeros(len(texts), dtype=torch.float64)
@@ -93,6 +97,9 @@ def gen_ppl(samples: torch.Tensor, texts: list[str], scorer: str | os.PathLike, 
     if len(texts) != samples.shape[0]:
         raise BasinlabError(f"gen_ppl: {len(texts)} texts for {samples.shape[0]} samples")
     nll, count = score_texts(texts, scorer, max_length or samples.shape[1], batch_size, device)
+    if not float(count.sum()):
+        raise BasinlabError(f"probe.gen_ppl_model '{scorer}' encodes every sample into fewer than two tokens: no "
+                            "token was scored; give a scorer whose tokenizer covers the model's vocabulary")
     res = ProbeResult()
     per = torch.where(count > 0, nll / count.clamp_min(1), math.nan)
     stats = summarize(per, weights=count)

@@ -133,7 +133,26 @@ def write_plots(result: Any, out_dir: str | Path, sets: Iterable[str] | None = N
 
 
 def plot_roc(result: Any, groups: Any, path: str | Path, title: str | None = None) -> Path | None:
-    """ROC curves of every audit score, members against non-members (``basinlab.probes.audit``), with the AUC."""
+    """ROC curves of every audit score, members against non-members (``basinlab.probes.audit``), with the AUC
+    (:func:`roc_figure`)."""
+    fig = roc_figure(result, groups, title)
+    if fig is None:
+        return None
+    return _save(fig, path)
+
+
+#: points each further ROC curve is shifted right and down in the PNG, so that coinciding curves stay visible
+ROC_SHIFT_PT = 2.0
+_ROC_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_ROC_DASHES = ("-", "--", ":", "-.")
+
+
+def roc_figure(result: Any, groups: Any, title: str | None = None) -> Any:
+    """The ROC figure of :func:`plot_roc`: each score its own marker and dash, shifted by :data:`ROC_SHIFT_PT`
+    points per score (curves that coincide, such as several perfect scores, stay visible), the AUCs listed in
+    the legend beside the axes; ``None`` without members and non-members."""
+    from matplotlib.transforms import offset_copy
+
     from basinlab.probes.audit import auc_table, roc_curve
 
     g = np.asarray(list(groups))
@@ -142,15 +161,20 @@ def plot_roc(result: Any, groups: Any, path: str | Path, title: str | None = Non
         return None
     aucs = auc_table(result)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+    fig, ax = plt.subplots(figsize=(8.2, 5))
     ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
-    for s in scores:
+    for c, s in enumerate(scores):
         v = s.values.numpy()
         fpr, tpr = roc_curve(v[g == "member"], v[g == "nonmember"], s.direction)
         auc = aucs.get(s.name, {}).get("auc")
-        ax.plot(fpr, tpr, lw=1.5, label=f"{s.name} (AUC {auc:.3f})" if auc is not None else s.name)
+        shift = offset_copy(ax.transData, fig=fig, x=c * ROC_SHIFT_PT, y=-c * ROC_SHIFT_PT, units="points")
+        ax.plot(fpr, tpr, lw=1.5, ls=_ROC_DASHES[c % len(_ROC_DASHES)], marker=_ROC_MARKERS[c % len(_ROC_MARKERS)],
+                markersize=4, markevery=max(1, len(fpr) // 8), transform=shift,
+                label=f"{s.name} (AUC {auc:.3f})" if auc is not None else f"{s.name} (AUC -)")
     ax.set_xlabel("false-positive rate (non-members called members)")
     ax.set_ylabel("true-positive rate (members called members)")
     ax.set_title(title or "membership: members vs non-members")
-    ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+              title=f"curves shifted {ROC_SHIFT_PT:g} pt each", title_fontsize=7)
+    fig.tight_layout()
+    return fig

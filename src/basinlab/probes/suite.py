@@ -28,6 +28,7 @@ The sets are drawn by :func:`draw_sets` (``random`` with the generator seed ``PR
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 
@@ -43,14 +44,17 @@ from basinlab.probes.basins import basin_test
 from basinlab.probes.context import ProbeContext, ProbeSpec
 from basinlab.probes.entropy import conditional_entropy
 from basinlab.probes.fixed_points import fixed_point_test
-from basinlab.probes.gen_ppl import check_scorer, gen_ppl
+from basinlab.probes.gen_ppl import gen_ppl
+from basinlab.probes.gen_ppl_check import check_gen_ppl_model
 from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import novelty
-from basinlab.probes.protocol import gap_sets
+from basinlab.probes.protocol import gap_sets, resolve_n_samples
 from basinlab.probes.results import ProbeResult
 from basinlab.probes.t_grid import t_grid
 from basinlab.probes.trajectory import trajectory_stats
 from basinlab.registry import PROBES as REGISTRY
+
+logger = logging.getLogger(__name__)
 
 #: The sets of SPEC 5.
 SETS = ("train", "test", "random")
@@ -253,19 +257,71 @@ def run_suite(
 
     Returns one :class:`ProbeResult`: all tidy rows, arrays keyed ``"{probe}/{set}/{name}"`` (and
     ``generated_samples``). ``trajectory`` adds the entropy along the reverse chain from ``t = 1``.
+
+    Everything that can be checked is checked before the first probe (:func:`check_run`); a probe that fails
+    later raises with the rows of the probes before it attached as the exception's ``partial`` (a
+    :class:`ProbeResult`), so that a caller can keep them.
     """
     sets = [s for s in SETS if s in set(sets)]
     probes = _ordered(check_selection(all_probes() if probes is None else probes, sets))
+    check_run(denoiser, data, cfg, probes)
+    out = ProbeResult()
+    try:
+        return _run_probes(out, denoiser, data, cfg, n_train=n_train, seed=seed, probes=probes, sets=sets,
+                           progress=progress, trajectory=trajectory)
+    except Exception as exc:
+        exc.partial = out  # type: ignore[attr-defined]  # the probes that finished (issue 25)
+        raise
+
+
+def check_run(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, probes: list[str]) -> None:
+    """What :func:`run_suite` refuses before any probe runs: a batch that cannot fit, a gen-PPL scorer that could
+    not score (:func:`~basinlab.probes.gen_ppl_check.check_gen_ppl_model`, on texts of the test set), and
+    ``gen_ppl`` asked for alone with no scorer or no samples; ``probe.remask`` on a denoiser that cannot remask
+    gets a warning."""
     check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
+    if probes == ["gen_ppl"]:
+        if not cfg.gen_ppl_model:
+            raise BasinlabError("the gen_ppl probe scores samples with a causal LM and none is named: set "
+                                "probe.gen_ppl_model=DIR (a local Hugging Face causal LM directory)")
+        if resolve_n_samples(cfg.n_samples, cfg.protocol, denoiser_device(denoiser)) <= 0:
+            raise BasinlabError("the gen_ppl probe scores generated samples and probe.n_samples is 0: give "
+                                "--samples K (probe.n_samples) with K >= 1")
     if "gen_ppl" in probes and cfg.gen_ppl_model:
-        check_scorer(cfg.gen_ppl_model)  # before any long work
+        check_gen_ppl_model(cfg.gen_ppl_model, data.seq_len, data.decode(data.test[:8]))  # before any long work
+    check_remask(denoiser, cfg)
+
+
+def check_remask(denoiser: Denoiser, cfg: ProbeConfig) -> None:
+    """``probe.remask > 0`` drives a process that remasks (SPEC 2b); for any other it changes nothing, said in one
+    warning line (not refused: a sweep may probe masked and uniform models under one config)."""
+    proc = process_of(denoiser)
+    if getattr(cfg, "remask", 0.0) and not proc.supports_remask:
+        logger.warning("probe.remask=%g is ignored: it drives ReMDM's remasking sampler of the masked process "
+                       "(SPEC 2b), and this denoiser's process is %s, which has nothing to remask", cfg.remask,
+                       proc.name)
+
+
+def _run_probes(
+    out: ProbeResult,
+    denoiser: Denoiser,
+    data: SequenceData,
+    cfg: ProbeConfig,
+    *,
+    n_train: int,
+    seed: int,
+    probes: list[str],
+    sets: list[str],
+    progress: bool,
+    trajectory: bool,
+) -> ProbeResult:
+    """The body of :func:`run_suite`, adding rows to ``out`` as each probe finishes."""
     specs = [s for s in (REGISTRY.get(p) for p in probes) if s.enabled(cfg)]
     on = {s.name: [n for n in s.sets if n in sets or n == "generated"] for s in specs}
     drawn = sorted({n for names in on.values() for n in names if n != "generated"}, key=SETS.index)
     seqs = draw_sets(data, n_train, cfg.m, seed, drawn)
     ctx = ProbeContext(_sampler_process(denoiser, cfg), data, cfg, n_train, seed=seed, progress=progress,
                        trajectory=trajectory, seqs=seqs, masks={k: data.real_mask(v) for k, v in seqs.items()})
-    out = ProbeResult()
     counted = _limit_counters(ctx.denoiser)
     for spec in specs:
         for name in on[spec.name]:

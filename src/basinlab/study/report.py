@@ -34,6 +34,8 @@ from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.labels import ModelLabel
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
+from basinlab.probes.protocol import resolve_weights
+from basinlab.registry import PROCESSES
 from basinlab.study import report_extras
 from basinlab.study.contrast import contrast_section
 from basinlab.study.figures import png as _png
@@ -372,6 +374,22 @@ def _oracle_gaps_html(df: Any, model: str, t: float) -> str:
     )
 
 
+def objective_html(tc: Any, process: str) -> str:
+    """What training optimised, as it ran: the process's own objective (SPEC 4 for the uniform one, SPEC 2b for
+    the masked one), the cheap cross-entropy, or a warm-up of it; all warm-up when ``ce_warmup_steps >= steps``."""
+    proc = PROCESSES.get(process)
+    ce = f"cross-entropy over the <em>{proc.corrupted_word}</em> positions only ({proc.cheap_objective_note})"
+    if tc.objective == "ce_redrawn":
+        return ce
+    if tc.ce_warmup_steps and tc.ce_warmup_steps >= tc.steps:
+        return (f"{ce}: every one of the {tc.steps:,} steps was a warm-up step (train.ce_warmup_steps = "
+                f"{tc.ce_warmup_steps:,} >= train.steps), so the NELBO objective never ran")
+    obj = proc.nelbo_name
+    if tc.ce_warmup_steps:
+        obj += f", after {tc.ce_warmup_steps:,} warm-up steps of cross-entropy over the {proc.corrupted_word} positions"
+    return obj
+
+
 def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> str:
     if cfg is None:
         return "<p>(sweep config not found)</p>"
@@ -380,15 +398,8 @@ def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> st
     ep = ""
     if sizes:
         ep = f"{S * B / sizes[0]:,.0f} epochs at N = {sizes[0]}, {S * B / sizes[-1]:,.1f} at N = {sizes[-1]}"
-    if cfg.train.objective == "ce_redrawn":
-        obj = (
-            "cross-entropy over the <em>redrawn</em> positions only (SPEC 4: the same optimum as the NELBO, the "
-            "leave-one-out posterior, with far lower variance)"
-        )
-    else:
-        obj = "the continuous-time NELBO (SPEC 4)"
-        if cfg.train.ce_warmup_steps:
-            obj += f", after {cfg.train.ce_warmup_steps} warm-up steps of cross-entropy over the redrawn positions"
+    obj = objective_html(cfg.train, ModelLabel.parse(model).process_name)
+    weights = resolve_weights(cfg.probe.weights, cfg.probe.protocol)
     d = cfg.data
     data = (
         f"synthetic Markov source (V = {d.markov_vocab}, L = {d.seq_len}, {d.markov_successors} successors per state, "
@@ -404,7 +415,8 @@ def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> st
         f"<tr><th>model</th><td>{html.escape(model)} DiT "
         f"({html.escape(', '.join(f'{k}={v}' for k, v in vars(cfg.model).items() if v is not None))})</td></tr>"
         f"<tr><th>training</th><td>{S:,} steps of batch {B} for every N ({ep}); lr {cfg.train.lr:g}; "
-        f"objective: {obj}; probes on the final (EMA) model</td></tr>"
+        f"objective: {obj}; probes on the final model's {'EMA' if weights == 'ema' else 'raw'} weights "
+        f"(probe.weights, protocol {html.escape(cfg.probe.protocol)})</td></tr>"
         f"<tr><th>probes</th><td>M = {pc.m} sequences per set, T = {pc.steps} steps, t ∈ {list(pc.ts)}, "
         f"{'default number of' if pc.n_samples is None else pc.n_samples} generated samples; "
         f"protocol {html.escape(pc.protocol)}; seeds {list(cfg.sweep.seeds)}</td></tr>"

@@ -15,8 +15,11 @@ from typing import Any
 
 
 def loss_curves(out_dir: Path, model: str, seed: int | None) -> list[tuple[int, Any]]:
-    """``[(N, metrics DataFrame)]`` of the trained runs of ``model`` (``runs/*/metrics.csv``), sorted by N."""
+    """``[(N, metrics DataFrame)]`` of the trained runs of ``model`` (``runs/*/metrics.csv``), sorted by N: only
+    the directories of that model (:attr:`RunKey.name`: a sweep of several processes keeps each apart)."""
     import pandas as pd
+
+    from basinlab.study.store import RunKey
 
     found = []
     for d in sorted((out_dir / "runs").glob("N*-s*")):
@@ -28,7 +31,7 @@ def loss_curves(out_dir: Path, model: str, seed: int | None) -> list[tuple[int, 
             n_i, s_i = int(n), int(s.split("-", 1)[0])
         except ValueError:
             continue
-        if seed is not None and s_i != seed:
+        if (seed is not None and s_i != seed) or RunKey(n_i, s_i, model).name != name:
             continue
         try:
             df = pd.read_csv(d / "metrics.csv")
@@ -44,7 +47,8 @@ def plot_losses(curves: list[tuple[int, Any]], plt: Any) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cmap = plt.get_cmap("viridis")
     for i, (n, df) in enumerate(curves):
-        ax.plot(df["step"], df["loss"], "-", lw=1.3, color=cmap(i / max(1, len(curves) - 1) * 0.9), label=f"N = {n}")
+        ax.plot(df["step"], df["loss"], "-", lw=1.3, color=cmap(i / max(1, len(curves) - 1) * 0.9), label=f"N = {n}",
+                marker="o" if len(df) < 2 else None, markersize=5)  # one logged point: a dot, not nothing
     log_axis(ax)
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (per logged window)")

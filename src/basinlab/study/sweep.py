@@ -56,6 +56,7 @@ from basinlab.lifeline import LAUNCHER_ENV, die_with_launcher
 from basinlab.models import resolve_device
 from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
+from basinlab.probes.gen_ppl_check import check_gen_ppl_model
 from basinlab.probes.protocol import resolve_weights
 from basinlab.registry import WEIGHTS
 from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, label_process, model_label, warn_if_network_fs
@@ -346,12 +347,15 @@ def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
 
 def _check_runnable(cfg: Config, data: SequenceData, runs: Sequence[RunKey], devices: Sequence[str]) -> None:
     """Refuse, before the directory is bound to this config, a model that cannot fit on its devices (its memory
-    estimate, as the trainer's), so that a multi-worker sweep fails here in one line, not in every worker's log."""
+    estimate, as the trainer's) and a gen-PPL scorer that cannot score, so that a multi-worker sweep fails here
+    in one line, not in every worker's log."""
     from basinlab.training.trainer import check_memory
 
+    seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)
+    if cfg.probe.gen_ppl_model:  # the scorer too: one line here, with one worker as with several (issue 25)
+        check_gen_ppl_model(cfg.probe.gen_ppl_model, seq_len, data.decode(data.test[:8]))
     if all(k.label.is_oracle for k in runs):
         return
-    seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)
     for dev in dict.fromkeys(devices):
         check_memory(cfg, int(data.vocab_size), seq_len, 1, resolve_device(dev))
 

@@ -61,8 +61,26 @@ def page_data(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[str
             "basin_t": float(arrays["tokens/basin_t"])}
 
 
+#: pixels each further ROC curve is shifted right and down, so that coinciding curves stay visible
+ROC_SHIFT = 2.5
+_DASHES = ("none", "6 3", "2 2", "8 3 2 3", "4 4", "1 3", "10 2", "3 1")
+
+
+def _marker(c: int, x: float, y: float, col: str) -> str:
+    """The ``c``-th curve's marker at ``(x, y)``: circle, square, triangle, diamond, in turn."""
+    kind = c % 4
+    if kind == 0:
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.6" fill="{col}"/>'
+    if kind == 1:
+        return f'<rect x="{x - 2.4:.1f}" y="{y - 2.4:.1f}" width="4.8" height="4.8" fill="none" stroke="{col}"/>'
+    pts = ((x, y - 3.2), (x + 3, y + 2.4), (x - 3, y + 2.4)) if kind == 2 else \
+        ((x, y - 3.4), (x + 3, y), (x, y + 3.4), (x - 3, y))
+    return f'<polygon points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" stroke="{col}"/>'
+
+
 def _svg_roc(scores: Sequence[Any], groups: np.ndarray, aucs: dict[str, Any]) -> tuple[str, list]:
-    """ROC curves of every score (inline SVG) and their legend rows."""
+    """ROC curves of every score (inline SVG; each with its own dash pattern and marker, shifted by
+    :data:`ROC_SHIFT` px per score so that coinciding curves stay visible) and their legend rows."""
     from basinlab.probes.audit import roc_curve
 
     W, P = 360, 40
@@ -81,9 +99,15 @@ def _svg_roc(scores: Sequence[Any], groups: np.ndarray, aucs: dict[str, Any]) ->
     for c, s in enumerate(scores):
         v = s.values.numpy()
         fpr, tpr = roc_curve(v[groups == "member"], v[groups == "nonmember"], s.direction)
-        pts = " ".join(f"{P + f * W:.1f},{10 + W - t * W:.1f}" for f, t in zip(fpr, tpr, strict=True))
+        dx = c * ROC_SHIFT  # identical curves would hide under one another: each is shifted, dashed and marked
+        xy = [(P + f * W + dx, 10 + W - t * W + dx) for f, t in zip(fpr, tpr, strict=True)]
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
         col = colours[c % len(colours)]
-        parts.append(f'<polyline fill="none" stroke="{col}" stroke-width="1.6" points="{pts}"/>')
+        dash = _DASHES[c % len(_DASHES)]
+        parts.append(f'<polyline class="roc-curve" fill="none" stroke="{col}" stroke-width="1.6" '
+                     f'stroke-dasharray="{dash}" points="{pts}"><title>{_esc(s.name)}</title></polyline>')
+        for x, y in xy[:: max(1, len(xy) // 8)]:
+            parts.append(_marker(c, x, y, col))
         legend.append((col, s.name, aucs.get(s.name, {})))
     parts.append("</svg>")
     return "".join(parts), legend
@@ -156,7 +180,7 @@ def render_audit_page(result: Any, groups: Sequence[str], texts: Sequence[str], 
         data_json=blob, shading_css=shading.css(), legend=shading.legend_html(h_max), roc=roc, roc_legend=legend,
         hist=hist, best=best, levels=[(lv, tpr_metric(lv)) for lv in FPR_LEVELS], aucs=aucs,
         counts={k: int((g == k).sum()) for k in dict.fromkeys(groups)}, prov=_provenance(checkpoint),
-        basin_t=data["basin_t"], markov=markov)
+        basin_t=data["basin_t"], markov=markov, roc_shift=ROC_SHIFT)
 
 
 def write_audit_page(path: str | Path, result: Any, groups: Sequence[str], texts: Sequence[str],

@@ -407,25 +407,29 @@ def _oracle_gaps_html(df: Any, model: str, t: float) -> str:
     )
 
 
+#: per forward process: its NELBO, its cheap cross-entropy, and the positions that cross-entropy covers
+OBJECTIVE_TEXTS: dict[str, tuple[str, str, str]] = {
+    "uniform": ("the continuous-time NELBO (SPEC 4)",
+                "cross-entropy over the <em>redrawn</em> positions only (SPEC 4: the same optimum as the NELBO, the "
+                "leave-one-out posterior, with far lower variance)", "redrawn"),
+    "masked": ("the masked process's continuous-time NELBO (SPEC 2b, MDLM's)",
+               "cross-entropy over the <em>masked</em> positions only (SPEC 2b: MDLM's objective without its "
+               "weight, the same optimum)", "masked"),
+}
+
+
 def objective_html(tc: Any, process: str) -> str:
-    """What training optimised, as it ran: the process's own objective (SPEC 4 for the uniform one, SPEC 2b for
-    the masked one), the cheap cross-entropy, or a warm-up of it; all warm-up when ``ce_warmup_steps >= steps``."""
-    masked = process == "masked"
-    ce = ("cross-entropy over the <em>masked</em> positions only (SPEC 2b: MDLM's objective without its weight, "
-          "the same optimum)" if masked else
-          "cross-entropy over the <em>redrawn</em> positions only (SPEC 4: the same optimum as the NELBO, the "
-          "leave-one-out posterior, with far lower variance)")
+    """What training optimised, as it ran: the process's own objective (:data:`OBJECTIVE_TEXTS`), the cheap
+    cross-entropy, or a warm-up of it; all warm-up when ``ce_warmup_steps >= steps``."""
+    nelbo, ce, where = OBJECTIVE_TEXTS.get(process, OBJECTIVE_TEXTS["uniform"])
     if tc.objective == "ce_redrawn":
         return ce
     if tc.ce_warmup_steps and tc.ce_warmup_steps >= tc.steps:
         return (f"{ce}: every one of the {tc.steps:,} steps was a warm-up step (train.ce_warmup_steps = "
                 f"{tc.ce_warmup_steps:,} >= train.steps), so the NELBO objective never ran")
-    obj = ("the masked process's continuous-time NELBO (SPEC 2b, MDLM's)" if masked
-           else "the continuous-time NELBO (SPEC 4)")
     if tc.ce_warmup_steps:
-        where = "masked" if masked else "redrawn"
-        obj += f", after {tc.ce_warmup_steps:,} warm-up steps of cross-entropy over the {where} positions"
-    return obj
+        return f"{nelbo}, after {tc.ce_warmup_steps:,} warm-up steps of cross-entropy over the {where} positions"
+    return nelbo
 
 
 def _setup_html(cfg: Any, df: Any, runs: list[dict[str, Any]], model: str) -> str:

@@ -3,7 +3,8 @@
 As the study's code (and Duo's and MDLM's ``metrics.py``) computes them:
 
 - ``gen_ppl``: the samples are decoded to text, retokenised with the *scorer's* tokenizer (a local Hugging Face
-  causal LM directory, ``probe.gen_ppl_model``; GPT-2 large in the papers; nothing is downloaded), padded with its
+  causal LM directory, ``probe.gen_ppl_model``, or the built-in ``smollm2`` of :mod:`basinlab.probes.scorers`;
+  GPT-2 large in the papers; nothing is downloaded), padded with its
   EOS when it has no PAD and truncated to the diffusion model's length ``L``, and scored in chunks of the scorer's
   context (1024 tokens). Each token after the first is scored by ``-log p(token | prefix)``; the tokens counted are
   every non-EOS token and the first EOS of a row (padding after it is not). ``gen_ppl = exp(Σ NLL / Σ counted)``
@@ -24,6 +25,7 @@ import torch
 
 from basinlab.errors import BasinlabError
 from basinlab.probes.results import ProbeResult, summarize
+from basinlab.probes.scorers import INSTALL_HINT, resolve_scorer
 
 PROBE = "gen_ppl"
 #: Tokens per scored chunk (the GPT-2 family's context).
@@ -31,9 +33,13 @@ CONTEXT = 1024
 
 
 def check_scorer(path: str | os.PathLike) -> Path:
-    """``probe.gen_ppl_model`` must be a local directory holding a Hugging Face model and tokenizer, and the
-    ``transformers`` package must be installed; one clear line otherwise (checked before any probe runs)."""
-    p = Path(path).expanduser()
+    """``probe.gen_ppl_model`` must be a built-in name (``smollm2``, :mod:`basinlab.probes.scorers`) or a local
+    directory holding a Hugging Face model and tokenizer, and the ``transformers`` package must be installed; one
+    clear line otherwise (checked before any probe runs). Returns the directory."""
+    resolved = resolve_scorer(path)
+    if resolved is None:
+        raise BasinlabError(f"probe.gen_ppl_model={path}: no scorer model is installed; {INSTALL_HINT}")
+    p = Path(resolved).expanduser()
     if not p.is_dir() or not (p / "config.json").is_file():
         raise BasinlabError(f"probe.gen_ppl_model '{path}' is not a local Hugging Face model directory (no "
                             "config.json); save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")

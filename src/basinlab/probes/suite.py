@@ -16,8 +16,9 @@ The plan (:data:`PLAN`):
   every ``t`` of ``probe.ts`` (probes/t_grid.py).
 - ``trajectory`` on ``train`` and ``test`` when ``probe.trajectory_stats``: statistics of ``x_θ`` along the reverse
   chain from ``t = 1`` (probes/trajectory.py).
-- ``gen_ppl`` once, on the generated samples, when ``probe.gen_ppl_model`` names a local causal LM: generative
-  perplexity and unigram entropy (probes/gen_ppl.py).
+- ``gen_ppl`` once, on the generated samples, when ``probe.gen_ppl_model`` names a local causal LM or a built-in
+  one (``smollm2``; ``auto``: that one when installed, probes/scorers.py): generative perplexity and unigram
+  entropy (probes/gen_ppl.py).
 - ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
   score tells ``train`` from ``test`` (probes/audit.py), each with its ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001``
   rows (the TPR at 1% and 0.1% FPR), when the suite ran whole (at least basins, fixed points
@@ -48,6 +49,7 @@ from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import generate_samples, novelty
 from basinlab.probes.protocol import gap_sets, protocol_options, resolve_n_samples
 from basinlab.probes.results import ProbeResult
+from basinlab.probes.scorers import resolve_scorer
 from basinlab.probes.t_grid import t_grid
 from basinlab.probes.trajectory import trajectory_stats
 
@@ -180,8 +182,9 @@ def run_suite(
     sets = [s for s in SETS if s in set(sets)]
     probes = check_selection(all_probes() if probes is None else probes, sets)
     check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
-    if "gen_ppl" in probes and cfg.gen_ppl_model:
-        check_scorer(cfg.gen_ppl_model)  # before any long work
+    scorer = resolve_scorer(cfg.gen_ppl_model) if "gen_ppl" in probes else None  # `smollm2`: its cached directory
+    if scorer is not None:
+        check_scorer(scorer)  # before any long work
     on = {p: [s for s in PLAN[p] if s in sets] for p in probes}
     seqs = draw_sets(data, n_train, cfg.m, seed, sorted({s for p in probes for s in on[p] if s != "generated"},
                                                          key=SETS.index))
@@ -224,7 +227,7 @@ def run_suite(
                               **opts["likelihood"]), prefix=f"likelihood/{name}/")
     if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy"} <= set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
-    _study_probes(out, denoiser, data, cfg, probes, on, seqs, masks, samples, common)
+    _study_probes(out, denoiser, data, cfg, probes, on, seqs, masks, samples, common, scorer)
     for probe in (p for p in probes if p in EXTRA):
         for name in on[probe]:
             out.extend(EXTRA[probe](denoiser, seqs[name], set_name=name, real_mask=masks[name], config=cfg, **common),
@@ -267,8 +270,9 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
 
 def _study_probes(out: ProbeResult, denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, probes: list[str],
                   on: dict[str, list[str]], seqs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                  samples: torch.Tensor | None, common: dict) -> None:
-    """The t-grid, trajectory and generative-perplexity probes (the study's measurements beyond SPEC 5's core)."""
+                  samples: torch.Tensor | None, common: dict, scorer: str | None = None) -> None:
+    """The t-grid, trajectory and generative-perplexity probes (the study's measurements beyond SPEC 5's core);
+    ``scorer``: the resolved ``probe.gen_ppl_model`` directory (none: no ``gen_ppl``)."""
     opts = protocol_options(cfg.protocol)["fixed_points"]
     for name in on.get("t_grid", []) if cfg.t_grid else []:
         out.extend(t_grid(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
@@ -276,8 +280,8 @@ def _study_probes(out: ProbeResult, denoiser: Denoiser, data: SequenceData, cfg:
     for name in on.get("trajectory", []) if cfg.trajectory_stats else []:
         out.extend(trajectory_stats(denoiser, seqs[name], set_name=name, real_mask=masks[name], steps=cfg.steps,
                                     count_special=opts["count_special"], **common), prefix=f"trajectory/{name}/")
-    if "gen_ppl" in probes and cfg.gen_ppl_model and samples is not None:
-        out.extend(gen_ppl(samples, data.decode(samples), cfg.gen_ppl_model, batch_size=cfg.batch_size,
+    if "gen_ppl" in probes and scorer and samples is not None:
+        out.extend(gen_ppl(samples, data.decode(samples), scorer, batch_size=cfg.batch_size,
                            device=denoiser_device(denoiser)), prefix="gen_ppl/generated/")
 
 

@@ -41,13 +41,15 @@ SEED_LIMIT = 2**32
 QUICK_M, QUICK_STEPS, QUICK_SAMPLES = 128, 25, 64
 PROBE_PROTOCOLS = ("exact", "paper")
 PROBE_WEIGHTS = ("ema", "raw")
+#: ``train.tracker`` (basinlab.training.tracking, docs/TRACKING.md)
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
 #: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
 #: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
 RESUMABLE_KEYS: dict[str, frozenset[str]] = {
     "data": frozenset({"cache_dir"}),
     "train": frozenset({"steps", "log_every", "ckpt_every", "progress", "device", "precision", "compile",
-                        "grad_accum"}),
+                        "grad_accum", "tracker"}),
     "probe": frozenset({"batch_size"}),
 }
 #: keys a sweep directory keeps although a single run may change them (SPEC 7: one step budget for every N)
@@ -117,6 +119,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 500
     progress: bool = True
+    tracker: str = "none"  # none | tensorboard | wandb | mlflow: training curves and a sweep's probe results
 
 
 @dataclass
@@ -136,7 +139,7 @@ class ProbeConfig:
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
     t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
     trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
-    gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples
+    gen_ppl_model: str | None = None  # a local causal LM directory, smollm2 or auto: generative perplexity of samples
 
 
 @dataclass
@@ -450,6 +453,7 @@ def _check_train(tc: TrainConfig) -> None:
     _choice("train.schedule", tc.schedule, SCHEDULES)
     _choice("train.process", tc.process, PROCESSES)
     _choice("train.precision", tc.precision, PRECISIONS)
+    _choice("train.tracker", tc.tracker, TRACKERS)
     _device("train.device", tc.device)
     _seed("train.seed", tc.seed)
 
@@ -744,6 +748,7 @@ def apply_docs_toy_probe(probe: ProbeConfig) -> ProbeConfig:
     """The probe part of :func:`apply_docs_toy` (the ``probe`` command applies it after its flags too)."""
     probe.m, probe.steps, probe.n_samples = min(probe.m, 8), min(probe.steps, 4), min(probe.n_samples or 4, 4)
     probe.batch_size, probe.ts = min(probe.batch_size, 64), list(probe.ts)[:2]
+    probe.gen_ppl_model = None if probe.gen_ppl_model == "auto" else probe.gen_ppl_model  # a preset's, not asked for
     return probe
 
 

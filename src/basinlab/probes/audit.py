@@ -223,7 +223,8 @@ def audit(
     basin_opts = {k: v for k, v in opts["basins"].items() if k != "restored_entropy"}
     found = {
         "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw,
-                                       count_special=opts["entropy"]["count_special"]),
+                                       count_special=opts["entropy"]["count_special"],
+                                       entropy_of=opts["entropy"]["entropy_of"]),
         "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw, **basin_opts),
         "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw, **opts["fixed_points"]),
         "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, **opts["likelihood"]),

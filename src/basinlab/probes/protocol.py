@@ -56,18 +56,22 @@ def protocol_options(protocol: str = "exact") -> dict[str, dict[str, Any]]:
     """Keyword arguments per probe function for ``protocol`` (see the module docstring).
 
     Keys: ``basins`` (:func:`~basinlab.probes.basins.basin_test`), ``fixed_points``
-    (:func:`~basinlab.probes.fixed_points.fixed_point_test`), ``generate``
+    (:func:`~basinlab.probes.fixed_points.fixed_point_test`), ``t_grid`` (:func:`~basinlab.probes.t_grid.t_grid`),
+    ``generate``
     (:func:`~basinlab.probes.novelty.generate_samples`), ``entropy``
     (:func:`~basinlab.probes.entropy.conditional_entropy`), ``likelihood``
     (:func:`~basinlab.probes.likelihood.likelihood`). Under ``exact`` every value is the function's default.
     """
     paper = check_protocol(protocol) == "paper"
     entry = "above" if paper else "nearest"
+    entropy_of = "output" if paper else "leave_one_out"
     return {
-        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry},
+        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry,
+                   "entropy_of": entropy_of},
         "fixed_points": {"count_special": paper, "entry": entry},
+        "t_grid": {"count_special": paper, "entry": entry, "entropy_of": entropy_of},
         "generate": {"final_bayes": not paper},
-        "entropy": {"split": "restored" if paper else "input", "count_special": paper},
+        "entropy": {"split": "restored" if paper else "input", "count_special": paper, "entropy_of": entropy_of},
         "likelihood": {"integrand_only": paper, "count_special": paper},
     }
 

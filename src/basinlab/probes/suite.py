@@ -224,7 +224,8 @@ def run_suite(
             h_gen = out.arrays[f"entropy/{name}/generated_entropy"]
     for name in on.get("likelihood", []):
         out.extend(likelihood(denoiser, seqs[name], set_name=name, real_mask=masks[name], **common,
-                              **opts["likelihood"]), prefix=f"likelihood/{name}/")
+                              attention_mask=data.attention_mask(seqs[name]), **opts["likelihood"]),
+                   prefix=f"likelihood/{name}/")
     if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy"} <= set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
     _study_probes(out, denoiser, data, cfg, probes, on, seqs, masks, samples, common, scorer)
@@ -273,7 +274,7 @@ def _study_probes(out: ProbeResult, denoiser: Denoiser, data: SequenceData, cfg:
                   samples: torch.Tensor | None, common: dict, scorer: str | None = None) -> None:
     """The t-grid, trajectory and generative-perplexity probes (the study's measurements beyond SPEC 5's core);
     ``scorer``: the resolved ``probe.gen_ppl_model`` directory (none: no ``gen_ppl``)."""
-    opts = protocol_options(cfg.protocol)["fixed_points"]
+    opts = protocol_options(cfg.protocol)["t_grid"]
     for name in on.get("t_grid", []) if cfg.t_grid else []:
         out.extend(t_grid(denoiser, seqs[name], set_name=name, real_mask=masks[name], ts=list(cfg.ts),
                           steps=cfg.steps, **common, **opts), prefix=f"t_grid/{name}/")

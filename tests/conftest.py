@@ -23,3 +23,11 @@ def toy_sweep(tmp_path_factory):
     from study._golden import run_toy_sweep
 
     return run_toy_sweep(tmp_path_factory.mktemp("toy_sweep"))
+
+
+@pytest.fixture(scope="session")
+def scorer_cache(tmp_path_factory):
+    """One cache directory per session for the built-in gen-PPL scorer (probes/scorers.py): converted at most once."""
+    path = tmp_path_factory.getbasetemp() / "scorer-cache"
+    path.mkdir(exist_ok=True)
+    return path

@@ -26,9 +26,9 @@ def _shuffled(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """The converted scorer in a fresh cache: (cache root, directory, config.json's mtime after the conversion)."""
-    cache = tmp_path_factory.mktemp("scorer-cache")
+def smollm2(scorer_cache):
+    """The converted scorer in the session's cache: (cache root, directory, config.json's mtime once converted)."""
+    cache = scorer_cache
     path = smollm2_dir(cache)
     return cache, path, (path / "config.json").stat().st_mtime_ns
 

@@ -34,6 +34,9 @@ class ForwardProcess:
     has_cheap_objective = True
     #: whether a clean token can change during the reverse chain (``unstable_rate`` means something)
     can_change_clean = True
+    #: whether ``x_θ`` is one-hot at every position ``z_t`` leaves visible (MDLM's SUBS carry-over): its entropy at its
+    #: input is then 0 there by construction (the ``paper`` protocol's entropy, SPEC 5 "Protocols")
+    output_one_hot_where_visible = False
 
     def __init__(self, vocab_size: int) -> None:
         if int(vocab_size) < 1:

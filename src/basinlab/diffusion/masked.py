@@ -33,6 +33,7 @@ class MaskedProcess(ForwardProcess):
     """SPEC 2b. ``remask``: ReMDM's ``η`` (0: MDLM's ancestral sampler, clean tokens never change)."""
 
     name = "masked"
+    output_one_hot_where_visible = True  # SUBS: x_θ = onehot(z_t) at an unmasked position
     #: the leave-one-out conditional's calls return at most about this many entries ([c L, L, V]: 256 MB float32)
     loo_entries = 1 << 26
 

@@ -36,7 +36,7 @@ from basinlab.io import atomic_write_bytes, atomic_write_text
 from basinlab.oracles.build import ORACLE_EMPIRICAL, ORACLE_MARKOV
 from basinlab.study import report_extras
 from basinlab.study.html import examples as html_examples
-from basinlab.study.report_probes import study_probes_section
+from basinlab.study.report_probes import entropy_note, study_probes_section
 from basinlab.study.store import CONFIG_NAME, ResultStore, label_process, model_label, read_results
 from basinlab.study.transition import Transition, estimate_all
 
@@ -506,6 +506,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                ("entropy_recovered", "test", f"test, tokens recovered at t = {tr.t:g}", "^:", tr.t),
                ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
         "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
+    sec.append(entropy_note(label_process(m), cfg.probe.protocol))
     sec.append("<h2>Likelihood</h2>")
     sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(_log_y(plot_metric_sets(
         df, m, [o for o in oracles if o.partition("@")[0] != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],

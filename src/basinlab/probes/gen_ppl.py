@@ -17,8 +17,10 @@ Unlike the study's code every sample is scored (it drops the last partial batch)
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ from basinlab.errors import BasinlabError
 from basinlab.probes.results import ProbeResult, summarize
 from basinlab.probes.scorers import INSTALL_HINT, resolve_scorer
 
+log = logging.getLogger(__name__)
 PROBE = "gen_ppl"
 #: Tokens per scored chunk (the GPT-2 family's context).
 CONTEXT = 1024
@@ -60,18 +63,28 @@ def unigram_entropy(samples: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batch_size: int = 32,
-                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per text: the summed NLL of its counted tokens and their number (float64 ``[S]`` each) under the causal LM
-    at ``path`` (module docstring)."""
+def load_scorer(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple:
+    """The tokenizer (padding with its EOS when it has no PAD) and the causal LM (eval mode, on ``device``) of the
+    scorer ``path`` (:func:`check_scorer`); logs the seconds it took (docs/PERFORMANCE.md: under 5 s for ``smollm2``
+    once cached)."""
+    t0 = time.perf_counter()
+    p = check_scorer(path)
     import transformers
 
-    p = check_scorer(path)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True).to(device).eval()
+    log.info("gen_ppl scorer %s loaded in %.1f s", p, time.perf_counter() - t0)
+    return tok, model
+
+
+def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batch_size: int = 32,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per text: the summed NLL of its counted tokens and their number (float64 ``[S]`` each) under the causal LM
+    at ``path`` (module docstring)."""
+    tok, model = load_scorer(path, device)
     eos = tok.eos_token_id
     nll = torch.zeros(len(texts), dtype=torch.float64)
     count = torch.zeros(len(texts), dtype=torch.float64)

@@ -73,6 +73,7 @@ def test_mlflow_local_store_gets_the_curves_and_one_run_per_directory(tmp_path, 
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # what the tracker sets for its local store; undone after
     cfg = markov_config(tmp_path, steps=4, log_every=2, ckpt_every=2, tracker="mlflow")
     train(cfg, progress=False)
     cfg.train.steps = 6

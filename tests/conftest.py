@@ -23,3 +23,12 @@ def toy_sweep(tmp_path_factory):
     from study._golden import run_toy_sweep
 
     return run_toy_sweep(tmp_path_factory.mktemp("toy_sweep"))
+
+
+@pytest.fixture(scope="session")
+def scorer_cache(tmp_path_factory):
+    """One cache directory per session for the built-in gen-PPL scorer (probes/scorers.py), converted at most once:
+    the one tests/test_docs.py gives the documents' commands as ``BASINLAB_CACHE``."""
+    path = tmp_path_factory.getbasetemp() / "basinlab-cache"
+    path.mkdir(exist_ok=True)
+    return path

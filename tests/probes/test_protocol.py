@@ -28,6 +28,7 @@ from basinlab.probes import (
     run_suite,
 )
 from basinlab.probes.protocol import gap_sets, resolve_weights
+from basinlab.probes.t_grid import t_grid
 from tests.oracles._brute import all_sequences, brute_posteriors, log_emission
 from tests.probes._helpers import TargetDenoiser
 
@@ -76,7 +77,7 @@ def _row(res, metric, t=None):
 
 def test_exact_is_the_default_and_passes_only_defaults():
     assert ProbeConfig().protocol == "exact" and load_config(None).probe.protocol == "exact"
-    fns = {"basins": basin_test, "fixed_points": fixed_point_test, "generate": generate_samples,
+    fns = {"basins": basin_test, "fixed_points": fixed_point_test, "t_grid": t_grid, "generate": generate_samples,
            "entropy": conditional_entropy, "likelihood": likelihood}
     exact = protocol_options("exact")
     assert protocol_options() == exact and set(exact) == set(fns) == set(PAPER)
@@ -370,3 +371,114 @@ def test_weights_default_per_protocol():
         load_config(None, ["probe.weights=shadow"])
     with pytest.raises(BasinlabError, match="probe.weights"):
         resolve_weights("EMA", "exact")
+
+
+# ---- 8. masked models: the entropy of x_θ at its input (the study's SUBS output), issue 26 ------------------------
+
+
+def _masked_memoriser():
+    from basinlab.oracles.masked import MaskedEmpiricalDenoiser
+
+    return MaskedEmpiricalDenoiser(TRAIN, V, SCHED, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("t", [0.25, 0.6])
+def test_paper_entropy_of_a_masked_model_is_its_output_and_zero_where_visible(t):
+    """Reference: the same ``z_t`` (the probe's own generator, replayed), ``x_θ(z_t)`` of the oracle in float64,
+    its entropy by ``-Σ p log p``; zero at every visible position by construction (SUBS: ``x_θ = onehot(z_t)``).
+    ``exact`` reads the leave-one-out conditional, non-zero at visible positions of the memoriser's ambiguous
+    tokens."""
+    from basinlab.diffusion import process_of
+    from basinlab.probes._common import make_generator
+    from basinlab.probes.results import child_seed
+
+    den = _masked_memoriser()
+    x = TRAIN.repeat(8, 1)
+    ex = conditional_entropy(den, x, ts=[t], seed=5)
+    pa = conditional_entropy(den, x, ts=[t], seed=5, **{**PAPER["entropy"], "split": "input"})
+    g = make_generator(child_seed(5, "entropy", t), torch.device("cpu"))
+    z = process_of(den).corrupt(x, float(SCHED.alpha(t)), generator=g)
+    p = den(z, torch.full((x.shape[0],), t, dtype=torch.float64)).exp()
+    ref = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
+    H = pa.arrays["entropy"][0]
+    assert torch.allclose(H, ref, atol=1e-12)
+    visible = z != den.mask_index
+    assert visible.any() and (~visible).any() and (H[visible] == 0).all()
+    assert (ex.arrays["entropy"][0][visible] > 1e-6).any()  # the leave-one-out conditional is not one-hot there
+    assert pa.value("entropy") < ex.value("entropy")
+
+
+def test_entropy_of_output_and_leave_one_out_agree_where_they_must():
+    """At ``t = 1`` every position of a masked ``z_t`` is masked, so masking one more changes nothing; for the
+    uniform process ``x_θ`` leaves each token out already (SPEC 4): both definitions give the same numbers."""
+    den = _masked_memoriser()
+    x = TRAIN.repeat(4, 1)
+    a = conditional_entropy(den, x, ts=[1.0], seed=2)
+    b = conditional_entropy(den, x, ts=[1.0], seed=2, entropy_of="output")
+    assert torch.allclose(a.arrays["entropy"], b.arrays["entropy"], atol=1e-12)
+    uni = EmpiricalDenoiser(TRAIN, V, SCHED, dtype=torch.float64)
+    a = conditional_entropy(uni, x, ts=[0.25], seed=2)
+    b = conditional_entropy(uni, x, ts=[0.25], seed=2, entropy_of="output")
+    assert torch.equal(a.arrays["entropy"], b.arrays["entropy"])
+    with pytest.raises(BasinlabError, match="entropy_of must be one of leave_one_out, output"):
+        conditional_entropy(uni, x, ts=[0.25], entropy_of="subs")
+
+
+def test_paper_threads_the_output_entropy_through_basins_and_the_t_grid():
+    """Under ``paper`` a masked model's restored-sequence entropy (at ``t_min``, nothing masked) is 0 everywhere,
+    and its grid entropy at ``t`` is the output's; ``exact``'s restored-sequence entropy is the leave-one-out one."""
+    den = _masked_memoriser()
+    x = TRAIN.repeat(4, 1)
+    pb = basin_test(den, x, ts=[0.5], steps=4, batch_size=16, **PAPER["basins"])
+    eb = basin_test(den, x, ts=[0.5], steps=4, batch_size=16, **{**PAPER["basins"], "entropy_of": "leave_one_out"})
+    assert (pb.arrays["restored_entropy"] == 0).all() and (eb.arrays["restored_entropy"] > 0).any()
+    tg = t_grid(den, x, ts=[0.5], steps=4, batch_size=16, seed=1, **PAPER["t_grid"])
+    ce = conditional_entropy(den, x, ts=[0.5], seed=1, count_special=True, entropy_of="output")
+    assert tg.arrays["entropy_seq"][0].tolist() == pytest.approx(ce.arrays["entropy_seq"][0].tolist(), abs=1e-12)
+
+
+# ---- 9. the paper NELBO over the study's attention mask: BOS/EOS counted, PAD not (issue 26) -----------------------
+
+
+def test_paper_nelbo_averages_over_the_attention_mask_float64_restatement():
+    """A padded text-like set (PAD 0, BOS 1, EOS 2, words 3..5): the study's NELBO is the integrand summed over the
+    non-PAD positions of the drawn ``z_t``, divided by their number and the number of draws. Restated here from
+    SPEC 4's literal formula (:func:`nelbo_integrand_reference`, float64) on the same draws (``estimate_nelbo``'s
+    generator replayed)."""
+    from basinlab.diffusion import nelbo_integrand_reference, sample_times
+    from basinlab.diffusion.uniform import UniformProcess
+
+    Vt = 6
+    src = MarkovSource(vocab_size=Vt, successors=Vt, seed=4)  # every transition: x_θ > 0, as the reference needs
+    den = MarkovDenoiser(src, SCHED, dtype=torch.float64)
+    rows = [[1, 3, 4, 5, 2, 0, 0, 0], [1, 5, 2, 0, 0, 0, 0, 0], [1, 4, 4, 3, 5, 3, 2, 0], [1, 3, 2, 0, 0, 0, 0, 0]]
+    x = torch.tensor(rows * 3)
+    data = SequenceData(train_pool=x, test=x, vocab_size=Vt, pad_id=0, bos_id=1, eos_id=2)
+    attn = data.attention_mask(x)
+    assert attn.tolist()[0] == [True] * 5 + [False] * 3  # BOS and EOS count, PAD does not
+    n_times, seed = 3, 7
+    got = likelihood(den, x, seed=seed, n_times=n_times, batch_size=64, real_mask=data.real_mask(x),
+                     attention_mask=attn, **PAPER["likelihood"])
+    g = torch.Generator().manual_seed(seed)
+    total = torch.zeros((), dtype=torch.float64)
+    for _ in range(n_times):
+        t = sample_times(x.shape[0], 1e-3, antithetic=True, generator=g)
+        a, da = SCHED.alpha(t), SCHED.dalpha(t)
+        z = UniformProcess(Vt).corrupt(x, a, generator=g)
+        probs = den(z, t).exp()
+        for i in range(x.shape[0]):
+            f = nelbo_integrand_reference(x[i:i + 1], z[i:i + 1], probs[i:i + 1], float(a[i]), float(da[i]))[0]
+            total += (f * attn[i]).sum()
+    want = float(total / (n_times * attn.sum()))
+    assert got.value("nelbo") == pytest.approx(want, rel=1e-9)
+    assert got.arrays["n_tokens"].tolist() == attn.sum(1).double().tolist()
+    every = likelihood(den, x, seed=seed, n_times=n_times, batch_size=64, **PAPER["likelihood"])
+    assert every.arrays["n_tokens"].tolist() == [8.0] * 12 and every.value("nelbo") != pytest.approx(want)
+
+
+def test_report_says_the_paper_entropy_of_a_masked_model_is_zero_where_visible():
+    from basinlab.study.report_probes import entropy_note
+
+    note = entropy_note("masked", "paper")
+    assert "0 at every visible (unmasked) position by construction" in note and "cannot separate" in note
+    assert entropy_note("masked", "exact") == "" and entropy_note("uniform", "paper") == ""

@@ -16,6 +16,7 @@ from basinlab.data import build_dataset
 from basinlab.data.corpora import load_sentences
 from basinlab.oracles.build import ORACLE_EMPIRICAL
 from basinlab.probes.examples import surface_pieces
+from basinlab.probes.scorers import smollm2_missing
 from basinlab.study.report import write_report
 from basinlab.study.sweep import run_sweep
 
@@ -37,10 +38,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory):
+def sweep_dir(tmp_path_factory, scorer_cache):
     root = tmp_path_factory.mktemp("text_demo")
     cfg = load_config("text-demo", [*SHRINK, f"data.cache_dir={root / 'cache'}"])
-    return cfg, run_sweep(cfg, root / "sweep", progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASINLAB_CACHE", str(scorer_cache))  # the preset's gen_ppl_model=auto: smollm2 if installed
+        return cfg, run_sweep(cfg, root / "sweep", progress=False)
 
 
 def test_text_demo_data_is_real_english_nested_and_disjoint(sweep_dir):
@@ -91,3 +94,9 @@ def test_text_demo_sweep_records_and_report_shows_decoded_restorations(sweep_dir
     assert "Ġ" not in section  # no byte-level BPE pieces leak into the text
     assert "\ufffd" not in section
     assert "entropy, N = 8" in section and "entropy, N = 32" in section and "Training sentences" in section
+    # gen-PPL against N when the built-in scorer is installed (probe.gen_ppl_model: auto), none otherwise
+    ppl = df[(df["probe"] == "gen_ppl") & (df["metric"] == "gen_ppl")]
+    if smollm2_missing() is None:
+        assert len(ppl) == 4 and (ppl["value"] > 1).all() and "<h2>Generative perplexity</h2>" in page
+    else:
+        assert ppl.empty and "<h2>Generative perplexity</h2>" not in page

@@ -221,9 +221,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ref = ref_mask = None
     if args.reference:
         ref, ref_mask = encode_lines(read_lines(args.reference), args.format, tm, args.reference)
+    pad = getattr(tm.tokenizer, "pad_id", None)  # the paper NELBO's attention mask: all but PAD
     result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, reference=ref, reference_mask=ref_mask,
                    ts=ts, steps=args.steps, nelbo_times=args.nelbo_times, seed=args.seed,
-                   batch_size=args.batch_size, progress=not args.quiet, protocol=protocol)
+                   batch_size=args.batch_size, progress=not args.quiet, protocol=protocol,
+                   attention_mask=None if pad is None else seqs != pad)
     texts = [t for g, _ in files for t in lines[g]]
     _write_audit(Path(args.out), result, groups, texts, args)
     _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))

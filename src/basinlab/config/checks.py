@@ -19,6 +19,7 @@ from basinlab.config.names import (
     QUICK_SAMPLES,
     QUICK_STEPS,
     SEED_LIMIT,
+    TRACKERS,
 )
 from basinlab.config.presets import resolve_arch, time_conditioning
 from basinlab.config.sizes import resolve_sizes
@@ -136,6 +137,7 @@ def _check_train(tc: TrainConfig) -> None:
     PROCESSES.check(tc.process, "train.process")
     _at_least(tc, "train", ("lora_rank",), 0)
     _choice("train.precision", tc.precision, PRECISIONS)
+    _choice("train.tracker", tc.tracker, TRACKERS)
     _device("train.device", tc.device)
     _seed("train.seed", tc.seed)
 

@@ -14,13 +14,15 @@ SEED_LIMIT = 2**32
 #: ``probe.quick``: about a minute of CPU for ``probe all`` on a ``micro`` model (Markov preset, L = 32): at most
 #: 128 sequences per set, T = 25 and 64 generated samples (docs/STUDY.md, "Probe cost").
 QUICK_M, QUICK_STEPS, QUICK_SAMPLES = 128, 25, 64
+#: ``train.tracker`` (basinlab.training.tracking, docs/TRACKING.md)
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how
 #: fast or verbosely the same numbers are computed, never what is computed. ``train.steps`` may grow for a single
 #: run (training continues), not for a sweep (:data:`SWEEP_FIXED_KEYS`).
 RESUMABLE_KEYS: dict[str, frozenset[str]] = {
     "data": frozenset({"cache_dir"}),
     "train": frozenset({"steps", "log_every", "ckpt_every", "progress", "device", "precision", "compile",
-                        "grad_accum"}),
+                        "grad_accum", "tracker"}),
     "probe": frozenset({"batch_size", "gen_ppl_model"}),  # the scorer's path may be fixed on a rerun (issue 25)
 }
 #: keys a sweep directory keeps although a single run may change them (SPEC 7: one step budget for every N)

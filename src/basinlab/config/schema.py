@@ -83,6 +83,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 500
     progress: bool = True
+    tracker: str = "none"  # none | tensorboard | wandb | mlflow: training curves and a sweep's probe results
     lora_rank: int = 0  # > 0: fine-tune LoRA adapters of this rank (peft) instead of every weight (model.init)
 
 
@@ -103,7 +104,7 @@ class ProbeConfig:
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
     t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
     trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
-    gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples
+    gen_ppl_model: str | None = None  # a local causal LM directory, smollm2 or auto: generative perplexity of samples
 
 
 @dataclass

@@ -40,6 +40,7 @@ def apply_docs_toy_probe(probe: ProbeConfig) -> ProbeConfig:
     """The probe part of :func:`apply_docs_toy` (the ``probe`` command applies it after its flags too)."""
     probe.m, probe.steps, probe.n_samples = min(probe.m, 8), min(probe.steps, 4), min(probe.n_samples or 4, 4)
     probe.batch_size, probe.ts = min(probe.batch_size, 64), list(probe.ts)[:2]
+    probe.gen_ppl_model = None if probe.gen_ppl_model == "auto" else probe.gen_ppl_model  # a preset's, not asked for
     return probe
 
 

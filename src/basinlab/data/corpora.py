@@ -40,9 +40,15 @@ _BUILDERS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def cache_root(cfg: DataConfig) -> Path:
-    """basinlab's cache directory: ``cfg.cache_dir``, else ``$BASINLAB_CACHE``, else ``~/.cache/basinlab``."""
-    root = cfg.cache_dir or os.environ.get("BASINLAB_CACHE") or Path.home() / ".cache" / "basinlab"
-    return Path(root).expanduser()
+    """basinlab's cache directory: ``cfg.cache_dir``, else :func:`default_cache_root`."""
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
+
+
+def default_cache_root() -> Path:
+    """``$BASINLAB_CACHE``, else ``$XDG_CACHE_HOME/basinlab``, else ``~/.cache/basinlab``."""
+    if os.environ.get("BASINLAB_CACHE"):
+        return Path(os.environ["BASINLAB_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "basinlab"
 
 
 def brown_bytes() -> bytes:

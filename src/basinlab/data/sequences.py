@@ -96,6 +96,13 @@ class SequenceData:
             return torch.ones_like(seqs, dtype=torch.bool)
         return ~torch.isin(seqs, torch.tensor(special, dtype=seqs.dtype, device=seqs.device))
 
+    def attention_mask(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Bool mask, same shape as ``seqs``: False on PAD only (BOS and EOS count), the attention mask of the study's
+        dataloader, over which its NELBO averages (the ``paper`` protocol; all True without PAD)."""
+        if self.pad_id is None:
+            return torch.ones_like(seqs, dtype=torch.bool)
+        return seqs != self.pad_id
+
     def decode(self, seqs: torch.Tensor) -> list[str]:
         """Text of each row of ``seqs`` (``[B, L]`` or ``[L]``); Markov rows as space-separated states."""
         rows = seqs.detach().cpu().reshape(-1, seqs.shape[-1]).tolist()

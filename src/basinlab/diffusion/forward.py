@@ -50,6 +50,9 @@ class ForwardProcess:
     corrupted_word = "corrupted"
     cheap_objective_note = "the NELBO's optimum, the leave-one-out posterior (SPEC 4)"
     nelbo_name = "the process's continuous-time NELBO"
+    #: whether ``x_θ`` is one-hot at every position ``z_t`` leaves visible (MDLM's SUBS carry-over): its entropy at its
+    #: input is then 0 there by construction (the ``paper`` protocol's entropy, SPEC 5 "Protocols")
+    output_one_hot_where_visible = False
 
     def __init__(self, vocab_size: int) -> None:
         if int(vocab_size) < 1:

@@ -40,6 +40,7 @@ class AbsorbingProcess(ForwardProcess):
     corrupted_word = "masked"
     cheap_objective_note = "SPEC 2b: MDLM's objective without its weight, the same optimum"
     nelbo_name = "the masked process's continuous-time NELBO (SPEC 2b, MDLM's)"
+    output_one_hot_where_visible = True  # SUBS: x_θ = onehot(z_t) at an unmasked position
     #: the leave-one-out conditional's calls return at most about this many entries ([c L, L, V]: 256 MB float32)
     loo_entries = 1 << 26
 

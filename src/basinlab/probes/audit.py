@@ -199,6 +199,7 @@ def audit(
     device: torch.device | str | None = None,
     top_k: int = TOP_K,
     protocol: str = "exact",
+    attention_mask: torch.Tensor | None = None,
 ) -> ProbeResult:
     """Memorisation scores of each sequence of ``seqs [M, L]`` and, where ``groups`` holds both ``member`` and
     ``nonmember`` labels, the membership AUC of every score (see the module docstring).
@@ -209,7 +210,8 @@ def audit(
     per-token data of :mod:`basinlab.probes.tokens`: ``tokens/seqs``, ``tokens/mask`` ``[M, L]``, ``tokens/entropy``
     ``[M, L]``, ``tokens/top_ids`` and ``tokens/top_probs`` ``[M, L, top_k]``, ``tokens/corrupted_id`` and
     ``tokens/restored_id`` ``[M, L]`` (basin test at ``ts[0]``, held in ``tokens/basin_t``).
-    ``protocol``: the probes' definitions, as the sweep's (:func:`~basinlab.probes.protocol.protocol_options`).
+    ``protocol``: the probes' definitions, as the sweep's (:func:`~basinlab.probes.protocol.protocol_options`);
+    ``attention_mask``: the positions the ``paper`` NELBO counts (all but PAD; every position when None).
     """
     seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
     M = seqs.shape[0]
@@ -223,10 +225,12 @@ def audit(
     basin_opts = {k: v for k, v in opts["basins"].items() if k != "restored_entropy"}
     found = {
         "entropy": conditional_entropy(denoiser, seqs, ts=(entropy_t,), steps=steps, **kw,
-                                       count_special=opts["entropy"]["count_special"]),
+                                       count_special=opts["entropy"]["count_special"],
+                                       entropy_of=opts["entropy"]["entropy_of"]),
         "basins": basin_test(denoiser, seqs, ts=list(ts), steps=steps, **kw, **basin_opts),
         "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw, **opts["fixed_points"]),
-        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, **opts["likelihood"]),
+        "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, attention_mask=attention_mask,
+                                 **opts["likelihood"]),
     }
     nearest = None
     if reference is not None:

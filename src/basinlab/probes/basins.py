@@ -12,7 +12,8 @@ default), then the final step (greedy). Per sequence, over its *real* tokens:
 Options for the ``paper`` protocol (SPEC 5 "Protocols", :mod:`basinlab.probes.protocol`): ``final_greedy=False``
 draws the final step; ``count_special=True`` counts every position (BOS/EOS/PAD too), ignoring ``real_mask``;
 ``restored_entropy=True`` also records the entropy of ``x_θ`` on the restored sequence at ``t_min``
-(``.arrays["restored_entropy"]``), for :func:`~basinlab.probes.entropy.conditional_entropy` ``split="restored"``.
+(``.arrays["restored_entropy"]``), for :func:`~basinlab.probes.entropy.conditional_entropy` ``split="restored"``;
+``entropy_of`` says which prediction (:data:`~basinlab.probes.entropy.ENTROPY_OF`).
 
 Also ``recovery_rate_tokens`` (changed tokens restored, pooled over the set). Summary rows (``t = None``): the
 *basin radius*, the ``t`` where mean recovery crosses 50% (linear interpolation on the tested ``t``; 0 if below 50%
@@ -31,7 +32,7 @@ from basinlab.diffusion import T_MIN, n_denoiser_calls, process_of, reverse_chai
 from basinlab.diffusion.packed import chain_keys, packed_chains
 from basinlab.errors import BasinlabError
 from basinlab.probes._common import batches, check_seqs, denoiser_device, make_generator, progress_bar, tvec
-from basinlab.probes.entropy import token_entropy
+from basinlab.probes.entropy import conditional_of, token_entropy
 from basinlab.probes.results import ProbeResult, child_seed, summarize
 
 PROBE = "basins"
@@ -86,6 +87,7 @@ def basin_test(
     engine: str = "auto",
     compile_steps: bool | None = None,
     entry: str = "nearest",
+    entropy_of: str = "leave_one_out",
 ) -> ProbeResult:
     """Perturb-and-restore test of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
@@ -117,10 +119,10 @@ def basin_test(
         compile_steps = dev.type == "cuda" if compile_steps is None else compile_steps
         z_all, out_all = _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps,
                                  entry)
-        h_all = _restored_entropy(denoiser, out_all, batch_size, dev) if restored_entropy else None
+        h_all = _restored_entropy(denoiser, out_all, batch_size, dev, entropy_of) if restored_entropy else None
     elif engine == "loop":
         z_all, out_all, h_all = _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev,
-                                      progress, set_name, restored_entropy, entry)
+                                      progress, set_name, restored_entropy, entry, entropy_of)
     else:
         raise BasinlabError(f"basin-test engine '{engine}' (greedy={greedy}): use auto, loop, or packed (stochastic)")
     arrays = _outcomes(res, set_name, ts, seqs, mask, z_all, out_all)
@@ -166,7 +168,7 @@ def _outcomes(res: ProbeResult, set_name: str, ts: list[float], seqs: torch.Tens
 
 
 def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev, progress, set_name,
-          restored_entropy, entry="nearest"):
+          restored_entropy, entry="nearest", entropy_of="leave_one_out"):
     """``(z_all, out_all, h_all)`` ``[n_t, M, L]``: each ``t``'s chains batch by batch (one generator per ``t``)."""
     M, L = seqs.shape
     z_all = torch.zeros(len(ts), M, L, dtype=torch.long)
@@ -187,26 +189,29 @@ def _loop(denoiser, seqs, ts, steps, batch_size, greedy, final_greedy, seed, dev
                 )
                 z_all[i, sl], out_all[i, sl] = z.cpu(), out.cpu()
                 if h_all is not None:  # the study's entropy: x_θ of the restored sequence at t_min
-                    h_all[i, sl] = _conditional_entropy(denoiser, out, dev).cpu()
+                    h_all[i, sl] = _conditional_entropy(denoiser, out, dev, entropy_of).cpu()
                     bar.update(1)
     bar.close()
     return z_all, out_all, h_all
 
 
-def _restored_entropy(denoiser, out_all: torch.Tensor, batch_size: int, dev: torch.device) -> torch.Tensor:
+def _restored_entropy(denoiser, out_all: torch.Tensor, batch_size: int, dev: torch.device,
+                      entropy_of: str = "leave_one_out") -> torch.Tensor:
     """Per-token entropy of ``x_θ`` of the restored sequences at ``t_min`` (float64 ``[n_t, M, L]``)."""
     h_all = torch.zeros(out_all.shape, dtype=torch.float64)
     with torch.inference_mode():
         for i in range(out_all.shape[0]):
             for sl in batches(out_all.shape[1], batch_size):
                 out = out_all[i, sl].to(dev)
-                h_all[i, sl] = _conditional_entropy(denoiser, out, dev).cpu()
+                h_all[i, sl] = _conditional_entropy(denoiser, out, dev, entropy_of).cpu()
     return h_all
 
 
-def _conditional_entropy(denoiser, out: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """Entropy of the leave-one-out conditional (the process's, SPEC 2b) of each token of ``out`` at ``t_min``."""
-    return token_entropy(process_of(denoiser).leave_one_out(denoiser, out, tvec(T_MIN, out.shape[0], dev)))
+def _conditional_entropy(denoiser, out: torch.Tensor, dev: torch.device,
+                         entropy_of: str = "leave_one_out") -> torch.Tensor:
+    """Entropy of each token of ``out`` at ``t_min``: of the leave-one-out conditional (the process's, SPEC 2b), or
+    of ``x_θ`` at its input under ``entropy_of="output"`` (:data:`~basinlab.probes.entropy.ENTROPY_OF`)."""
+    return token_entropy(conditional_of(denoiser, out, tvec(T_MIN, out.shape[0], dev), entropy_of))
 
 
 def _packed(denoiser, seqs, ts, steps, batch_size, final_greedy, seed, dev, compile_steps, entry="nearest"):

@@ -19,6 +19,9 @@ exact zeros contribute 0). Reported as the mean over real positions, then over s
   study's gap, against ``train``, named ``entropy_gap``);
 - ``count_special=True`` (the ``paper`` protocol): every position counts (BOS/EOS/PAD too), in the set and in the
   generated samples, ``real_mask`` and ``generated_mask`` ignored.
+- ``entropy_of="output"`` (the ``paper`` protocol): the entropy of ``x_θ`` at its own input instead of the
+  leave-one-out conditional (:data:`ENTROPY_OF`); for a masked model it is 0 at every position left visible, by
+  construction, so it cannot tell memorisation from generalisation there (the study's code; SPEC 5 "Protocols").
 
 Memorisation shows as vanishing entropy on training data, generalisation as finite entropy for most tokens.
 """
@@ -38,9 +41,25 @@ from basinlab.probes.results import ProbeResult, child_seed, summarize, t_quanti
 PROBE = "entropy"
 
 
+#: What the entropy probes read (``entropy_of``): ``leave_one_out``, the conditional of each token given the others
+#: (SPEC 5; for a masked model, the token masked, SPEC 2b), or ``output``, ``x_θ`` at its own input as the study's
+#: code reads it (the ``paper`` protocol): the same for the uniform process, whose ``x_θ`` leaves each token out;
+#: for a masked model MDLM's SUBS output, one-hot (entropy 0) at every position ``z_t`` leaves visible.
+ENTROPY_OF = ("leave_one_out", "output")
+
+
 def token_entropy(log_x_theta: torch.Tensor) -> torch.Tensor:
     """``H = Σ_v entr(x_θ,v)`` per position, float64 ``[B, L]`` (nats)."""
     return torch.special.entr(log_x_theta.to(torch.float64).exp()).sum(-1)
+
+
+def conditional_of(denoiser, z_t: torch.Tensor, t: torch.Tensor, entropy_of: str = "leave_one_out") -> torch.Tensor:
+    """``log`` of the prediction whose entropy the probes report at ``z_t`` (:data:`ENTROPY_OF`), ``[B, L, V]``."""
+    if entropy_of == "output":
+        return denoiser(z_t, t)
+    if entropy_of != "leave_one_out":
+        raise BasinlabError(f"entropy_of must be one of {', '.join(ENTROPY_OF)}, got {entropy_of!r}")
+    return process_of(denoiser).leave_one_out(denoiser, z_t, t)
 
 
 def _seq_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -59,8 +78,10 @@ def entropy_per_token(
     progress: bool = False,
     device: torch.device | str | None = None,
     desc: str = "entropy",
+    entropy_of: str = "leave_one_out",
 ) -> torch.Tensor:
-    """``H`` of ``x_θ(z_t)`` at every position, ``z_t ~ q_t(. | x)``, float64 ``[M, L]``."""
+    """``H`` of ``x_θ(z_t)`` at every position, ``z_t ~ q_t(. | x)``, float64 ``[M, L]`` (``entropy_of``:
+    :data:`ENTROPY_OF`)."""
     dev = denoiser_device(denoiser, device)
     proc = process_of(denoiser)
     M, L = seqs.shape
@@ -72,7 +93,7 @@ def entropy_per_token(
         for sl in batches(M, batch_size):
             x = seqs[sl].to(dev)
             z = proc.corrupt(x, a_t, generator=g)
-            out[sl] = token_entropy(proc.leave_one_out(denoiser, z, tvec(t, x.shape[0], dev))).cpu()
+            out[sl] = token_entropy(conditional_of(denoiser, z, tvec(t, x.shape[0], dev), entropy_of)).cpu()
             bar.update(1)
     bar.close()
     return out
@@ -99,6 +120,7 @@ def conditional_entropy(
     split: str = "input",
     count_special: bool = False,
     gap_name: str = "entropy_gap",
+    entropy_of: str = "leave_one_out",
 ) -> ProbeResult:
     """Entropy probe of SPEC 5 on ``seqs [M, L]``; see the module docstring for the metrics.
 
@@ -119,7 +141,7 @@ def conditional_entropy(
     H_seq = torch.empty(len(ts), M, dtype=torch.float64)
     for i, t in enumerate(ts):
         h = entropy_per_token(denoiser, seqs, t, seed=seed, batch_size=batch_size, progress=progress,
-                              device=dev, desc=f"entropy {set_name} t={t:g}".strip())
+                              device=dev, desc=f"entropy {set_name} t={t:g}".strip(), entropy_of=entropy_of)
         H[i] = torch.where(mask, h, math.nan)
         H_seq[i] = _seq_mean(h, mask)
         res.add(PROBE, set_name, t, "entropy", summarize(H_seq[i]))
@@ -140,7 +162,7 @@ def conditional_entropy(
         gen, gmask = check_seqs(generated, V, None if count_special else generated_mask)
         hg = generated_entropy if generated_entropy is not None else entropy_per_token(
             denoiser, gen, ts[0], seed=child_seed(seed, "generated"), batch_size=batch_size, progress=progress,
-            device=dev, desc="entropy generated")
+            device=dev, desc="entropy generated", entropy_of=entropy_of)
         g_seq = _seq_mean(hg, gmask)
         res.add(PROBE, set_name, ts[0], "entropy_generated", summarize(g_seq))
         res.add(PROBE, set_name, ts[0], gap_name, _difference(summarize(g_seq), summarize(H_seq[0])))

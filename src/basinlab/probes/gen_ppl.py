@@ -3,7 +3,8 @@
 As the study's code (and Duo's and MDLM's ``metrics.py``) computes them:
 
 - ``gen_ppl``: the samples are decoded to text, retokenised with the *scorer's* tokenizer (a local Hugging Face
-  causal LM directory, ``probe.gen_ppl_model``; GPT-2 large in the papers; nothing is downloaded), padded with its
+  causal LM directory, ``probe.gen_ppl_model``, or the built-in ``smollm2`` of :mod:`basinlab.probes.scorers`;
+  GPT-2 large in the papers; nothing is downloaded), padded with its
   EOS when it has no PAD and truncated to the diffusion model's length ``L``, and scored in chunks of the scorer's
   context (1024 tokens). Each token after the first is scored by ``-log p(token | prefix)``; the tokens counted are
   every non-EOS token and the first EOS of a row (padding after it is not). ``gen_ppl = exp(Σ NLL / Σ counted)``
@@ -16,24 +17,32 @@ Unlike the study's code every sample is scored (it drops the last partial batch)
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
 
 from basinlab.errors import BasinlabError
 from basinlab.probes.results import ProbeResult, summarize
+from basinlab.probes.scorers import INSTALL_HINT, resolve_scorer
 
+log = logging.getLogger(__name__)
 PROBE = "gen_ppl"
 #: Tokens per scored chunk (the GPT-2 family's context).
 CONTEXT = 1024
 
 
 def check_scorer(path: str | os.PathLike) -> Path:
-    """``probe.gen_ppl_model`` must be a local directory holding a Hugging Face model and tokenizer, and the
-    ``transformers`` package must be installed; one clear line otherwise (checked before any probe runs)."""
-    p = Path(path).expanduser()
+    """``probe.gen_ppl_model`` must be a built-in name (``smollm2``, :mod:`basinlab.probes.scorers`) or a local
+    directory holding a Hugging Face model and tokenizer, and the ``transformers`` package must be installed; one
+    clear line otherwise (checked before any probe runs). Returns the directory."""
+    resolved = resolve_scorer(path)
+    if resolved is None:
+        raise BasinlabError(f"probe.gen_ppl_model={path}: no scorer model is installed; {INSTALL_HINT}")
+    p = Path(resolved).expanduser()
     if not p.is_dir() or not (p / "config.json").is_file():
         raise BasinlabError(f"probe.gen_ppl_model '{path}' is not a local Hugging Face model directory (no "
                             "config.json); save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
@@ -54,13 +63,14 @@ def unigram_entropy(samples: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batch_size: int = 32,
-                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per text: the summed NLL of its counted tokens and their number (float64 ``[S]`` each) under the causal LM
-    at ``path`` (module docstring)."""
+def load_scorer(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple:
+    """The tokenizer (padding with its EOS when it has no PAD) and the causal LM (eval mode, on ``device``) of the
+    scorer ``path`` (:func:`check_scorer`); logs the seconds it took (docs/PERFORMANCE.md: under 5 s for ``smollm2``
+    once cached)."""
+    t0 = time.perf_counter()
+    p = check_scorer(path)
     import transformers
 
-    p = check_scorer(path)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     if tok.pad_token is None:
@@ -70,6 +80,15 @@ def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batc
     except Exception as exc:  # damaged or mismatched weights (safetensors, torch, transformers errors): one line
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise BasinlabError(f"probe.gen_ppl_model '{path}': cannot load its weights ({text})") from None
+    log.info("gen_ppl scorer %s loaded in %.1f s", p, time.perf_counter() - t0)
+    return tok, model
+
+
+def score_texts(texts: list[str], path: str | os.PathLike, max_length: int, batch_size: int = 32,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per text: the summed NLL of its counted tokens and their number (float64 ``[S]`` each) under the causal LM
+    at ``path`` (module docstring)."""
+    tok, model = load_scorer(path, device)
     eos = tok.eos_token_id
     nll = torch.zeros(len(texts), dtype=torch.float64)
     count = torch.zeros(len(texts), dtype=torch.float64)

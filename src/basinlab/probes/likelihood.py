@@ -6,7 +6,8 @@ The diffusion, reconstruction and prior terms are reported as bare rows.
 
 ``integrand_only=True`` (the ``paper`` protocol, SPEC 5 "Protocols") reports what the study reports: ``nelbo`` =
 the mean of the integrand ``f`` over the sampled times and tokens, with no reconstruction or prior term and no
-``1 - t_eps`` weight (Duo's validation loss), and ``ppl_bound = exp`` of it; no term rows.
+``1 - t_eps`` weight (Duo's validation loss), and ``ppl_bound = exp`` of it; no term rows Under ``paper`` the tokens are
+those of the study's attention mask (``count_special`` with ``attention_mask``): BOS and EOS count, PAD does not.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ def likelihood(
     device: torch.device | str | None = None,
     integrand_only: bool = False,
     count_special: bool = False,
+    attention_mask: torch.Tensor | None = None,
 ) -> ProbeResult:
     """``nelbo``, ``ppl_bound``, ``nelbo_diffusion``, ``nelbo_recon``, ``nelbo_prior`` of ``seqs [M, L]``
     (``integrand_only``: ``nelbo`` and ``ppl_bound`` of the study's definition, see the module docstring).
 
-    ``count_special=True`` (``paper``): every position counts (BOS/EOS/PAD too), ``real_mask`` ignored.
+    ``count_special=True`` (``paper``): the positions of ``attention_mask`` count (the study's: BOS/EOS too, PAD
+    not; :meth:`~basinlab.data.sequences.SequenceData.attention_mask`), every position when it is None;
+    ``real_mask`` ignored.
 
     ``.arrays``: ``per_seq`` (NELBO per real token of each sequence), ``n_tokens`` ``[M]``.
     """
-    seqs, mask = check_seqs(seqs, denoiser.vocab_size, None if count_special else real_mask)
+    seqs, mask = check_seqs(seqs, denoiser.vocab_size, attention_mask if count_special else real_mask)
     dev = denoiser_device(denoiser, device)
     out = estimate_nelbo(denoiser, seqs.to(dev), real_mask=mask, n_times=n_times, t_eps=t_eps, seed=seed,
                          batch_size=batch_size, progress=progress)

@@ -5,8 +5,12 @@ places below. Each is one explicit option of an existing probe, so that both pro
 
 - grid entry: ``exact`` enters the grid at the point nearest to ``t``; ``paper`` at the smallest grid point
   ``>= t``, always taking at least one reverse step -- ``entry="above"`` of the basin and fixed-point tests;
-- special tokens: ``paper`` counts every position, BOS/EOS/PAD included, in the basin test, the fixed-point match,
-  the conditional entropy and the NELBO -- ``count_special=True``;
+- special tokens: ``paper`` counts every position, BOS/EOS/PAD included, in the basin test, the fixed-point match
+  and the conditional entropy, and in the NELBO every position of the study's attention mask (BOS/EOS, not PAD)
+  -- ``count_special=True`` (with ``likelihood(attention_mask=...)``);
+- entropy of a masked model: ``exact`` reads the leave-one-out conditional; ``paper`` ``x_θ`` at its own input,
+  the study's SUBS output, 0 at visible positions by construction (equal for the uniform process) --
+  ``entropy_of="output"`` of the entropy probe, the basin test's restored-sequence entropy and the t-grid;
 
 - basin test, final step: ``exact`` takes the greedy Bayes combination; ``paper`` *draws* it (Duo's "ancestral"
   noise removal) -- ``basin_test(final_greedy=False)``;
@@ -26,6 +30,11 @@ places below. Each is one explicit option of an existing probe, so that both pro
 
 and ``probe.n_samples: null`` (the default) means 256 generated samples, or 20000 under ``paper`` on a GPU.
 Everything else (sets, grids, novelty metrics, intervals) is shared.
+
+Two places where the study's code differs for masked models stay basinlab's under both protocols, on purpose
+(SPEC 5 "Masked models under the study's code"): masked generation starts from all-``[MASK]`` (the study's starts
+from uniform random ids), and the ``random`` set draws over the ``V`` clean ids (the study's over ``V + 1``,
+``[MASK]`` included).
 """
 
 from __future__ import annotations
@@ -67,11 +76,14 @@ class Weights:
 
 def _options(paper: bool) -> dict[str, dict[str, Any]]:
     entry = "above" if paper else "nearest"
+    entropy_of = "output" if paper else "leave_one_out"
     return {
-        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry},
+        "basins": {"final_greedy": not paper, "count_special": paper, "restored_entropy": paper, "entry": entry,
+                   "entropy_of": entropy_of},
         "fixed_points": {"count_special": paper, "entry": entry},
+        "t_grid": {"count_special": paper, "entry": entry, "entropy_of": entropy_of},
         "generate": {"final_bayes": not paper},
-        "entropy": {"split": "restored" if paper else "input", "count_special": paper},
+        "entropy": {"split": "restored" if paper else "input", "count_special": paper, "entropy_of": entropy_of},
         "likelihood": {"integrand_only": paper, "count_special": paper},
     }
 
@@ -94,7 +106,8 @@ def protocol_options(protocol: str = "exact") -> dict[str, dict[str, Any]]:
     """Keyword arguments per probe function for ``protocol`` (see the module docstring).
 
     Keys: ``basins`` (:func:`~basinlab.probes.basins.basin_test`), ``fixed_points``
-    (:func:`~basinlab.probes.fixed_points.fixed_point_test`), ``generate``
+    (:func:`~basinlab.probes.fixed_points.fixed_point_test`), ``t_grid`` (:func:`~basinlab.probes.t_grid.t_grid`),
+    ``generate``
     (:func:`~basinlab.probes.novelty.generate_samples`), ``entropy``
     (:func:`~basinlab.probes.entropy.conditional_entropy`), ``likelihood``
     (:func:`~basinlab.probes.likelihood.likelihood`). Under ``exact`` every value is the function's default.

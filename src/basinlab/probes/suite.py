@@ -16,8 +16,9 @@ The plan (:data:`PLAN`):
   every ``t`` of ``probe.ts`` (probes/t_grid.py).
 - ``trajectory`` on ``train`` and ``test`` when ``probe.trajectory_stats``: statistics of ``x_θ`` along the reverse
   chain from ``t = 1`` (probes/trajectory.py).
-- ``gen_ppl`` once, on the generated samples, when ``probe.gen_ppl_model`` names a local causal LM: generative
-  perplexity and unigram entropy (probes/gen_ppl.py).
+- ``gen_ppl`` once, on the generated samples, when ``probe.gen_ppl_model`` names a local causal LM or a built-in
+  one (``smollm2``; ``auto``: that one when installed, probes/scorers.py): generative perplexity and unigram
+  entropy (probes/gen_ppl.py).
 - ``membership_auc`` rows (set ``train_vs_test``, one per per-sequence score of the probes above): how well each
   score tells ``train`` from ``test`` (probes/audit.py), each with its ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001``
   rows (the TPR at 1% and 0.1% FPR), when the suite ran whole (at least basins, fixed points
@@ -50,6 +51,7 @@ from basinlab.probes.likelihood import likelihood
 from basinlab.probes.novelty import novelty
 from basinlab.probes.protocol import gap_sets, resolve_n_samples
 from basinlab.probes.results import ProbeResult
+from basinlab.probes.scorers import resolve_scorer
 from basinlab.probes.t_grid import t_grid
 from basinlab.probes.trajectory import trajectory_stats
 from basinlab.registry import PROBES as REGISTRY
@@ -104,25 +106,29 @@ def _entropy(ctx: ProbeContext, name: str) -> ProbeResult:
 
 def _likelihood(ctx: ProbeContext, name: str) -> ProbeResult:
     seqs, mask = ctx.on(name)
-    return likelihood(ctx.denoiser, seqs, set_name=name, real_mask=mask, **ctx.common, **ctx.opts["likelihood"])
+    return likelihood(ctx.denoiser, seqs, set_name=name, real_mask=mask, attention_mask=ctx.data.attention_mask(seqs),
+                      **ctx.common, **ctx.opts["likelihood"])
 
 
 def _t_grid(ctx: ProbeContext, name: str) -> ProbeResult:
     seqs, mask = ctx.on(name)
     return t_grid(ctx.denoiser, seqs, set_name=name, real_mask=mask, ts=list(ctx.cfg.ts), steps=ctx.cfg.steps,
-                  **ctx.common, **ctx.opts["fixed_points"])
+                  **ctx.common, **ctx.opts["t_grid"])
 
 
 def _trajectory(ctx: ProbeContext, name: str) -> ProbeResult:
     seqs, mask = ctx.on(name)
     return trajectory_stats(ctx.denoiser, seqs, set_name=name, real_mask=mask, steps=ctx.cfg.steps,
-                            count_special=ctx.opts["fixed_points"]["count_special"], **ctx.common)
+                            count_special=ctx.opts["t_grid"]["count_special"], **ctx.common)
 
 
 def _gen_ppl(ctx: ProbeContext, name: str) -> ProbeResult | None:
-    if ctx.samples is None:
+    """Scored by ``probe.gen_ppl_model`` resolved (``smollm2``: its cached directory; ``auto``: none when the extra
+    is not installed)."""
+    scorer = resolve_scorer(ctx.cfg.gen_ppl_model)
+    if scorer is None or ctx.samples is None:
         return None
-    return gen_ppl(ctx.samples, ctx.data.decode(ctx.samples), ctx.cfg.gen_ppl_model, batch_size=ctx.cfg.batch_size,
+    return gen_ppl(ctx.samples, ctx.data.decode(ctx.samples), scorer, batch_size=ctx.cfg.batch_size,
                    device=denoiser_device(ctx.denoiser))
 
 
@@ -280,15 +286,16 @@ def check_run(denoiser: Denoiser, data: SequenceData, cfg: ProbeConfig, probes: 
     ``gen_ppl`` asked for alone with no scorer or no samples; ``probe.remask`` on a denoiser that cannot remask
     gets a warning."""
     check_memory(cfg, data.seq_len, denoiser.vocab_size, denoiser_device(denoiser))
+    scorer = resolve_scorer(cfg.gen_ppl_model) if "gen_ppl" in probes else None  # `smollm2`: its cached directory
     if probes == ["gen_ppl"]:
-        if not cfg.gen_ppl_model:
+        if not scorer:
             raise BasinlabError("the gen_ppl probe scores samples with a causal LM and none is named: set "
                                 "probe.gen_ppl_model=DIR (a local Hugging Face causal LM directory)")
         if resolve_n_samples(cfg.n_samples, cfg.protocol, denoiser_device(denoiser)) <= 0:
             raise BasinlabError("the gen_ppl probe scores generated samples and probe.n_samples is 0: give "
                                 "--samples K (probe.n_samples) with K >= 1")
-    if "gen_ppl" in probes and cfg.gen_ppl_model:
-        check_gen_ppl_model(cfg.gen_ppl_model, data.seq_len, data.decode(data.test[:8]))  # before any long work
+    if scorer:
+        check_gen_ppl_model(scorer, data.seq_len, data.decode(data.test[:8]))  # before any long work
     check_remask(denoiser, cfg)
 
 

@@ -8,7 +8,8 @@ For each ``t`` of ``probe.ts`` (the basin test's grid; the study's scripts use `
 - ``grid_entropy``: the conditional entropy of ``x_θ(z_t)``, ``z_t ~ q_t(. | x)``, mean over positions then sequences.
 
 Rows: probe ``t_grid``, one per ``t`` and metric. The protocol's options apply (``paper``: the study's grid entry
-and every position counted). ``.arrays``: ``ts [n_t]``, ``fixed [n_t, M]`` (bool), ``entropy_seq [n_t, M]``.
+and every position counted, ``x_θ``'s entropy at its input: ``entropy_of``). ``.arrays``: ``ts [n_t]``,
+``fixed [n_t, M]`` (bool), ``entropy_seq [n_t, M]``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def t_grid(
     entry: str = "nearest",
     entropy: bool = True,
     device: torch.device | str | None = None,
+    entropy_of: str = "leave_one_out",
 ) -> ProbeResult:
     """``grid_fixed_point_rate`` and (``entropy=True``) ``grid_entropy`` at every ``t`` of ``ts`` on ``seqs [M, L]``."""
     seqs, mask = check_seqs(seqs, denoiser.vocab_size, None if count_special else real_mask)
@@ -53,7 +55,8 @@ def t_grid(
         fixed.append(fp.arrays["fixed"])
     if entropy:
         ce = conditional_entropy(denoiser, seqs, set_name=set_name, seed=seed, batch_size=batch_size,
-                                 real_mask=mask, progress=progress, ts=ts, steps=steps, device=device)
+                                 real_mask=mask, progress=progress, ts=ts, steps=steps, device=device,
+                                 entropy_of=entropy_of)
         for r in ce.rows:
             res.add(PROBE, set_name, r["t"], "grid_entropy", {k: v for k, v in r.items() if k in _STATS})
         h_seq = ce.arrays["entropy_seq"]

@@ -43,7 +43,7 @@ from basinlab.study.figures import pyplot as _plt
 from basinlab.study.figures import series as _series
 from basinlab.study.figures import setup_ax as _setup_ax
 from basinlab.study.html import examples as html_examples
-from basinlab.study.report_probes import study_probes_section
+from basinlab.study.report_probes import entropy_note, study_probes_section
 from basinlab.study.store import CONFIG_NAME, ResultStore, read_results
 from basinlab.study.transition import Transition, estimate_all
 
@@ -484,6 +484,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                ("entropy_recovered", "test", f"test, tokens recovered at t = {tr.t:g}", "^:", tr.t),
                ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
         "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
+    sec.append(entropy_note(ModelLabel.parse(m).process_name, cfg.probe.protocol))
     sec.append("<h2>Likelihood</h2>")
     sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(_log_y(plot_metric_sets(
         df, m, [o for o in oracles if ModelLabel.parse(o).base != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],

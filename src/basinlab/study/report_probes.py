@@ -9,7 +9,23 @@ from typing import Any
 
 import numpy as np
 
+from basinlab.diffusion import get_process
+from basinlab.probes.protocol import protocol_options
 from basinlab.probes.trajectory import METRICS as TRAJ_METRICS
+
+
+def entropy_note(process: str, protocol: str) -> str:
+    """HTML warning under the entropy plots where the protocol reads ``x_θ`` at its input (``paper``) and the
+    process makes that one-hot at visible positions (masked, SPEC 2b): empty otherwise."""
+    if protocol_options(protocol)["entropy"]["entropy_of"] != "output":
+        return ""
+    if not get_process(process, 2).output_one_hot_where_visible:
+        return ""
+    return ("<p class='note'>Under probe.protocol=paper the entropy rows of this masked model are the study's: the "
+            "entropy of x_θ at its own input, which is 0 at every visible (unmasked) position by construction "
+            "(SUBS carries a visible token over). At t = 1e-5 and on the restored sequence nearly every position is "
+            "visible, so these rows are near 0 for every N and cannot separate memorisation from generalisation; "
+            "probe.protocol=exact reads the leave-one-out conditional (docs/SPEC.md section 5, Protocols).</p>")
 
 
 def _sel(df: Any, model: str, probe: str, metric: str, set_name: str | None = None) -> Any:

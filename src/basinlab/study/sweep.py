@@ -61,6 +61,7 @@ from basinlab.probes.protocol import resolve_weights
 from basinlab.registry import WEIGHTS
 from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, label_process, model_label, warn_if_network_fs
 from basinlab.training.checkpoint import load_trained
+from basinlab.training.tracking import check_tracker, open_tracker
 from basinlab.training.trainer import train
 
 Hook = Callable[[RunKey], None]
@@ -214,7 +215,8 @@ def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store:
     if key.label.is_oracle:
         denoiser = build_oracle(key.model, data, key.N, cfg, device=device)
     else:
-        res = train(_run_config(cfg, key, run_dir), data=data, out_dir=run_dir, resume=True, progress=progress)
+        res = train(_run_config(cfg, key, run_dir), data=data, out_dir=run_dir, resume=True, progress=progress,
+                    track=_track(key, out_dir))
         info.update(
             final_loss=res.final_loss, steps=res.steps, resumed=res.resumed, train_s=res.elapsed_s,
             epochs=res.steps * cfg.train.batch_size / key.N, ce_warmup_steps=cfg.train.ce_warmup_steps,
@@ -232,6 +234,22 @@ def _execute(key: RunKey, cfg: Config, data: SequenceData, out_dir: Path, store:
     atomic_write_text(run_dir / "examples.json", json.dumps(examples, indent=1))
     info.update(probe_s=time.perf_counter() - t1, total_s=time.perf_counter() - t0)
     store.record_run(key, [dict(r) for r in result.rows], info)
+    _track_results(cfg, key, out_dir, run_dir, result.rows, info.get("steps", 0))
+
+
+def _track(key: RunKey, out_dir: Path) -> dict[str, Any]:
+    """A run's names in the ``train.tracker``: its key's name (N, seed, model, process) in the sweep's group."""
+    return {"root": out_dir, "run_name": key.name, "group": out_dir.resolve().name}
+
+
+def _track_results(cfg: Config, key: RunKey, out_dir: Path, run_dir: Path, rows: list[dict], step: int) -> None:
+    """The run's probe rows, at its last training step, into the ``train.tracker`` (after the store has them)."""
+    tracker = open_tracker(cfg.train.tracker, run_dir, **_track(key, out_dir),
+                           config=cfg.to_dict() if key.model.startswith("oracle:") else None)
+    try:
+        tracker.log_results(rows, step)
+    finally:
+        tracker.close()
 
 
 def plan_lines(cfg: Config, out_dir: str | Path, shard: tuple[int, int] | None = None) -> list[str]:
@@ -329,6 +347,7 @@ def run_sweep(
 
 def _prepare(cfg: Config, out_dir: Path) -> None:
     """Create the sweep directory and save (or check) its config; warn on a network file system."""
+    check_tracker(cfg.train.tracker)  # its package is installed
     _check_or_save_config(cfg, out_dir)  # refuses another sweep's directory before writing anything
     warn_if_network_fs(out_dir)
 

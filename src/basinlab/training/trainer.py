@@ -68,6 +68,7 @@ from basinlab.models.family import get_family
 from basinlab.registry import PROCESSES
 from basinlab.training import checkpoint as ckpt_mod
 from basinlab.training.meta import CheckpointMeta
+from basinlab.training.tracking import Tracker, check_tracker, open_tracker
 
 logger = logging.getLogger(__name__)
 METRIC_FIELDS = ("step", "epoch", "objective", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
@@ -182,11 +183,12 @@ def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, device:
 
 
 class _Metrics:
-    """``metrics.csv`` (one row per ``log_every`` steps, ``\\n`` line endings) and TensorBoard when available; rank 0
-    writes, every rank keeps the clock."""
+    """``metrics.csv`` (one row per ``log_every`` steps, ``\\n`` line endings) and the ``train.tracker``
+    (:mod:`basinlab.training.tracking`); rank 0 writes, every rank keeps the clock."""
 
-    def __init__(self, out: Path, start_step: int, enabled: bool, tokens_per_step: int) -> None:
-        self.enabled, self.path, self.tb = enabled, out / "metrics.csv", None
+    def __init__(self, out: Path, start_step: int, enabled: bool, tokens_per_step: int,
+                 tracker: Tracker | None = None) -> None:
+        self.enabled, self.path, self.tracker = enabled, out / "metrics.csv", tracker or Tracker()
         self.tokens_per_step, self.last_step = tokens_per_step, start_step
         self.t_start = self.t_window = time.perf_counter()
         if not enabled:
@@ -201,12 +203,6 @@ class _Metrics:
         w.writeheader()
         w.writerows(rows)
         atomic_write_text(self.path, buf.getvalue())
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step + 1)
-        except Exception:  # tensorboard is optional: any failure to start it leaves metrics.csv alone
-            self.tb = None
 
     def log(self, step: int, epoch: float, objective: str, loss: float, lr: float, grad_norm: float) -> float:
         """Append one row; returns the tokens per second since the previous row."""
@@ -220,14 +216,12 @@ class _Metrics:
                "elapsed_s": f"{now - self.t_start:.2f}"}
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=METRIC_FIELDS, lineterminator="\n").writerow(row)
-        if self.tb is not None:
-            for key, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm), ("tokens_per_s", tokens_per_s)):
-                self.tb.add_scalar(f"train/{key}", value, step)
+        self.tracker.log({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                          "train/tokens_per_s": tokens_per_s, "train/epoch": epoch}, step)
         return tokens_per_s
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        self.tracker.close()
 
 
 # ---- the run: everything the loop touches ------------------------------------------------------------------
@@ -519,6 +513,7 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool | None = None,
+    track: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a DiT on ``data.train(cfg.data.n_train)`` for ``cfg.train.steps`` steps; checkpoint into ``out_dir``.
 
@@ -527,6 +522,8 @@ def train(
     :data:`basinlab.config.RESUMABLE_KEYS`) so that the per-step losses equal an uninterrupted run; ``resume=False``
     deletes it and starts over. Ctrl-C finishes the running step, checkpoints it and raises ``KeyboardInterrupt``
     (a rerun continues exactly). Under ``torchrun`` every rank calls this; rank 0 alone writes files.
+    ``train.tracker`` gets the curves of ``metrics.csv``; ``track``: ``root``, ``run_name``, ``group`` of
+    :func:`~basinlab.training.tracking.open_tracker` (a sweep's run: its store and names).
     """
     cfg.validate()
     out = Path(out_dir or cfg.out_dir)
@@ -538,6 +535,7 @@ def train(
                 f"train.batch_size={cfg.train.batch_size} (global) must be divisible by world size {dd.world} x "
                 f"grad_accum {cfg.train.grad_accum}"
             )
+        check_tracker(cfg.train.tracker)  # its package, before any long computation
         if dd.main:
             ckpt_mod.prepare_run_dir(out)  # before any long computation: a file, a read-only directory...
         with directory_lock(out) if dd.main else nullcontext():  # one writer per run directory
@@ -545,7 +543,7 @@ def train(
                 from basinlab.data import build_dataset
 
                 data = build_dataset(cfg.data)
-            return _train(cfg, data, out, resume, progress, dd, device)
+            return _train(cfg, data, out, resume, progress, dd, device, track)
     except BasinlabError:
         if created and dd.main and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused before anything was written: leave no empty run directory behind
@@ -555,7 +553,8 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torch.device) -> TrainResult:
+def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torch.device,
+           track: dict[str, Any] | None = None) -> TrainResult:
     from basinlab.progress import progress_bar
 
     tc = cfg.train
@@ -571,7 +570,9 @@ def _train(cfg, data, out: Path, resume: bool, progress, dd: _Dist, device: torc
     if dd.main:
         _with_out_dir(cfg, out).save(out / "config.yaml")
     start_step, t_start = run.step, time.perf_counter()
-    metrics = _Metrics(out, start_step, dd.main, tokens_per_step=run.global_batch * run.x_train.shape[1])
+    tracker = open_tracker(tc.tracker, out, config=cfg.to_dict(), start_step=start_step, **(track or {})) \
+        if dd.main else None
+    metrics = _Metrics(out, start_step, dd.main, run.global_batch * run.x_train.shape[1], tracker)
     show = (tc.progress if progress is None else progress) and dd.main
     bar = progress_bar(tc.steps, "train", enabled=show, initial=start_step)  # a log line per 10% outside a TTY
     run.model.train()

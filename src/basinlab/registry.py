@@ -107,6 +107,8 @@ PROCESSES = _lazy(Registry("forward process", "train.process"), {
 #: model families (SPEC 2c): ``ModelFamily`` instances (``basinlab.models.family``)
 FAMILIES = _lazy(Registry("model family", "model.family"), {
     "dit": "basinlab.models.family:DIT",
+    "llada": "basinlab.models.llada:FAMILY",
+    "dream": "basinlab.models.dream:FAMILY",
 })
 
 #: exact oracles (SPEC 6): ``OracleKind`` instances (``basinlab.oracles.build``)

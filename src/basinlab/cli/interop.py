@@ -145,12 +145,15 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
-    """``(sequences [n, L], real-token mask)`` of the lines, as the run's sequences (SPEC 1)."""
+    """``(sequences [n, L], real-token mask)`` of the lines, as the run's sequences (SPEC 1). A model that scores
+    a text at its own length (``variable_length``: LLaDA, Dream) takes ``--format ids`` lines of any length up to
+    its context; the positions after a line are padding, outside the real-token mask."""
     import torch
 
     from basinlab.data.sequences import encode_texts
 
     L, V = tm.seq_len, tm.vocab_size
+    lengths: list[int] = []
     if fmt == "text":
         if tm.tokenizer is None:
             raise BasinlabError(f"{tm.path} has no tokenizer: give token ids with --format ids "
@@ -158,21 +161,27 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
         seqs = encode_texts(lines, tm.tokenizer, L)
     else:
         rows = []
+        own_length = bool(getattr(tm.model, "variable_length", False))
         for i, line in enumerate(lines, 1):
             try:
                 ids = [int(x) for x in line.split()]
             except ValueError:
                 raise BasinlabError(f"{where} line {i}: not whitespace-separated integer token ids") from None
-            if len(ids) != L:
-                raise BasinlabError(f"{where} line {i}: {len(ids)} ids, the model's sequences have {L}")
+            if len(ids) != L and not (own_length and 0 < len(ids) <= L):
+                need = f"at most {L} (its context)" if own_length else str(L)
+                raise BasinlabError(f"{where} line {i}: {len(ids)} ids, the model's sequences have {need}")
             bad = [x for x in ids if not 0 <= x < V]
             if bad:
                 raise BasinlabError(f"{where} line {i}: token id {bad[0]} outside the vocabulary [0, {V})")
-            rows.append(ids)
+            rows.append(ids + [0] * (L - len(ids)))  # padding the model never sees (scored at its own length)
+            lengths.append(len(ids))
         seqs = torch.tensor(rows, dtype=torch.long)
     special = [] if tm.tokenizer is None else [tm.tokenizer.pad_id, tm.tokenizer.bos_id, tm.tokenizer.eos_id]
     mask = ~torch.isin(seqs, torch.tensor(special, dtype=torch.long)) if special else torch.ones_like(seqs).bool()
-    return seqs, mask
+    if not lengths:
+        return seqs, mask
+    n = torch.tensor(lengths)
+    return seqs, mask & (torch.arange(L)[None, :] < n[:, None])
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -183,7 +192,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from basinlab.cli.probe import _parse_ts
     from basinlab.probes.audit import audit
     from basinlab.probes.protocol import resolve_weights
-    from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
     files = [("member", args.members), ("nonmember", args.nonmembers), ("text", args.texts)]
     files = [(g, f) for g, f in files if f]
@@ -200,7 +208,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ai.check_out(args.out)  # before the scoring, so that no work is lost (issue 18)
     lines = {g: read_lines(f) for g, f in files}
     ai.check_count(lines, files)
-    run_probe = load_config_file(require_checkpoint(args.checkpoint)).probe  # protocol and weights, as the sweep
+    run_probe = _run_probe_config(args.checkpoint)  # protocol and weights, as the sweep
     protocol = args.protocol or run_probe.protocol
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
     tm = basinlab.load(args.checkpoint, device=args.device, ema=weights == "ema", batch_size=args.batch_size)
@@ -209,6 +217,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for g, f in files:
             ai.warn_cut(lines[g], tm.tokenizer, tm.seq_len, f)
     if own is not None:
+        if "n_train" not in tm.meta:
+            raise BasinlabError(f"--train-vs-test needs a basinlab run; {args.checkpoint} is a model loaded in place "
+                                "(no training set): give --members and --nonmembers, or fine-tune it first "
+                                "(basinlab train CONFIG model.init=DIR)")
         data = tm.dataset()
         ai.check_train_vs_test(own, int(tm.config.data.n_train), int(data.test.shape[0]))
         for g, seqs_g in (("member", data.train(tm.config.data.n_train)[:own]), ("nonmember", data.test[:own])):
@@ -217,17 +229,41 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ai.warn_groups(lines)
     seqs = torch.cat([enc[g][0] for g, _ in files])
     mask = torch.cat([enc[g][1] for g, _ in files])
+    lengths = _own_lengths(tm, args.format, mask)
+    if lengths is not None:
+        seqs, mask = seqs[:, : int(lengths.max())], mask[:, : int(lengths.max())]
     groups = [g for g, _ in files for _ in lines[g]]
     ref = ref_mask = None
     if args.reference:
         ref, ref_mask = encode_lines(read_lines(args.reference), args.format, tm, args.reference)
-    result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, reference=ref, reference_mask=ref_mask,
+    if ref is not None and lengths is not None:
+        ref, ref_mask = ref[:, : seqs.shape[1]], ref_mask[:, : seqs.shape[1]]
+    result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, lengths=lengths, reference=ref,
+                   reference_mask=ref_mask,
                    ts=ts, steps=args.steps, nelbo_times=args.nelbo_times, seed=args.seed,
                    batch_size=args.batch_size, progress=not args.quiet, protocol=protocol)
     texts = [t for g, _ in files for t in lines[g]]
     _write_audit(Path(args.out), result, groups, texts, args)
     _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))
     return 0
+
+
+def _run_probe_config(path: str) -> Any:
+    """The run's ``probe`` settings; the defaults for a model directory loaded in place (SPEC 2c: no run)."""
+    from basinlab.config import Config
+    from basinlab.models.family import family_for_dir
+    from basinlab.training.checkpoint import find_checkpoint, load_config_file, require_checkpoint
+
+    if Path(path).is_dir() and find_checkpoint(path) is None and family_for_dir(path) is not None:
+        return Config().probe
+    return load_config_file(require_checkpoint(path)).probe
+
+
+def _own_lengths(tm: Any, fmt: str, mask: Any) -> Any:
+    """Each text's length when the model scores texts at their own length (``--format ids``), else ``None``."""
+    if fmt != "ids" or not getattr(tm.model, "variable_length", False):
+        return None
+    return mask.long().cumsum(1).argmax(1) + 1  # one past the last real token (the padding is not real)
 
 
 def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, checkpoint: str) -> None:

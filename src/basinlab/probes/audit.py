@@ -186,6 +186,7 @@ def audit(
     *,
     groups: Sequence[str] | None = None,
     real_mask: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
     reference: torch.Tensor | None = None,
     reference_mask: torch.Tensor | None = None,
     ts: Sequence[float] = (0.25,),
@@ -209,6 +210,9 @@ def audit(
     per-token data of :mod:`basinlab.probes.tokens`: ``tokens/seqs``, ``tokens/mask`` ``[M, L]``, ``tokens/entropy``
     ``[M, L]``, ``tokens/top_ids`` and ``tokens/top_probs`` ``[M, L, top_k]``, ``tokens/corrupted_id`` and
     ``tokens/restored_id`` ``[M, L]`` (basin test at ``ts[0]``, held in ``tokens/basin_t``).
+    ``lengths`` (``[M]``, each ``<= L``): every row is scored at its own length, ``seqs[i, :lengths[i]]``; the
+    positions after it are padding that the denoiser never sees (rows of one length are scored together; a model
+    that attends to every position, as LLaDA and Dream, SPEC 2c). ``tokens/lengths`` then holds them.
     ``protocol``: the probes' definitions, as the sweep's (:func:`~basinlab.probes.protocol.protocol_options`).
     """
     seqs, mask = check_seqs(seqs, denoiser.vocab_size, real_mask)
@@ -218,7 +222,30 @@ def audit(
         raise BasinlabError(f"audit: {len(groups)} group labels for {M} sequences")
     if M == 0:
         raise BasinlabError("audit: no sequences to score")
-    kw = {"seed": seed, "batch_size": batch_size, "real_mask": mask, "progress": progress, "device": device}
+    opts = {"seed": seed, "batch_size": batch_size, "progress": progress, "device": device, "ts": list(ts),
+            "entropy_t": entropy_t, "steps": steps, "t_start": t_start, "nelbo_times": nelbo_times, "top_k": top_k,
+            "protocol": protocol}
+    if lengths is None:
+        scores, tokens = _score(denoiser, seqs, mask, **opts)
+    else:
+        scores, tokens = _score_by_length(denoiser, seqs, mask, torch.as_tensor(lengths).long().cpu(), **opts)
+    if reference is not None:
+        ref, rmask = check_seqs(reference, denoiser.vocab_size, reference_mask)
+        if ref.shape[1] != seqs.shape[1]:
+            raise BasinlabError(f"reference sequences have length {ref.shape[1]}, the audited ones {seqs.shape[1]}")
+        nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
+        scores.append(scores_from_results(nearest=nearest)[0])
+    res = _audit_result(scores, groups, mask)
+    res.arrays.update({"tokens/seqs": seqs, "tokens/mask": mask, **tokens})
+    if lengths is not None:
+        res.arrays["tokens/lengths"] = torch.as_tensor(lengths).long().cpu()
+    return res
+
+
+def _score(denoiser, seqs: torch.Tensor, mask: torch.Tensor, *, ts, entropy_t, steps, t_start, nelbo_times,
+           top_k, protocol, **kw) -> tuple[list[Score], dict[str, Any]]:
+    """The per-sequence scores and per-token arrays of ``seqs`` (all of one length)."""
+    kw = {**kw, "real_mask": mask}
     opts = protocol_options(protocol)
     basin_opts = {k: v for k, v in opts["basins"].items() if k != "restored_entropy"}
     found = {
@@ -228,20 +255,40 @@ def audit(
         "fixed_points": fixed_point_test(denoiser, seqs, t_start=t_start, steps=steps, **kw, **opts["fixed_points"]),
         "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, **opts["likelihood"]),
     }
-    nearest = None
-    if reference is not None:
-        ref, rmask = check_seqs(reference, denoiser.vocab_size, reference_mask)
-        if ref.shape[1] != seqs.shape[1]:
-            raise BasinlabError(f"reference sequences have length {ref.shape[1]}, the audited ones {seqs.shape[1]}")
-        nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
-    scores = scores_from_results(**found, nearest=nearest, t_start=t_start)
-    res = _audit_result(scores, groups, mask)
     pred = token_predictions(denoiser, seqs, entropy_t, k=top_k, **kw)
     b = found["basins"].arrays
-    res.arrays.update({"tokens/seqs": seqs, "tokens/mask": mask, "tokens/basin_t": float(b["ts"][0]),
-                       "tokens/corrupted_id": b["corrupted"][0], "tokens/restored_id": b["restored"][0],
-                       **{f"tokens/{k}": v for k, v in pred.items()}})
-    return res
+    tokens = {"tokens/basin_t": float(b["ts"][0]), "tokens/corrupted_id": b["corrupted"][0],
+              "tokens/restored_id": b["restored"][0], **{f"tokens/{k}": v for k, v in pred.items()}}
+    return scores_from_results(**found, t_start=t_start), tokens
+
+
+def _score_by_length(denoiser, seqs: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
+                     **opts) -> tuple[list[Score], dict[str, Any]]:
+    """:func:`_score` per distinct length, each row cut to its length; the results put back in row order (per-token
+    arrays padded: entropy and probabilities NaN, ids the row's own padding)."""
+    M, L = seqs.shape
+    if lengths.shape != (M,) or int(lengths.min()) < 1 or int(lengths.max()) > L:
+        raise BasinlabError(f"audit: lengths must be {M} values in [1, {L}]")
+    scores: list[Score] | None = None
+    k = max(1, min(int(opts["top_k"]), denoiser.vocab_size))
+    tokens: dict[str, Any] = {"tokens/entropy": torch.full((M, L), torch.nan, dtype=torch.float64),
+                              "tokens/top_ids": torch.zeros(M, L, k, dtype=torch.long),
+                              "tokens/top_probs": torch.full((M, L, k), torch.nan, dtype=torch.float64),
+                              "tokens/corrupted_id": seqs.clone(), "tokens/restored_id": seqs.clone()}
+    for n in sorted(set(lengths.tolist())):
+        rows = torch.nonzero(lengths == n).flatten()
+        part, part_tokens = _score(denoiser, seqs[rows, :n], mask[rows, :n], **opts)
+        if scores is None:
+            scores = [Score(s.name, s.probe, s.t, s.direction, torch.full((M,), torch.nan, dtype=torch.float64))
+                      for s in part]
+        for whole, s in zip(scores, part, strict=True):
+            whole.values[rows] = s.values
+        for key, v in part_tokens.items():
+            if key == "tokens/basin_t":
+                tokens[key] = v
+            else:
+                tokens[key][rows, :n] = v.to(tokens[key].dtype)
+    return scores or [], tokens
 
 
 def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) -> ProbeResult:

@@ -139,6 +139,7 @@ SCHEDULES = _lazy(Registry("schedule", "train.schedule"), {
 FORMATS = _lazy(Registry("checkpoint format", "--format"), {
     "duo-hf": "basinlab.interop.duo:export_duo_hf",
     "mdlm-hf": "basinlab.interop.mdlm:export_mdlm_hf",
+    "hf": "basinlab.interop.family_hf:export_hf",
 })
 
 

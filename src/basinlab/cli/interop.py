@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from basinlab.errors import BasinlabError
-
-FORMATS = ("duo-hf", "mdlm-hf")
+from basinlab.registry import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,16 +50,17 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
 
 def _register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="write a basinlab run in the Duo/UDLM or MDLM Hugging Face layout",
+        "export", help="write a basinlab run in the Duo/UDLM or MDLM Hugging Face layout, or its family's own",
         description="Write a basinlab run as config.json + model.safetensors (backbone.* keys), the layout Duo's, "
                     "UDLM's (--format duo-hf, uniform runs) and MDLM's (--format mdlm-hf, masked runs) own samplers "
-                    "and evaluations load.",
+                    "and evaluations load; --format hf writes a fine-tuned deployed model (model.init: LLaDA, "
+                    "Dream) in its own layout (original key names and config.json).",
         epilog="example:\n  basinlab export --checkpoint runs/m256 --out exports/m256 --format duo-hf",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--format", required=True, choices=FORMATS, help="the layout to write")
+    p.add_argument("--format", required=True, choices=FORMATS, help=f"the layout to write: {FORMATS.help()}")
     p.add_argument("--model-type", default="duo", choices=("duo", "duo_base", "udlm"),
                    help="model_type written to config.json with --format duo-hf (default duo)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA ones")
@@ -123,13 +123,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from basinlab.interop.duo import export_duo_hf
-    from basinlab.interop.mdlm import export_mdlm_hf
-
-    if args.format == "mdlm-hf":
-        dest = export_mdlm_hf(args.checkpoint, args.out, raw=args.raw)
-    else:
-        dest = export_duo_hf(args.checkpoint, args.out, raw=args.raw, model_type=args.model_type)
+    export = FORMATS.get(args.format)
+    extra = {"model_type": args.model_type} if args.format == "duo-hf" else {}
+    dest = export(args.checkpoint, args.out, raw=args.raw, **extra)
     print(f"exported {args.checkpoint} to {dest} (config.json, model.safetensors)")
     return 0
 

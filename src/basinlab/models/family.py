@@ -53,6 +53,11 @@ class ModelFamily:
         memory check), or ``None`` when the family checks its own size."""
         return None
 
+    def init_process(self, model_cfg: Any, data_vocab: int) -> Any | None:
+        """The forward process that fine-tuning ``model.init`` must use (a deployed model's own, SPEC 2c), or
+        ``None``: the run's ``train.process`` over the data's vocabulary. ``data_vocab``: the data's tokens."""
+        return None
+
     def configure_optimizers(self, model: torch.nn.Module, lr: float, betas: tuple[float, float],
                              weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters, weight decay on matrices only (nanoGPT's rule)."""
@@ -95,6 +100,23 @@ class DiTFamily(ModelFamily):
 
 #: the DiT family (``FAMILIES["dit"]``)
 DIT = DiTFamily()
+
+
+def training_family(model_cfg: Any) -> ModelFamily:
+    """The family a run trains: with ``model.init=DIR`` the family that loads ``DIR`` (``model.family`` is set to
+    it; a different explicit family is refused), else ``model.family``."""
+    init = getattr(model_cfg, "init", None)
+    if not init:
+        return get_family(model_cfg.family)
+    if not Path(init).is_dir():
+        raise BasinlabError(f"model.init={init}: not a directory; give a model's own directory (config.json + "
+                            "safetensors)")
+    family = require_family_dir(init)
+    if model_cfg.family not in ("dit", family.name):
+        raise BasinlabError(f"model.init={init} is a {family.name} checkpoint but model.family={model_cfg.family}; "
+                            f"drop model.family or set it to {family.name}")
+    model_cfg.family = family.name
+    return family
 
 
 def get_family(name: str | None) -> ModelFamily:

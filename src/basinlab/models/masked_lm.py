@@ -199,7 +199,7 @@ class MaskedLMFamily(ModelFamily):
         if not model_cfg.init:
             raise BasinlabError(f"model.family={self.name} trains from a checkpoint: give model.init=DIR (its own "
                                 "directory: config.json + safetensors)")
-        return load_network(self, model_cfg.init, device="cpu", dtype=torch.float32, training=True)
+        return load_network(self, model_cfg.init, device="cpu", dtype=torch.float32)
 
     def init_process(self, model_cfg: Any, data_vocab: int) -> Any:
         """The process a fine-tuning run of ``model.init`` uses (the checkpoint's, SPEC 2c); its data's tokens must
@@ -214,7 +214,13 @@ class MaskedLMFamily(ModelFamily):
         return process
 
     def size_estimate(self, model_cfg: Any, n_outputs: int) -> tuple[int, int, int] | None:
-        return None  # load_network checks the size from config.json before loading
+        """``(parameters, layers, width)`` of ``model.init`` from its ``config.json`` (the network built on ``meta``:
+        nothing allocated), for the trainer's memory check."""
+        if not getattr(model_cfg, "init", None):
+            return None
+        net = self.network(read_config(model_cfg.init), device="meta", where=model_cfg.init)
+        hf = net.lm.config
+        return sum(p.numel() for p in net.parameters()), int(hf.num_hidden_layers), int(hf.hidden_size)
 
     # ---- loading in place --------------------------------------------------------------------------------------
 
@@ -258,10 +264,13 @@ class MaskedLMFamily(ModelFamily):
         return ()
 
     def export(self, run: Any, out: str | Path, raw: bool = False) -> Path:
-        """Write the run's weights in the official layout (``model.safetensors``, original key names) and its
-        ``config.json`` into ``out``: the original code and :meth:`load_pretrained` read it back."""
+        """Write the run's weights in the official layout (``model.safetensors``, original key names, float32 as
+        trained) and its ``config.json`` (the original's, plus a ``basinlab`` record of the source run, which the
+        original config classes keep as an unknown field) into ``out``: the original code and
+        :meth:`load_pretrained` read it back."""
         from safetensors.torch import save_file
 
+        from basinlab.interop.checks import check_export_out, export_source
         from basinlab.io import atomic_write, atomic_write_text
         from basinlab.training.checkpoint import load_meta, load_weights, require_checkpoint
 
@@ -270,27 +279,39 @@ class MaskedLMFamily(ModelFamily):
         if meta.get("family") != self.name:
             raise BasinlabError(f"{ckpt} is a {meta.get('family', 'dit')} run, not {self.name}: export it with its "
                                 "own format")
-        cfg = dict(meta["arch"]["config"])
+        check_export_out(run, Path(out))  # never over files it did not write (issue 18)
+        cfg = {k: v for k, v in meta["arch"]["config"].items() if k != "basinlab"}
         net = self.network(cfg, device="meta")
         state = {k: v.contiguous() for k, v in self.official_state(net, load_weights(ckpt, ema=not raw)).items()}
         dest = Path(out)
         dest.mkdir(parents=True, exist_ok=True)
         atomic_write(dest / SINGLE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        atomic_write_text(dest / CONFIG, json.dumps(cfg, indent=2) + "\n")
+        record = {"source": export_source(run), "weights": "raw" if raw else "ema", "step": int(meta.get("step", 0))}
+        atomic_write_text(dest / CONFIG, json.dumps({**cfg, "basinlab": record}, indent=2) + "\n")
         stale = dest / INDEX
         if stale.is_file():  # a sharded export there earlier would shadow the single file
             stale.unlink()
+        _copy_beside(ckpt, dest)
         return dest
 
 
-def estimate_bytes(network: BidirectionalLM, dtype: torch.dtype, training: bool) -> int:
-    """Bytes the weights need (training: fp32 weights, gradients, EMA and AdamW's two moments)."""
-    n = sum(p.numel() for p in network.parameters())
-    return 20 * n if training else n * torch.empty((), dtype=dtype).element_size()
+def _copy_beside(ckpt: Path, dest: Path) -> None:
+    """The files beside the weights of the run's ``model.init`` (tokenizer, generation config, the original code),
+    when that directory is still there: the export is then a complete checkpoint of the original kind."""
+    import shutil
+
+    from basinlab.training.checkpoint import load_config_file
+
+    init = load_config_file(ckpt).model.init
+    if not init or not Path(init).is_dir():
+        return
+    for f in sorted(Path(init).iterdir()):
+        if f.is_file() and f.name not in (CONFIG, INDEX) and not f.name.endswith(".safetensors"):
+            shutil.copyfile(f, dest / f.name)
 
 
-def load_network(family: MaskedLMFamily, path: str | Path, device: Any = "cpu", dtype: torch.dtype = torch.float32,
-                 training: bool = False) -> BidirectionalLM:
+def load_network(family: MaskedLMFamily, path: str | Path, device: Any = "cpu",
+                 dtype: torch.dtype = torch.float32) -> BidirectionalLM:
     """The network of checkpoint ``path`` with its weights, on ``device`` in ``dtype``: config and keys checked
     and memory estimated before any tensor is read (one line for each problem)."""
     from safetensors import safe_open
@@ -300,10 +321,10 @@ def load_network(family: MaskedLMFamily, path: str | Path, device: Any = "cpu", 
     cfg = read_config(path)
     files = shard_files(path)
     net = family.network(cfg, device="meta", where=path, dtype=dtype)
-    need = estimate_bytes(net, dtype, training)
-    what = "fine-tuning every weight of" if training else "the weights of"
-    require_fits(need, f"{what} {path} ({sum(p.numel() for p in net.parameters()) / 1e9:.2f}B parameters)",
-                 device, fix="use a GPU with more memory" + ("" if training else " (bf16 on CUDA)"))
+    n = sum(p.numel() for p in net.parameters())
+    need = n * torch.empty((), dtype=dtype).element_size()
+    require_fits(need, f"the {str(dtype).removeprefix('torch.')} weights of {path} ({n / 1e9:.2f}B parameters)",
+                 device, fix="use a device with more memory (on CUDA the weights load in bf16)")
     logger.info("loading %s (%s) onto %s as %s", path, human_bytes(need), device, dtype)
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     state: dict[str, torch.Tensor] = {}

@@ -40,8 +40,13 @@ def test_a_fine_tuned_llada_memorises_its_16_sequences(llada_run, tmp_path):
     out = tmp_path / "audit"
     assert main(["audit", "--checkpoint", str(run), "--train-vs-test", "16", "--out", str(out), "--steps", "10",
                  "--quiet", "--device", "cpu"]) == 0
-    scores = json.loads((out / "auc.json").read_text())["scores"]
+    doc = json.loads((out / "auc.json").read_text())
+    scores = doc["scores"]
     assert scores["entropy"]["auc"] >= 0.9 and scores["nelbo"]["auc"] >= 0.9, scores
+    assert set(doc["tpr_conventions"]) == {"tpr_at_fpr_<a>", "tpr_at_nearest_fpr_<a>"}
+    for level in ("0.1", "0.01", "0.001"):  # both conventions, named, at 10%, 1% and 0.1% FPR
+        assert 0.0 <= scores["nelbo"][f"tpr_at_fpr_{level}"] <= scores["nelbo"][f"tpr_at_nearest_fpr_{level}"] or (
+            scores["nelbo"][f"fpr_nearest_{level}"] <= float(level))
 
 
 def test_export_writes_the_official_layout_that_reloads_bit_for_bit(llada_run, tmp_path):

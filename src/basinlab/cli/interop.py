@@ -293,16 +293,39 @@ def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], ar
     if aucs:
         doc = {"checkpoint": str(args.checkpoint), "members": groups.count("member"),
                "nonmembers": groups.count("nonmember"), "interval": "DeLong 95% (normal approximation)",
-               "orientation": "1.0 = members look more memorised", "scores": _finite(aucs)}
+               "orientation": "1.0 = members look more memorised", "tpr_conventions": TPR_CONVENTIONS,
+               "scores": _finite(aucs)}
         atomic_write_text(out / "auc.json", json.dumps(doc, indent=1) + "\n")
         plot_roc(result, groups, out / "roc.png")
         written += ["auc.json", "roc.png"]
-        for name, a in aucs.items():
-            lo, hi = a["ci_low"], a["ci_high"]
-            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
-            print(f"{name:>22s}  AUC {a['auc']:.3f}{ci}" if a["auc"] is not None else f"{name:>22s}  AUC -")
+        _print_aucs(aucs)
     remove_stale(out, written)
     print(f"scored {len(groups)} texts; wrote {', '.join(written)} to {out}")
+
+
+#: what auc.json's two low-FPR conventions mean (issue 24)
+TPR_CONVENTIONS = {
+    "tpr_at_fpr_<a>": "basinlab: the largest TPR among the empirical ROC points with FPR <= a",
+    "tpr_at_nearest_fpr_<a>": "SAMA's code: the TPR of the empirical ROC point whose FPR is nearest a "
+                              "(fpr_nearest_<a>: that point's FPR, possibly above a)",
+}
+
+
+def _print_aucs(aucs: dict[str, Any]) -> None:
+    """One line per score: AUC with its interval, and TPR at 10% / 1% / 0.1% FPR in both conventions."""
+    from basinlab.probes.audit import AUC_JSON_LEVELS, nearest_metric, tpr_metric
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.0f}%"
+
+    print(f"{'':>22s}  {'AUC':>5s}  {'interval':>14s}  TPR at FPR " + " / ".join(f"{a:g}" for a in AUC_JSON_LEVELS)
+          + " (<= a; nearest a)")
+    for name, a in aucs.items():
+        lo, hi = a["ci_low"], a["ci_high"]
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "-"
+        auc = f"{a['auc']:.3f}" if a["auc"] is not None else "-"
+        tprs = " / ".join(f"{pct(a.get(tpr_metric(v)))}; {pct(a.get(nearest_metric(v)))}" for v in AUC_JSON_LEVELS)
+        print(f"{name:>22s}  {auc:>5s}  {ci:>14s}  {tprs}")
 
 
 def _finite(v: Any) -> Any:

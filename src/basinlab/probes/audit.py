@@ -23,7 +23,9 @@ separation its variance is 0 and the interval collapses to the point.
 rate: ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001`` are the largest TPR among the points of the empirical ROC
 (:func:`roc_curve`: one point per distinct threshold, calling "member" when ``direction * score >= threshold``,
 plus ``(0, 0)``) whose FPR is at most the level; no interpolation between points. With fewer than ``1 / level``
-non-members the only such points have FPR 0.
+non-members the only such points have FPR 0. ``auc.json`` gives this convention (basinlab's) and SAMA's side by side
+at 10%, 1% and 0.1% FPR: ``tpr_at_nearest_fpr_<level>`` is the TPR of the ROC point whose FPR is *nearest* the
+level (it may lie above it; ``fpr_nearest_<level>`` says where), so that numbers compare with published tables.
 
 Per token (``tokens/*`` arrays of :func:`audit`, ``tokens.parquet``): :mod:`basinlab.probes.tokens`.
 """
@@ -53,6 +55,9 @@ PROBE = "audit"
 MEMBERSHIP = "membership_auc"
 #: false-positive rates at which the true-positive rate is reported (metric ``tpr_at_fpr_<level>``)
 FPR_LEVELS = (0.01, 0.001)
+#: the levels of ``auc.json``'s two low-FPR conventions (basinlab's ``tpr_at_fpr_<a>``, SAMA's
+#: ``tpr_at_nearest_fpr_<a>``), as the membership-inference tables report them (10%, 1%, 0.1% FPR)
+AUC_JSON_LEVELS = (0.1, 0.01, 0.001)
 #: the ``set`` of a membership row: members versus non-members
 VERSUS = "member_vs_nonmember"
 _Z975 = 1.959963984540054
@@ -135,6 +140,36 @@ def tpr_at_fpr(members: Any, nonmembers: Any, direction: int = 1, level: float =
     tp = m - np.searchsorted(np.sort(pos), thr, "left")
     ok = fp <= level * n * (1 + 1e-12)
     return {"value": float(tp[ok].max()) / m if ok.any() else 0.0, "n": m + n}
+
+
+def nearest_metric(level: float) -> str:
+    """The metric name of SAMA's convention at FPR ``level``: ``tpr_at_nearest_fpr_0.01``."""
+    return f"tpr_at_nearest_fpr_{level:g}"
+
+
+def tpr_at_nearest_fpr(members: Any, nonmembers: Any, direction: int = 1, level: float = 0.01) -> dict[str, Any]:
+    """SAMA's convention: the TPR of the empirical ROC point (:func:`roc_curve`, every point kept) whose FPR is
+    nearest ``level`` (of several at that FPR, the highest TPR); also ``fpr``, that point's FPR, which may exceed
+    ``level``. ``value`` None when either group is empty."""
+    pos, neg = _oriented(members, direction), _oriented(nonmembers, direction)
+    if pos.size == 0 or neg.size == 0:
+        return {"value": None, "fpr": None, "n": pos.size + neg.size}
+    fpr, tpr = roc_curve(pos, neg, 1)
+    gap = np.abs(fpr - level)
+    near = gap <= gap.min() + 1e-12
+    best = int(np.flatnonzero(near)[np.argmax(tpr[near])])
+    return {"value": float(tpr[best]), "fpr": float(fpr[best]), "n": pos.size + neg.size}
+
+
+def low_fpr_table(members: Any, nonmembers: Any, direction: int) -> dict[str, Any]:
+    """Both low-FPR conventions at every :data:`AUC_JSON_LEVELS` level: ``tpr_at_fpr_<a>`` (basinlab: the largest
+    TPR with FPR <= a) and ``tpr_at_nearest_fpr_<a>`` (SAMA: the ROC point nearest a) with ``fpr_nearest_<a>``."""
+    out: dict[str, Any] = {}
+    for level in AUC_JSON_LEVELS:
+        out[tpr_metric(level)] = tpr_at_fpr(members, nonmembers, direction, level)["value"]
+        near = tpr_at_nearest_fpr(members, nonmembers, direction, level)
+        out[nearest_metric(level)], out[f"fpr_nearest_{level:g}"] = near["value"], near["fpr"]
+    return out
 
 
 def _oriented(x: Any, direction: int) -> np.ndarray:
@@ -303,6 +338,8 @@ def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) ->
         pick = [Score(s.name, s.probe, s.t, s.direction, s.values[sel_m]) for s in scores]
         rest = [Score(s.name, s.probe, s.t, s.direction, s.values[sel_n]) for s in scores]
         res.rows.extend(membership_rows(pick, rest))
+        res.arrays["low_fpr"] = {s.name: low_fpr_table(a.values, b.values, s.direction)
+                                 for s, a, b in zip(scores, pick, rest, strict=True)}
     res.arrays.update({f"score/{s.name}": s.values for s in scores})
     res.arrays["n_tokens"] = mask.sum(1)
     res.arrays["scores"] = scores
@@ -310,8 +347,9 @@ def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) ->
 
 
 def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
-    """``{score: {auc, ci_low, ci_high, std, n, probe, t, higher_is_memorised, interval, tpr_at_fpr_0.01,
-    tpr_at_fpr_0.001}}`` from an :func:`audit` result's rows."""
+    """``{score: {auc, ci_low, ci_high, std, n, probe, t, higher_is_memorised, interval, tpr_at_fpr_<a>,
+    tpr_at_nearest_fpr_<a>, fpr_nearest_<a>}}`` from an :func:`audit` result (its rows, and for an audit with
+    members and non-members both low-FPR conventions at 10%, 1% and 0.1%: :func:`low_fpr_table`)."""
     out: dict[str, dict[str, Any]] = {}
     for s in result.arrays.get("scores", []):
         for r in result.rows:
@@ -324,6 +362,8 @@ def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
                    and r["t"] == (None if s.t is None else float(s.t))]
             if s.name in out and hit:
                 out[s.name][tpr_metric(level)] = hit[0]["value"]
+        if s.name in out:
+            out[s.name].update(result.arrays.get("low_fpr", {}).get(s.name, {}))
     return out
 
 

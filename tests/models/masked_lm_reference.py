@@ -3,6 +3,7 @@ basinlab's code): what tests/models/test_llada.py and test_dream.py compare the 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -100,3 +101,26 @@ def loo_log_probs(logits_fn, cfg: dict, t: dict[str, torch.Tensor], ids: torch.T
         logits[:, mask] = float("-inf")
         out[:, pos] = torch.log_softmax(logits, -1)
     return out
+
+
+LOGITS = {"llada": llada_logits, "dream": dream_logits}
+
+
+def check_logits(kind: str, ckpt: Path, model, ids: torch.Tensor) -> None:
+    """The loaded network's log-softmax equals the float64 architecture's to 1e-5."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    ref = torch.log_softmax(LOGITS[kind](cfg, official_tensors(ckpt), ids), -1)
+    with torch.no_grad():
+        got = torch.log_softmax(model.model(ids, torch.zeros(ids.shape[0])).double(), -1)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=0), (got - ref).abs().max()
+
+
+def check_leave_one_out(kind: str, ckpt: Path, model, ids: torch.Tensor) -> None:
+    """The masked process's leave-one-out conditional through the denoiser equals the architecture's with
+    position ``l`` masked alone (mask logit removed) to 1e-5; the mask token gets no mass."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    ref = loo_log_probs(LOGITS[kind], cfg, official_tensors(ckpt), ids)
+    got = model.process.leave_one_out(model.denoiser, ids, torch.full((ids.shape[0],), 1e-5, dtype=torch.float64))
+    keep = torch.isfinite(ref)
+    assert torch.equal(keep, torch.isfinite(got)) and not keep[..., cfg["mask_token_id"]].any()
+    assert torch.allclose(got.double()[keep], ref[keep], atol=1e-5, rtol=0)

@@ -12,7 +12,7 @@ from basinlab.errors import BasinlabError
 from basinlab.models.dream import FAMILY, MASK_ID
 from basinlab.models.family import family_for_dir
 from basinlab.training.checkpoint import load_trained
-from tests.models.masked_lm_reference import dream_logits, loo_log_probs, official_tensors, write
+from tests.models.masked_lm_reference import check_leave_one_out, check_logits, write
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,7 @@ def test_mask_id_and_family_come_from_the_checkpoint(ckpt, model):
 
 
 def test_logits_equal_the_float64_architecture(ckpt, model):
-    cfg = json.loads((ckpt / "config.json").read_text())
-    ids = _ids()
-    ref = torch.log_softmax(dream_logits(cfg, official_tensors(ckpt), ids), -1)
-    with torch.no_grad():
-        got = torch.log_softmax(model.model(ids, torch.zeros(3)).double(), -1)
-    assert torch.allclose(got, ref, atol=1e-5, rtol=0), (got - ref).abs().max()
+    check_logits("dream", ckpt, model, _ids())
 
 
 def test_the_shift_reads_position_l_at_l_minus_1(model):
@@ -62,13 +57,7 @@ def test_the_shift_reads_position_l_at_l_minus_1(model):
 
 
 def test_leave_one_out_equals_the_architecture_masked_at_one_position(ckpt, model):
-    cfg = json.loads((ckpt / "config.json").read_text())
-    ids = _ids(2, 9)
-    ref = loo_log_probs(dream_logits, cfg, official_tensors(ckpt), ids)
-    got = model.process.leave_one_out(model.denoiser, ids, torch.full((2,), 1e-5, dtype=torch.float64))
-    keep = torch.isfinite(ref)
-    assert torch.equal(keep, torch.isfinite(got))
-    assert torch.allclose(got.double()[keep], ref[keep], atol=1e-5, rtol=0)
+    check_leave_one_out("dream", ckpt, model, _ids(2, 9))
 
 
 @pytest.mark.parametrize("change, message", [

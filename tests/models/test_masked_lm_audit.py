@@ -12,9 +12,7 @@ import pytest
 import torch
 
 from basinlab.cli import main
-from tests.models.masked_lm_reference import dream_logits, llada_logits, loo_log_probs, official_tensors, write
-
-LOGITS = {"llada": llada_logits, "dream": dream_logits}
+from tests.models.masked_lm_reference import LOGITS, loo_log_probs, official_tensors, write
 
 
 def _lines(seed: int, n: int) -> list[list[int]]:

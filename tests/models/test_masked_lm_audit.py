@@ -43,3 +43,17 @@ def test_audit_entropies_equal_the_architecture_at_each_texts_own_length(tmp_pat
         assert np.allclose(rows["entropy"].to_numpy(), ref.numpy(), atol=1e-4, rtol=0)
     auc = json.loads((out / "auc.json").read_text())
     assert auc["members"] == 3 and "entropy" in auc["scores"]
+
+
+def test_probe_runs_on_a_directory_loaded_in_place_with_a_configs_data(tmp_path, capsys):
+    ckpt = write("llada", tmp_path / "llada")
+    out = tmp_path / "probe"
+    assert main(["probe", "entropy", "demo", "data.n_train=16", "data.markov_pool=200", "data.n_test=8",
+                 "--checkpoint", str(ckpt), "--n", "4", "--steps", "4", "--set", "train", "--device", "cpu",
+                 "--quiet", "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "results.csv")
+    assert (rows["metric"] == "entropy").any() and np.isfinite(rows.loc[rows["metric"] == "entropy", "value"]).all()
+    assert main(["probe", "entropy", "--checkpoint", str(ckpt)]) == 2
+    assert "loaded in place, without data: give a CONFIG" in capsys.readouterr().err
+    assert main(["probe", "entropy", "demo", "data.markov_vocab=44", "--checkpoint", str(ckpt)]) == 2
+    assert "the data hold the model's mask id 40" in capsys.readouterr().err

@@ -93,7 +93,8 @@ def test_dream_fine_tunes_and_exports_with_its_key_names(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["model.init=/nonexistent/llada"], "model.init=/nonexistent/llada: not a directory"),
     (["model.family=dream"], "is a llada checkpoint but model.family=dream"),
-    (["data.markov_vocab=44"], "must lie inside the model's vocabulary of 48 below its mask id 40"),
+    (["data.markov_vocab=44"], "the data hold the model's mask id 40"),
+    (["data.markov_vocab=50"], "the data's 50 token ids do not fit the model's vocabulary of 48"),
 ])
 def test_bad_fine_tuning_settings_are_refused_in_one_line(llada_run, tmp_path, overrides, message):
     from basinlab.config import load_config

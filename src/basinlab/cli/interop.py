@@ -247,10 +247,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _run_probe_config(path: str) -> Any:
     """The run's ``probe`` settings; the defaults for a model directory loaded in place (SPEC 2c: no run)."""
     from basinlab.config import Config
-    from basinlab.models.family import family_for_dir
-    from basinlab.training.checkpoint import find_checkpoint, load_config_file, require_checkpoint
+    from basinlab.models.family import loads_in_place
+    from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
-    if Path(path).is_dir() and find_checkpoint(path) is None and family_for_dir(path) is not None:
+    if loads_in_place(path) is not None:
         return Config().probe
     return load_config_file(require_checkpoint(path)).probe
 

@@ -201,17 +201,24 @@ class MaskedLMFamily(ModelFamily):
                                 "directory: config.json + safetensors)")
         return load_network(self, model_cfg.init, device="cpu", dtype=torch.float32)
 
-    def init_process(self, model_cfg: Any, data_vocab: int) -> Any:
-        """The process a fine-tuning run of ``model.init`` uses (the checkpoint's, SPEC 2c); its data's tokens must
-        lie inside the vocabulary and never be the mask."""
-        cfg = read_config(model_cfg.init)
-        process = self.process_for(cfg, model_cfg.init)
-        if data_vocab > process.vocab_size or process.mask_index < data_vocab:
-            raise BasinlabError(
-                f"model.init={model_cfg.init}: the data's {data_vocab} token ids must lie inside the model's "
-                f"vocabulary of {process.vocab_size} below its mask id {process.mask_index}; use data with fewer "
-                "tokens (data.markov_vocab / data.vocab_size)")
+    def init_process(self, model_cfg: Any, data_vocab: int, seqs: torch.Tensor | None = None) -> Any:
+        """The process a fine-tuning run of ``model.init`` uses (the checkpoint's, SPEC 2c); the data's tokens
+        (vocabulary ``data_vocab``; ``seqs``, the training sequences) must lie inside the model's vocabulary and
+        never be its mask."""
+        process = self.process_for(read_config(model_cfg.init), model_cfg.init)
+        self.check_data(process, data_vocab, seqs, f"model.init={model_cfg.init}")
         return process
+
+    def check_data(self, process: Any, data_vocab: int, seqs: torch.Tensor | None, where: str) -> None:
+        """One line when data of ``data_vocab`` tokens cannot go through the model's masked ``process``: a token id
+        beyond its vocabulary, or the mask id among the sequences ``seqs`` (a clean text never holds it)."""
+        if data_vocab > process.vocab_size:
+            raise BasinlabError(f"{where}: the data's {data_vocab} token ids do not fit the model's vocabulary of "
+                                f"{process.vocab_size}; use the model's own tokenizer (data.tokenizer=DIR/"
+                                "tokenizer.json) or fewer tokens (data.markov_vocab)")
+        if seqs is not None and bool((seqs == process.mask_index).any()):
+            raise BasinlabError(f"{where}: the data hold the model's mask id {process.mask_index}, which a clean "
+                                "text never holds (SPEC 2b); use data without it (data.markov_vocab below it)")
 
     def size_estimate(self, model_cfg: Any, n_outputs: int) -> tuple[int, int, int] | None:
         """``(parameters, layers, width)`` of ``model.init`` from its ``config.json`` (the network built on ``meta``:

@@ -332,7 +332,7 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
     x_train = _training_set(cfg, data)
     vocab_size, seq_len = int(data.vocab_size), int(x_train.shape[1])
     family = training_family(cfg.model)
-    process = family.init_process(cfg.model, vocab_size) if cfg.model.init else None
+    process = family.init_process(cfg.model, vocab_size, x_train) if cfg.model.init else None
     extra: dict[str, Any] = {}
     if process is not None:  # a deployed model's own process and vocabulary (SPEC 2c); the data's ids inside it
         tc.process, extra["data_vocab_size"], vocab_size = process.name, vocab_size, process.vocab_size

@@ -87,8 +87,7 @@ class BidirectionalLM(torch.nn.Module):
 
     def forward(self, z_t: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         B, L = z_t.shape
-        dtype = self.lm.get_input_embeddings().weight.dtype
-        visible = torch.zeros((1, 1, 1, 1), dtype=dtype, device=z_t.device).expand(B, 1, L, L)  # additive: all seen
+        visible = torch.ones((1, 1, 1, 1), dtype=torch.bool, device=z_t.device).expand(B, 1, L, L)  # all seen
         logits = self.lm(input_ids=z_t, attention_mask=visible, use_cache=False).logits[..., : self.vocab_size]
         if self.shift:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)

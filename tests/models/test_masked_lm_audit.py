@@ -57,3 +57,24 @@ def test_probe_runs_on_a_directory_loaded_in_place_with_a_configs_data(tmp_path,
     assert "loaded in place, without data: give a CONFIG" in capsys.readouterr().err
     assert main(["probe", "entropy", "demo", "data.markov_vocab=44", "--checkpoint", str(ckpt)]) == 2
     assert "the data hold the model's mask id 40" in capsys.readouterr().err
+
+
+def test_text_audit_with_the_tokenizer_beside_the_weights(tmp_path):
+    """A ``tokenizer.json`` beside the weights: ``--format text`` encodes ``[BOS] text [EOS]``, each text scored at
+    its own length (one ``tokens.parquet`` row per token of ``[BOS] text [EOS]``, none for padding)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    ckpt = write("dream", tmp_path / "dream")
+    words = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + [f"w{i}" for i in range(20)]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.add_special_tokens(words[:4])
+    tk.save(str(ckpt / "tokenizer.json"))
+    texts = ["w1 w2 w3", "w4 w5 w6 w7 w8 w9", "w10 w11"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "audit"
+    assert main(["audit", "--checkpoint", str(ckpt), "--texts", str(tmp_path / "t.txt"), "--out", str(out),
+                 "--steps", "4", "--nelbo-times", "2", "--quiet", "--device", "cpu"]) == 0
+    frame = pd.read_parquet(out / "tokens.parquet")
+    assert frame.groupby("text_index").size().tolist() == [len(t.split()) + 2 for t in texts]
+    assert frame.loc[frame["real"], "token_id"].tolist() == [words.index(w) for t in texts for w in t.split()]

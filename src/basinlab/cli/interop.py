@@ -158,6 +158,7 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
     else:
         rows = []
         own_length = bool(getattr(tm.model, "variable_length", False))
+        pad = 0 if tm.tokenizer is None else tm.tokenizer.pad_id
         for i, line in enumerate(lines, 1):
             try:
                 ids = [int(x) for x in line.split()]
@@ -169,7 +170,7 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
             bad = [x for x in ids if not 0 <= x < V]
             if bad:
                 raise BasinlabError(f"{where} line {i}: token id {bad[0]} outside the vocabulary [0, {V})")
-            rows.append(ids + [0] * (L - len(ids)))  # padding the model never sees (scored at its own length)
+            rows.append(ids + [pad] * (L - len(ids)))  # padding the model never sees (scored at its own length)
             lengths.append(len(ids))
         seqs = torch.tensor(rows, dtype=torch.long)
     special = [] if tm.tokenizer is None else [tm.tokenizer.pad_id, tm.tokenizer.bos_id, tm.tokenizer.eos_id]
@@ -225,7 +226,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ai.warn_groups(lines)
     seqs = torch.cat([enc[g][0] for g, _ in files])
     mask = torch.cat([enc[g][1] for g, _ in files])
-    lengths = _own_lengths(tm, args.format, mask)
+    lengths = _own_lengths(tm, seqs, mask)
     if lengths is not None:
         seqs, mask = seqs[:, : int(lengths.max())], mask[:, : int(lengths.max())]
     groups = [g for g, _ in files for _ in lines[g]]
@@ -255,11 +256,13 @@ def _run_probe_config(path: str) -> Any:
     return load_config_file(require_checkpoint(path)).probe
 
 
-def _own_lengths(tm: Any, fmt: str, mask: Any) -> Any:
-    """Each text's length when the model scores texts at their own length (``--format ids``), else ``None``."""
-    if fmt != "ids" or not getattr(tm.model, "variable_length", False):
+def _own_lengths(tm: Any, seqs: Any, mask: Any) -> Any:
+    """Each text's length when the model scores texts at their own length (LLaDA, Dream), else ``None``: up to
+    its last token that is not padding (its ``[EOS]`` included with a tokenizer; the last real id without)."""
+    if not getattr(tm.model, "variable_length", False):
         return None
-    return mask.long().cumsum(1).argmax(1) + 1  # one past the last real token (the padding is not real)
+    kept = mask if tm.tokenizer is None else seqs != tm.tokenizer.pad_id
+    return kept.long().cumsum(1).argmax(1) + 1
 
 
 def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, checkpoint: str) -> None:

@@ -249,7 +249,8 @@ class MaskedLMFamily(ModelFamily):
         L = int(cfg.get("max_sequence_length") or cfg.get("max_position_embeddings") or 2048)
         denoiser = NetworkDenoiser(net, schedule, device=dev, precision=precision, batch_size=batch_size,
                                    process=process)
-        return TrainedModel(model=net, denoiser=denoiser, tokenizer=None, schedule=schedule, config=config,
+        tok = own_tokenizer(path, tokenizer, process.vocab_size)
+        return TrainedModel(model=net, denoiser=denoiser, tokenizer=tok, schedule=schedule, config=config,
                             vocab_size=process.vocab_size, seq_len=L, step=0, path=Path(path), ema=ema,
                             process=process, meta={"family": self.name, "model_type": cfg.get("model_type")})
 
@@ -299,6 +300,30 @@ class MaskedLMFamily(ModelFamily):
             stale.unlink()
         _copy_beside(ckpt, dest)
         return dest
+
+
+def own_tokenizer(path: str | Path, tokenizer: Any, vocab_size: int) -> Any:
+    """The tokenizer of a checkpoint loaded in place: ``tokenizer`` (a ``Tokenizer`` or a path) when given, else
+    the ``tokenizer.json`` beside the weights when basinlab can use it (PAD, BOS and EOS found; ids inside the
+    vocabulary), else ``None`` (texts then go in as ids, ``--format ids``)."""
+    from basinlab.training.checkpoint import load_tokenizer, tokenizer_vocab_size
+
+    given = tokenizer is not None
+    if not given and not (Path(path) / "tokenizer.json").is_file():
+        return None
+    try:
+        tok = tokenizer if given and not isinstance(tokenizer, (str, Path)) else load_tokenizer(
+            tokenizer if given else Path(path) / "tokenizer.json")
+    except BasinlabError as exc:
+        if given:
+            raise
+        logger.warning("not using %s/tokenizer.json (%s): give texts as token ids (--format ids)", path, exc)
+        return None
+    n = tokenizer_vocab_size(tok)
+    if n is not None and n > vocab_size:
+        raise BasinlabError(f"the tokenizer has {n} tokens, more than the vocabulary of {path} ({vocab_size}); "
+                            "give the model's own tokenizer")
+    return tok
 
 
 def _copy_beside(ckpt: Path, dest: Path) -> None:

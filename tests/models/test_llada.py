@@ -91,3 +91,10 @@ def test_too_big_a_model_is_refused_before_loading(tmp_path):
                                                  "mlp_hidden_size": 12288 * 64}))
     with pytest.raises(BasinlabError, match="needs about .* of memory, more than this machine has"):
         load_trained(big)
+
+
+def test_convert_says_no_conversion_is_needed(ckpt, tmp_path):
+    from basinlab.interop import convert
+
+    with pytest.raises(BasinlabError, match="is a llada checkpoint, which basinlab loads in place"):
+        convert(ckpt, tmp_path / "out")

@@ -29,7 +29,7 @@ def test_audit_entropies_equal_the_architecture_at_each_texts_own_length(tmp_pat
     out = tmp_path / "audit"
     assert main(["audit", "--checkpoint", str(ckpt), "--members", str(tmp_path / "m.txt"), "--nonmembers",
                  str(tmp_path / "n.txt"), "--format", "ids", "--out", str(out), "--steps", "4", "--nelbo-times", "2",
-                 "--quiet", "--device", "cpu"]) == 0
+                 "--reference", str(tmp_path / "m.txt"), "--quiet", "--device", "cpu"]) == 0
     frame = pd.read_parquet(out / "tokens.parquet")
     cfg, tensors = json.loads((ckpt / "config.json").read_text()), official_tensors(ckpt)
     texts = members + nonmembers
@@ -43,6 +43,9 @@ def test_audit_entropies_equal_the_architecture_at_each_texts_own_length(tmp_pat
         assert np.allclose(rows["entropy"].to_numpy(), ref.numpy(), atol=1e-4, rtol=0)
     auc = json.loads((out / "auc.json").read_text())
     assert auc["members"] == 3 and "entropy" in auc["scores"]
+    scores = pd.read_csv(out / "scores.csv")  # the members are their own reference: distance 0
+    assert scores.loc[scores["group"] == "member", "nn_hamming_reference"].tolist() == [0.0, 0.0, 0.0]
+    assert (scores.loc[scores["group"] == "nonmember", "nn_hamming_reference"] > 0).all()
 
 
 def test_probe_runs_on_a_directory_loaded_in_place_with_a_configs_data(tmp_path, capsys):

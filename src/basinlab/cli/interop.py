@@ -150,14 +150,16 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
 
     L, V = tm.seq_len, tm.vocab_size
     lengths: list[int] = []
+    own_length = bool(getattr(tm.model, "variable_length", False))
     if fmt == "text":
         if tm.tokenizer is None:
             raise BasinlabError(f"{tm.path} has no tokenizer: give token ids with --format ids "
                                 "(or convert with --tokenizer)")
+        if own_length:  # as wide as the longest [BOS] text [EOS], not the whole context
+            L = min(L, 2 + max(len(ids) for ids in tm.tokenizer.encode_batch(list(lines), max_tokens=L)))
         seqs = encode_texts(lines, tm.tokenizer, L)
     else:
         rows = []
-        own_length = bool(getattr(tm.model, "variable_length", False))
         pad = 0 if tm.tokenizer is None else tm.tokenizer.pad_id
         for i, line in enumerate(lines, 1):
             try:
@@ -170,9 +172,10 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
             bad = [x for x in ids if not 0 <= x < V]
             if bad:
                 raise BasinlabError(f"{where} line {i}: token id {bad[0]} outside the vocabulary [0, {V})")
-            rows.append(ids + [pad] * (L - len(ids)))  # padding the model never sees (scored at its own length)
+            rows.append(ids)
             lengths.append(len(ids))
-        seqs = torch.tensor(rows, dtype=torch.long)
+        L = max(lengths) if own_length else L  # padding the model never sees (scored at its own length)
+        seqs = torch.tensor([ids + [pad] * (L - len(ids)) for ids in rows], dtype=torch.long)
     special = [] if tm.tokenizer is None else [tm.tokenizer.pad_id, tm.tokenizer.bos_id, tm.tokenizer.eos_id]
     mask = ~torch.isin(seqs, torch.tensor(special, dtype=torch.long)) if special else torch.ones_like(seqs).bool()
     if not lengths:
@@ -224,8 +227,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             enc[g], lines[g] = (seqs_g, data.real_mask(seqs_g)), data.decode(seqs_g)
         files = [("member", "train"), ("nonmember", "test"), *files]
     ai.warn_groups(lines)
-    seqs = torch.cat([enc[g][0] for g, _ in files])
-    mask = torch.cat([enc[g][1] for g, _ in files])
+    width = max(enc[g][0].shape[1] for g, _ in files)  # texts scored at their own length: files differ
+    seqs = torch.cat([_widen(enc[g][0], width, 0 if tm.tokenizer is None else tm.tokenizer.pad_id) for g, _ in files])
+    mask = torch.cat([_widen(enc[g][1], width, False) for g, _ in files])
     lengths = _own_lengths(tm, seqs, mask)
     if lengths is not None:
         seqs, mask = seqs[:, : int(lengths.max())], mask[:, : int(lengths.max())]
@@ -234,7 +238,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.reference:
         ref, ref_mask = encode_lines(read_lines(args.reference), args.format, tm, args.reference)
     if ref is not None and lengths is not None:
-        ref, ref_mask = ref[:, : seqs.shape[1]], ref_mask[:, : seqs.shape[1]]
+        W, pad = seqs.shape[1], 0 if tm.tokenizer is None else tm.tokenizer.pad_id
+        ref, ref_mask = _widen(ref, W, pad)[:, :W], _widen(ref_mask, W, False)[:, :W]
     result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, lengths=lengths, reference=ref,
                    reference_mask=ref_mask,
                    ts=ts, steps=args.steps, nelbo_times=args.nelbo_times, seed=args.seed,
@@ -254,6 +259,13 @@ def _run_probe_config(path: str) -> Any:
     if loads_in_place(path) is not None:
         return Config().probe
     return load_config_file(require_checkpoint(path)).probe
+
+
+def _widen(x: Any, width: int, value: Any) -> Any:
+    """``x [n, w]`` filled up with ``value`` to ``[n, width]``."""
+    import torch
+
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value) if x.shape[1] < width else x
 
 
 def _own_lengths(tm: Any, seqs: Any, mask: Any) -> Any:

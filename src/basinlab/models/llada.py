@@ -41,6 +41,8 @@ SUPPORTED = (
     ("clip_qkv", (None,)),
     ("block_group_size", (1,)),
     ("multi_query_attention", (None, False)),
+    ("layer_norm_with_affine", (True,)),
+    ("bias_for_layer_norm", (None, False)),
 )
 
 

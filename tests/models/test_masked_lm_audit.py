@@ -81,3 +81,27 @@ def test_text_audit_with_the_tokenizer_beside_the_weights(tmp_path):
     frame = pd.read_parquet(out / "tokens.parquet")
     assert frame.groupby("text_index").size().tolist() == [len(t.split()) + 2 for t in texts]
     assert frame.loc[frame["real"], "token_id"].tolist() == [words.index(w) for t in texts for w in t.split()]
+
+
+def test_audit_by_length_equals_each_length_alone_and_the_page_shows_no_padding(tmp_path):
+    """``audit(..., lengths=...)``: a row's scores are those of an audit of its own length alone (same seed), and
+    the audit page lists each text's own tokens only."""
+    from basinlab.probes.audit import audit
+    from basinlab.probes.tokens import token_texts
+    from basinlab.study.html.audit_page import page_data
+    from basinlab.training.checkpoint import load_trained
+
+    tm = load_trained(write("llada", tmp_path / "llada"), device="cpu")
+    rows = [[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11, 12, 13]]
+    seqs = torch.tensor([r + [0] * (5 - len(r)) for r in rows])
+    kw = {"ts": (0.5,), "steps": 4, "nelbo_times": 2, "seed": 3}
+    res = audit(tm.denoiser, seqs, lengths=torch.tensor([5, 3, 5]), **kw)
+    alone = audit(tm.denoiser, seqs[[1], :3], **kw)
+    for s in res.arrays["scores"]:
+        mine = next(a for a in alone.arrays["scores"] if a.name == s.name)
+        assert torch.allclose(s.values[1], mine.values[0], equal_nan=True), s.name
+    assert torch.equal(res.arrays["tokens/entropy"][1, :3], alone.arrays["tokens/entropy"][0])
+    assert torch.isnan(res.arrays["tokens/entropy"][1, 3:]).all()
+    texts, special = token_texts(None, tm.vocab_size, tm.process.mask_index)
+    page = page_data(res.arrays, ["text"] * 3, texts, special, res.arrays["scores"])
+    assert [t["ids"] for t in page["texts"]] == rows and [len(t["h"]) for t in page["texts"]] == [5, 3, 5]

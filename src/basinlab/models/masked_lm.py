@@ -97,6 +97,19 @@ class BidirectionalLM(torch.nn.Module):
         return {"config": dict(self.config)}
 
 
+def require_transformers(family: str) -> None:
+    """One line when ``transformers`` 5 (its Llama/Qwen2 modules with ``rope_parameters``) is not installed."""
+    try:
+        import transformers
+    except ImportError:
+        version = None
+    else:
+        version = transformers.__version__
+    if version is None or int(version.split(".")[0]) < 5:
+        raise BasinlabError(f"the {family} family runs on transformers >= 5 (found {version or 'none'}): "
+                            "pip install 'basinlab[dlm]'")
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint directory as a dict, or one line saying what is wrong."""
     f = Path(path) / CONFIG
@@ -181,6 +194,7 @@ class MaskedLMFamily(ModelFamily):
         """A randomly initialised network for ``config.json`` ``cfg`` (on ``meta``: no memory, to load into)."""
         self.check_config(cfg, where)
         V, _ = self.vocab_and_mask(cfg, where)
+        require_transformers(self.name)
         hf = self.hf_config(cfg)
         hf._attn_implementation = "sdpa"
         with torch.device(device):

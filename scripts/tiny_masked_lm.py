@@ -67,13 +67,16 @@ def _norm(g: torch.Generator, d: int) -> torch.Tensor:
     return 1.0 + 0.1 * torch.randn(d, generator=g)
 
 
-def write(kind: str, out: str | Path, shards: int = 1, seed: int = 0, **overrides) -> Path:
-    """Write the checkpoint into ``out`` (``shards`` > 1: ``model-0000k-of-0000n.safetensors`` + the index)."""
+def write(kind: str, out: str | Path, shards: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32,
+          **overrides) -> Path:
+    """Write the checkpoint into ``out`` (``shards`` > 1: ``model-0000k-of-0000n.safetensors`` + the index);
+    ``overrides``: config.json fields (a larger model: ``d_model=4096, n_heads=32, ...``); ``dtype`` of the
+    tensors written (the released checkpoints are bf16)."""
     from safetensors.torch import save_file
 
     cfg = {**(LLADA if kind == "llada" else DREAM), **overrides}
     g = torch.Generator().manual_seed(seed)
-    tensors = (llada_tensors if kind == "llada" else dream_tensors)(cfg, g)
+    tensors = {k: v.to(dtype) for k, v in (llada_tensors if kind == "llada" else dream_tensors)(cfg, g).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

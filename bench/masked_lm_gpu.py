@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import tiny_masked_lm  # noqa: E402
+import tiny_masked_lm
 
 WIDE = {"llada": {"d_model": 4096, "n_heads": 32, "n_kv_heads": 32, "mlp_hidden_size": 12288, "vocab_size": 126464,
                   "embedding_size": 126464, "mask_token_id": 126336, "rope_theta": 500000.0,

@@ -110,6 +110,8 @@ PROCESSES = _lazy(Registry("forward process", "train.process"), {
 #: model families (SPEC 2c): ``ModelFamily`` instances (``basinlab.models.family``)
 FAMILIES = _lazy(Registry("model family", "model.family"), {
     "dit": "basinlab.models.family:DIT",
+    "llada": "basinlab.models.llada:FAMILY",
+    "dream": "basinlab.models.dream:FAMILY",
 })
 
 #: exact oracles (SPEC 6): ``OracleKind`` instances (``basinlab.oracles.build``)
@@ -147,6 +149,7 @@ SCHEDULES = _lazy(Registry("schedule", "train.schedule"), {
 FORMATS = _lazy(Registry("checkpoint format", "--format"), {
     "duo-hf": "basinlab.interop.duo:export_duo_hf",
     "mdlm-hf": "basinlab.interop.mdlm:export_mdlm_hf",
+    "hf": "basinlab.interop.family_hf:export_hf",
 })
 
 

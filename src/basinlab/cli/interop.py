@@ -50,16 +50,17 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
 
 def _register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="write a basinlab run in the Duo/UDLM or MDLM Hugging Face layout",
+        "export", help="write a basinlab run in the Duo/UDLM or MDLM Hugging Face layout, or its family's own",
         description="Write a basinlab run as config.json + model.safetensors (backbone.* keys), the layout Duo's, "
                     "UDLM's (--format duo-hf, uniform runs) and MDLM's (--format mdlm-hf, masked runs) own samplers "
-                    "and evaluations load.",
+                    "and evaluations load; --format hf writes a fine-tuned deployed model (model.init: LLaDA, "
+                    "Dream) in its own layout (original key names and config.json).",
         epilog="example:\n  basinlab export --checkpoint runs/m256 --out exports/m256 --format duo-hf",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--format", required=True, choices=FORMATS.names(), help="the layout to write")
+    p.add_argument("--format", required=True, choices=FORMATS.names(), help=f"the layout to write: {FORMATS.help()}")
     p.add_argument("--model-type", default="duo", choices=("duo", "duo_base", "udlm"),
                    help="model_type written to config.json with --format duo-hf (default duo)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA ones")
@@ -144,34 +145,47 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
-    """``(sequences [n, L], real-token mask)`` of the lines, as the run's sequences (SPEC 1)."""
+    """``(sequences [n, L], real-token mask)`` of the lines, as the run's sequences (SPEC 1). A model that scores
+    a text at its own length (``variable_length``: LLaDA, Dream) takes ``--format ids`` lines of any length up to
+    its context; the positions after a line are padding, outside the real-token mask."""
     import torch
 
     from basinlab.data.sequences import encode_texts
 
     L, V = tm.seq_len, tm.vocab_size
+    lengths: list[int] = []
+    own_length = bool(getattr(tm.model, "variable_length", False))
     if fmt == "text":
         if tm.tokenizer is None:
             raise BasinlabError(f"{tm.path} has no tokenizer: give token ids with --format ids "
                                 "(or convert with --tokenizer)")
+        if own_length:  # as wide as the longest [BOS] text [EOS], not the whole context
+            L = min(L, 2 + max(len(ids) for ids in tm.tokenizer.encode_batch(list(lines), max_tokens=L)))
         seqs = encode_texts(lines, tm.tokenizer, L)
     else:
         rows = []
+        pad = 0 if tm.tokenizer is None else tm.tokenizer.pad_id
         for i, line in enumerate(lines, 1):
             try:
                 ids = [int(x) for x in line.split()]
             except ValueError:
                 raise BasinlabError(f"{where} line {i}: not whitespace-separated integer token ids") from None
-            if len(ids) != L:
-                raise BasinlabError(f"{where} line {i}: {len(ids)} ids, the model's sequences have {L}")
+            if len(ids) != L and not (own_length and 0 < len(ids) <= L):
+                need = f"at most {L} (its context)" if own_length else str(L)
+                raise BasinlabError(f"{where} line {i}: {len(ids)} ids, the model's sequences have {need}")
             bad = [x for x in ids if not 0 <= x < V]
             if bad:
                 raise BasinlabError(f"{where} line {i}: token id {bad[0]} outside the vocabulary [0, {V})")
             rows.append(ids)
-        seqs = torch.tensor(rows, dtype=torch.long)
+            lengths.append(len(ids))
+        L = max(lengths) if own_length else L  # padding the model never sees (scored at its own length)
+        seqs = torch.tensor([ids + [pad] * (L - len(ids)) for ids in rows], dtype=torch.long)
     special = [] if tm.tokenizer is None else [tm.tokenizer.pad_id, tm.tokenizer.bos_id, tm.tokenizer.eos_id]
     mask = ~torch.isin(seqs, torch.tensor(special, dtype=torch.long)) if special else torch.ones_like(seqs).bool()
-    return seqs, mask
+    if not lengths:
+        return seqs, mask
+    n = torch.tensor(lengths)
+    return seqs, mask & (torch.arange(L)[None, :] < n[:, None])
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -182,7 +196,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from basinlab.cli.probe import _parse_ts
     from basinlab.probes.audit import audit
     from basinlab.probes.protocol import resolve_weights
-    from basinlab.training.checkpoint import load_config_file, require_checkpoint
 
     files = [("member", args.members), ("nonmember", args.nonmembers), ("text", args.texts)]
     files = [(g, f) for g, f in files if f]
@@ -199,7 +212,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ai.check_out(args.out)  # before the scoring, so that no work is lost (issue 18)
     lines = {g: read_lines(f) for g, f in files}
     ai.check_count(lines, files)
-    run_probe = load_config_file(require_checkpoint(args.checkpoint)).probe  # protocol and weights, as the sweep
+    run_probe = _run_probe_config(args.checkpoint)  # protocol and weights, as the sweep
     protocol = args.protocol or run_probe.protocol
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
     tm = basinlab.load(args.checkpoint, device=args.device, ema=WEIGHTS.get(weights).ema, batch_size=args.batch_size)
@@ -208,6 +221,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for g, f in files:
             ai.warn_cut(lines[g], tm.tokenizer, tm.seq_len, f)
     if own is not None:
+        if "n_train" not in tm.meta:
+            raise BasinlabError(f"--train-vs-test needs a basinlab run; {args.checkpoint} is a model loaded in place "
+                                "(no training set): give --members and --nonmembers, or fine-tune it first "
+                                "(basinlab train CONFIG model.init=DIR)")
         _warn_stand_in(args.checkpoint)
         data = tm.dataset()
         ai.check_train_vs_test(own, int(tm.config.data.n_train), int(data.test.shape[0]))
@@ -215,14 +232,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
             enc[g], lines[g] = (seqs_g, data.real_mask(seqs_g)), data.decode(seqs_g)
         files = [("member", "train"), ("nonmember", "test"), *files]
     ai.warn_groups(lines)
-    seqs = torch.cat([enc[g][0] for g, _ in files])
-    mask = torch.cat([enc[g][1] for g, _ in files])
+    width = max(enc[g][0].shape[1] for g, _ in files)  # texts scored at their own length: files differ
+    seqs = torch.cat([_widen(enc[g][0], width, 0 if tm.tokenizer is None else tm.tokenizer.pad_id) for g, _ in files])
+    mask = torch.cat([_widen(enc[g][1], width, False) for g, _ in files])
+    lengths = _own_lengths(tm, seqs, mask)
+    if lengths is not None:
+        seqs, mask = seqs[:, : int(lengths.max())], mask[:, : int(lengths.max())]
     groups = [g for g, _ in files for _ in lines[g]]
     ref = ref_mask = None
     if args.reference:
         ref, ref_mask = encode_lines(read_lines(args.reference), args.format, tm, args.reference)
+    if ref is not None and lengths is not None:
+        W, pad = seqs.shape[1], 0 if tm.tokenizer is None else tm.tokenizer.pad_id
+        ref, ref_mask = _widen(ref, W, pad)[:, :W], _widen(ref_mask, W, False)[:, :W]
     pad = getattr(tm.tokenizer, "pad_id", None)  # the paper NELBO's attention mask: all but PAD
-    result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, reference=ref, reference_mask=ref_mask,
+    result = audit(tm.denoiser, seqs, groups=groups, real_mask=mask, lengths=lengths, reference=ref,
+                   reference_mask=ref_mask,
                    ts=ts, steps=args.steps, nelbo_times=args.nelbo_times, seed=args.seed,
                    batch_size=args.batch_size, progress=not args.quiet, protocol=protocol,
                    attention_mask=None if pad is None else seqs != pad)
@@ -246,6 +271,33 @@ def _warn_stand_in(checkpoint: str) -> None:
             "data of its config (not the model's training set), so its AUC says nothing about membership; give "
             "the real data with convert's data.* overrides, or --members/--nonmembers", checkpoint,
             origin.get("path"))
+
+
+def _run_probe_config(path: str) -> Any:
+    """The run's ``probe`` settings; the defaults for a model directory loaded in place (SPEC 2c: no run)."""
+    from basinlab.config import Config
+    from basinlab.models.family import loads_in_place
+    from basinlab.training.checkpoint import load_config_file, require_checkpoint
+
+    if loads_in_place(path) is not None:
+        return Config().probe
+    return load_config_file(require_checkpoint(path)).probe
+
+
+def _widen(x: Any, width: int, value: Any) -> Any:
+    """``x [n, w]`` filled up with ``value`` to ``[n, width]``."""
+    import torch
+
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value) if x.shape[1] < width else x
+
+
+def _own_lengths(tm: Any, seqs: Any, mask: Any) -> Any:
+    """Each text's length when the model scores texts at their own length (LLaDA, Dream), else ``None``: up to
+    its last token that is not padding (its ``[EOS]`` included with a tokenizer; the last real id without)."""
+    if not getattr(tm.model, "variable_length", False):
+        return None
+    kept = mask if tm.tokenizer is None else seqs != tm.tokenizer.pad_id
+    return kept.long().cumsum(1).argmax(1) + 1
 
 
 def _write_token_views(out: Path, result: Any, groups: list[str], tm: Any, checkpoint: str) -> None:
@@ -279,18 +331,41 @@ def _write_audit(out: Path, result: Any, groups: list[str], texts: list[str], ar
     if aucs:
         doc = {"checkpoint": str(args.checkpoint), "members": groups.count("member"),
                "nonmembers": groups.count("nonmember"), "interval": "DeLong 95% (normal approximation)",
-               "orientation": "1.0 = members look more memorised", "scores": _finite(aucs)}
+               "orientation": "1.0 = members look more memorised", "tpr_conventions": TPR_CONVENTIONS,
+               "scores": _finite(aucs)}
         atomic_write_text(out / "auc.json", json.dumps(doc, indent=1) + "\n")
         plot_roc(result, groups, out / "roc.png")
         written += ["auc.json", "roc.png"]
-        for name, a in aucs.items():
-            lo, hi = a["ci_low"], a["ci_high"]
-            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
-            print(f"{name:>22s}  AUC {a['auc']:.3f}{ci}" if a["auc"] is not None else f"{name:>22s}  AUC -")
-            if a.get("note"):
-                print(f"{'':>22s}  ({a['note']})")
+        _print_aucs(aucs)
     remove_stale(out, written)
     print(f"scored {len(groups)} texts; wrote {', '.join(written)} to {out}")
+
+
+#: what auc.json's two low-FPR conventions mean (issue 24)
+TPR_CONVENTIONS = {
+    "tpr_at_fpr_<a>": "basinlab: the largest TPR among the empirical ROC points with FPR <= a",
+    "tpr_at_nearest_fpr_<a>": "SAMA's code: the TPR of the empirical ROC point whose FPR is nearest a "
+                              "(fpr_nearest_<a>: that point's FPR, possibly above a)",
+}
+
+
+def _print_aucs(aucs: dict[str, Any]) -> None:
+    """One line per score: AUC with its interval, and TPR at 10% / 1% / 0.1% FPR in both conventions."""
+    from basinlab.probes.audit import AUC_JSON_LEVELS, nearest_metric, tpr_metric
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.0f}%"
+
+    print(f"{'':>22s}  {'AUC':>5s}  {'interval':>14s}  TPR at FPR " + " / ".join(f"{a:g}" for a in AUC_JSON_LEVELS)
+          + " (<= a; nearest a)")
+    for name, a in aucs.items():
+        lo, hi = a["ci_low"], a["ci_high"]
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "-"
+        auc = f"{a['auc']:.3f}" if a["auc"] is not None else "-"
+        tprs = " / ".join(f"{pct(a.get(tpr_metric(v)))}; {pct(a.get(nearest_metric(v)))}" for v in AUC_JSON_LEVELS)
+        print(f"{name:>22s}  {auc:>5s}  {ci:>14s}  {tprs}")
+        if a.get("note"):
+            print(f"{'':>22s}  ({a['note']})")
 
 
 def _finite(v: Any) -> Any:

@@ -1,7 +1,8 @@
 """``basinlab probe {basins,fixed-points,entropy,novelty,likelihood,all}``: the SPEC 5 tests from the command line.
 
-The denoiser is a trained model (``--checkpoint PATH``; its data is rebuilt from the checkpoint's config) or an
-exact oracle of SPEC 6 (``--oracle empirical|markov``; data from ``CONFIG`` and ``key=value`` overrides). Sets:
+The denoiser is a trained model (``--checkpoint PATH``; its data is rebuilt from the checkpoint's config), a
+deployed model's own directory loaded in place (SPEC 2c: LLaDA, Dream; data from ``CONFIG``), or an exact oracle
+of SPEC 6 (``--oracle empirical|markov``; data from ``CONFIG`` and ``key=value`` overrides). Sets:
 ``train`` = the first ``M`` sequences of the model's own training subset ``D_N``, ``test`` = ``M`` held-out ones,
 ``random`` = ``M`` uniform random sequences. All logic lives in :mod:`basinlab.probes`; this module only parses,
 builds the pieces and writes ``results.csv``, ``summary.json``, the PNG plots and (``--show``) ``examples.json``.
@@ -32,6 +33,7 @@ from basinlab.diffusion import Denoiser
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, check_output_dir
 from basinlab.models import resolve_device
+from basinlab.models.family import loads_in_place
 from basinlab.oracles.build import build_oracle, oracle_label
 from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config, restore_examples, run_suite
 from basinlab.probes.plots import write_plots
@@ -63,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = (*(w.replace("_", "-") for w in all_probes()), "all")
     p.add_argument("which", choices=which, help="which test (all: every test)")
     p.add_argument("config_args", nargs="*", metavar="[CONFIG] [key=value ...]",
-                   help="for --oracle: a YAML config or preset name, then overrides (e.g. data.n_train=256); "
-                        "with --checkpoint only probe.* overrides are allowed")
+                   help="for --oracle, or --checkpoint of a model loaded in place (LLaDA, Dream): a YAML config or "
+                        "preset name for the data, then overrides (e.g. data.n_train=256); with --checkpoint of a "
+                        "run only probe.* overrides are allowed")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="PATH", help="run directory or checkpoint directory")
     src.add_argument("--oracle", choices=ORACLES.names(), help="probe an exact oracle (SPEC 6)")
@@ -142,6 +145,8 @@ def _probe_config(cfg: Config, args: argparse.Namespace) -> ProbeConfig:
 def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, str]:
     """``(denoiser, data, cfg, label)`` for a checkpoint or an oracle."""
     config, overrides = _split_config_args(args.config_args)
+    if args.checkpoint and (family := loads_in_place(args.checkpoint)) is not None:
+        return _build_in_place(args, family, config, overrides)
     if args.checkpoint:
         if config is not None:
             raise BasinlabError("with --checkpoint the data and model come from the checkpoint: drop the CONFIG "
@@ -164,6 +169,23 @@ def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, st
     data = build_dataset(cfg.data)
     den = build_oracle(args.oracle, data, cfg.data.n_train, cfg, device=resolve_device(args.device), top_k=args.top_k)
     return den, data, cfg, oracle_label(args.oracle, cfg.train.process)
+
+
+def _build_in_place(args: argparse.Namespace, family: Any, config: str | None,
+                    overrides: list[str]) -> tuple[Denoiser, SequenceData, Config, str]:
+    """A deployed model's own directory (SPEC 2c: LLaDA, Dream) probed on the data of ``CONFIG``: it has none."""
+    import torch
+
+    if config is None:
+        raise BasinlabError(f"{args.checkpoint} is a {family.name} model loaded in place, without data: give a CONFIG "
+                            f"whose data the probes use (basinlab probe CONFIG --checkpoint {args.checkpoint}), or "
+                            "audit texts with basinlab audit")
+    cfg = load_config(config, overrides)
+    tm = basinlab.load(args.checkpoint, device=args.device, batch_size=cfg.probe.batch_size)
+    data = build_dataset(cfg.data)
+    family.check_data(tm.process, int(data.vocab_size), torch.cat([data.train(cfg.data.n_train), data.test]),
+                      f"{config} on {args.checkpoint}")
+    return tm.denoiser, data, cfg, f"checkpoint:{tm.path}"
 
 
 # ---- the command --------------------------------------------------------------------------------------------------

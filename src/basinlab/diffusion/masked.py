@@ -41,7 +41,8 @@ class AbsorbingProcess(ForwardProcess):
     cheap_objective_note = "SPEC 2b: MDLM's objective without its weight, the same optimum"
     nelbo_name = "the masked process's continuous-time NELBO (SPEC 2b, MDLM's)"
     output_one_hot_where_visible = True  # SUBS: x_θ = onehot(z_t) at an unmasked position
-    #: the leave-one-out conditional's calls return at most about this many entries ([c L, L, V]: 256 MB float32)
+    #: the leave-one-out conditional's denoiser calls return at most about this many entries ([r, L, V]: 256 MB
+    #: float32), whatever L and V (a deployed model's vocabulary of 10^5 tokens included)
     loo_entries = 1 << 26
 
     def __init__(self, vocab_size: int, remask: float = 0.0, mask_index: int | None = None) -> None:
@@ -109,7 +110,8 @@ class AbsorbingProcess(ForwardProcess):
 
     def leave_one_out(self, denoiser: Any, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_θ,l`` with position ``l`` (and no other) masked in ``z_t``: ``p(x_l | x_{-l})`` at ``t -> 0``
-        (SPEC 2b). The ``L`` maskings of each row run as one batch of ``B L`` rows; a denoiser with its own
+        (SPEC 2b). The ``L`` maskings of each row run in batches of rows of which only the masked position is
+        kept (memory bounded by :attr:`loo_entries`, whatever ``V``); a denoiser with its own
         ``leave_one_out(z_t, t)`` (an exact oracle computing all ``l`` at once) is asked instead."""
         own = getattr(denoiser, "leave_one_out", None)
         if callable(own):
@@ -117,15 +119,21 @@ class AbsorbingProcess(ForwardProcess):
         B, L = z_t.shape
         t = torch.as_tensor(t, dtype=torch.float64)
         t = t.expand(B) if t.dim() == 0 else t
-        c = max(1, self.loo_entries // max(1, L * L * self.vocab_size))  # sequences per call
+        r = max(1, self.loo_entries // max(1, L * self.vocab_size))  # rows per call, and sequences per result
         out = []
-        for b0 in range(0, B, c):
-            z = z_t[b0 : b0 + c]
+        for b0 in range(0, B, r):
+            z = z_t[b0 : b0 + r]
             n = z.shape[0]
+            pos = torch.arange(L, device=z.device).repeat(n)
             rows = z.repeat_interleave(L, dim=0)  # row i L + l is z[i], with position l masked below
-            rows[torch.arange(n * L, device=z.device), torch.arange(L, device=z.device).repeat(n)] = self.mask_index
-            log_x = denoiser(rows, t[b0 : b0 + c].repeat_interleave(L))  # [n L, L, V]
-            out.append(log_x.reshape(n, L, L, -1).diagonal(dim1=1, dim2=2).permute(0, 2, 1))
+            rows[torch.arange(n * L, device=z.device), pos] = self.mask_index
+            tt = t[b0 : b0 + r].repeat_interleave(L)
+            picked = []
+            for r0 in range(0, n * L, r):  # each call returns [r, L, V]; only row i's position l is kept
+                log_x = denoiser(rows[r0 : r0 + r], tt[r0 : r0 + r])
+                picked.append(log_x[torch.arange(log_x.shape[0], device=log_x.device), pos[r0 : r0 + r].to(
+                    log_x.device)])
+            out.append(torch.cat(picked).reshape(n, L, -1))
         return torch.cat(out).contiguous()
 
     # ---- reverse ----------------------------------------------------------------------------------------------

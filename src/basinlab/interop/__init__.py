@@ -86,6 +86,12 @@ def convert(src: str | Path, out: str | Path, *, family: str | None = None, **op
     if not Path(src).exists():
         raise BasinlabError(f"'{src}' does not exist; give a Duo, UDLM or MDLM Hugging Face directory or a "
                             "Lightning .ckpt")
+    from basinlab.models.family import loads_in_place
+
+    in_place = loads_in_place(src)
+    if in_place is not None:
+        raise BasinlabError(f"'{src}' is a {in_place.name} checkpoint, which basinlab loads in place: no conversion "
+                            f"needed (basinlab audit --checkpoint {src}; fine-tune with model.init={src})")
     family, ck = resolve_family(src, family, options.get("tokenizer"))
     if family == "mdlm":
         return mdlm.convert(src, out, ck=ck, **options)

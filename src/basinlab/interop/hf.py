@@ -456,6 +456,9 @@ def hf_fields(tm: Any, run: str | Path, raw: bool, family: str) -> dict[str, Any
     """The ``config.json`` fields Duo's and MDLM's layouts share, for the loaded run ``tm`` (a warning when its
     schedule is not the log-linear one with ``eps = 1e-3`` that ``family`` conditions on)."""
     sched, m = tm.schedule, tm.model
+    if tm.meta.get("family", "dit") != "dit":
+        raise BasinlabError(f"{run} is a {tm.meta['family']} run; the {family} layout holds basinlab's DiT: export it "
+                            "with --format hf (its own layout)")
     if sched.name != SCHEDULE or abs(float(sched.eps) - EPS) > 1e-12:
         logger.warning("%s was trained with the %s schedule (eps %g); %s condition on the log-linear one with "
                        "eps 1e-3", run, sched.name, sched.eps, family)

@@ -53,6 +53,16 @@ class ModelFamily:
         memory check), or ``None`` when the family checks its own size."""
         return None
 
+    def init_process(self, model_cfg: Any, data_vocab: int, seqs: torch.Tensor | None = None) -> Any | None:
+        """The forward process that fine-tuning ``model.init`` must use (a deployed model's own, SPEC 2c), or
+        ``None``: the run's ``train.process`` over the data's vocabulary. ``data_vocab``: the data's tokens;
+        ``seqs``: the training sequences (checked against the process)."""
+        return None
+
+    def check_data(self, process: Any, data_vocab: int, seqs: torch.Tensor | None, where: str) -> None:
+        """Refuse, in one line, data that cannot go through a network of this family under ``process`` (a
+        deployed model's own vocabulary and mask, SPEC 2c); basinlab's own networks are built for their data."""
+
     def configure_optimizers(self, model: torch.nn.Module, lr: float, betas: tuple[float, float],
                              weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters, weight decay on matrices only (nanoGPT's rule)."""
@@ -97,6 +107,23 @@ class DiTFamily(ModelFamily):
 DIT = DiTFamily()
 
 
+def training_family(model_cfg: Any) -> ModelFamily:
+    """The family a run trains: with ``model.init=DIR`` the family that loads ``DIR`` (``model.family`` is set to
+    it; a different explicit family is refused), else ``model.family``."""
+    init = getattr(model_cfg, "init", None)
+    if not init:
+        return get_family(model_cfg.family)
+    if not Path(init).is_dir():
+        raise BasinlabError(f"model.init={init}: not a directory; give a model's own directory (config.json + "
+                            "safetensors)")
+    family = require_family_dir(init)
+    if model_cfg.family not in ("dit", family.name):
+        raise BasinlabError(f"model.init={init} is a {family.name} checkpoint but model.family={model_cfg.family}; "
+                            f"drop model.family or set it to {family.name}")
+    model_cfg.family = family.name
+    return family
+
+
 def get_family(name: str | None) -> ModelFamily:
     """The registered family ``name`` (``None``: ``dit``)."""
     return FAMILIES.get(name or "dit")
@@ -123,6 +150,16 @@ def family_for_dir(path: str | Path) -> ModelFamily | None:
         if model_type in family.model_types:
             return family
     return None
+
+
+def loads_in_place(path: str | Path) -> ModelFamily | None:
+    """The family that loads directory ``path`` in place when it is a deployed model's own directory (its
+    ``config.json`` ``model_type`` registered, and no basinlab checkpoint there), else ``None``."""
+    from basinlab.training.checkpoint import find_checkpoint
+
+    if not Path(path).is_dir() or find_checkpoint(path) is not None:
+        return None
+    return family_for_dir(path)
 
 
 def in_place_model_types() -> list[str]:

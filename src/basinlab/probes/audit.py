@@ -23,7 +23,9 @@ separation its variance is 0 and the interval collapses to the point.
 rate: ``tpr_at_fpr_0.01`` and ``tpr_at_fpr_0.001`` are the largest TPR among the points of the empirical ROC
 (:func:`roc_curve`: one point per distinct threshold, calling "member" when ``direction * score >= threshold``,
 plus ``(0, 0)``) whose FPR is at most the level; no interpolation between points. With fewer than ``1 / level``
-non-members the only such points have FPR 0.
+non-members the only such points have FPR 0. ``auc.json`` gives this convention (basinlab's) and SAMA's side by side
+at 10%, 1% and 0.1% FPR: ``tpr_at_nearest_fpr_<level>`` is the TPR of the ROC point whose FPR is *nearest* the
+level (it may lie above it; ``fpr_nearest_<level>`` says where), so that numbers compare with published tables.
 
 Per token (``tokens/*`` arrays of :func:`audit`, ``tokens.parquet``): :mod:`basinlab.probes.tokens`.
 """
@@ -53,6 +55,9 @@ PROBE = "audit"
 MEMBERSHIP = "membership_auc"
 #: false-positive rates at which the true-positive rate is reported (metric ``tpr_at_fpr_<level>``)
 FPR_LEVELS = (0.01, 0.001)
+#: the levels of ``auc.json``'s two low-FPR conventions (basinlab's ``tpr_at_fpr_<a>``, SAMA's
+#: ``tpr_at_nearest_fpr_<a>``), as the membership-inference tables report them (10%, 1%, 0.1% FPR)
+AUC_JSON_LEVELS = (0.1, 0.01, 0.001)
 #: the ``set`` of a membership row: members versus non-members
 VERSUS = "member_vs_nonmember"
 _Z975 = 1.959963984540054
@@ -137,6 +142,36 @@ def tpr_at_fpr(members: Any, nonmembers: Any, direction: int = 1, level: float =
     return {"value": float(tp[ok].max()) / m if ok.any() else 0.0, "n": m + n}
 
 
+def nearest_metric(level: float) -> str:
+    """The metric name of SAMA's convention at FPR ``level``: ``tpr_at_nearest_fpr_0.01``."""
+    return f"tpr_at_nearest_fpr_{level:g}"
+
+
+def tpr_at_nearest_fpr(members: Any, nonmembers: Any, direction: int = 1, level: float = 0.01) -> dict[str, Any]:
+    """SAMA's convention: the TPR of the empirical ROC point (:func:`roc_curve`, every point kept) whose FPR is
+    nearest ``level`` (of several at that FPR, the highest TPR); also ``fpr``, that point's FPR, which may exceed
+    ``level``. ``value`` None when either group is empty."""
+    pos, neg = _oriented(members, direction), _oriented(nonmembers, direction)
+    if pos.size == 0 or neg.size == 0:
+        return {"value": None, "fpr": None, "n": pos.size + neg.size}
+    fpr, tpr = roc_curve(pos, neg, 1)
+    gap = np.abs(fpr - level)
+    near = gap <= gap.min() + 1e-12
+    best = int(np.flatnonzero(near)[np.argmax(tpr[near])])
+    return {"value": float(tpr[best]), "fpr": float(fpr[best]), "n": pos.size + neg.size}
+
+
+def low_fpr_table(members: Any, nonmembers: Any, direction: int) -> dict[str, Any]:
+    """Both low-FPR conventions at every :data:`AUC_JSON_LEVELS` level: ``tpr_at_fpr_<a>`` (basinlab: the largest
+    TPR with FPR <= a) and ``tpr_at_nearest_fpr_<a>`` (SAMA: the ROC point nearest a) with ``fpr_nearest_<a>``."""
+    out: dict[str, Any] = {}
+    for level in AUC_JSON_LEVELS:
+        out[tpr_metric(level)] = tpr_at_fpr(members, nonmembers, direction, level)["value"]
+        near = tpr_at_nearest_fpr(members, nonmembers, direction, level)
+        out[nearest_metric(level)], out[f"fpr_nearest_{level:g}"] = near["value"], near["fpr"]
+    return out
+
+
 def _oriented(x: Any, direction: int) -> np.ndarray:
     v = direction * np.asarray(torch.as_tensor(x, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
     return v[~np.isnan(v)]
@@ -186,6 +221,7 @@ def audit(
     *,
     groups: Sequence[str] | None = None,
     real_mask: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
     reference: torch.Tensor | None = None,
     reference_mask: torch.Tensor | None = None,
     ts: Sequence[float] = (0.25,),
@@ -210,6 +246,9 @@ def audit(
     per-token data of :mod:`basinlab.probes.tokens`: ``tokens/seqs``, ``tokens/mask`` ``[M, L]``, ``tokens/entropy``
     ``[M, L]``, ``tokens/top_ids`` and ``tokens/top_probs`` ``[M, L, top_k]``, ``tokens/corrupted_id`` and
     ``tokens/restored_id`` ``[M, L]`` (basin test at ``ts[0]``, held in ``tokens/basin_t``).
+    ``lengths`` (``[M]``, each ``<= L``): every row is scored at its own length, ``seqs[i, :lengths[i]]``; the
+    positions after it are padding that the denoiser never sees (rows of one length are scored together; a model
+    that attends to every position, as LLaDA and Dream, SPEC 2c). ``tokens/lengths`` then holds them.
     ``protocol``: the probes' definitions, as the sweep's (:func:`~basinlab.probes.protocol.protocol_options`);
     ``attention_mask``: the positions the ``paper`` NELBO counts (all but PAD; every position when None).
     """
@@ -220,7 +259,31 @@ def audit(
         raise BasinlabError(f"audit: {len(groups)} group labels for {M} sequences")
     if M == 0:
         raise BasinlabError("audit: no sequences to score")
-    kw = {"seed": seed, "batch_size": batch_size, "real_mask": mask, "progress": progress, "device": device}
+    opts = {"seed": seed, "batch_size": batch_size, "progress": progress, "device": device, "ts": list(ts),
+            "entropy_t": entropy_t, "steps": steps, "t_start": t_start, "nelbo_times": nelbo_times, "top_k": top_k,
+            "protocol": protocol, "attention_mask": attention_mask}
+    if lengths is None:
+        scores, tokens = _score(denoiser, seqs, mask, **opts)
+    else:
+        scores, tokens = _score_by_length(denoiser, seqs, mask, torch.as_tensor(lengths).long().cpu(), **opts)
+    if reference is not None:
+        ref, rmask = check_seqs(reference, denoiser.vocab_size, reference_mask)
+        if ref.shape[1] != seqs.shape[1]:
+            raise BasinlabError(f"reference sequences have length {ref.shape[1]}, the audited ones {seqs.shape[1]}")
+        nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
+        scores.append(scores_from_results(nearest=nearest)[0])
+    res = _audit_result(scores, groups, mask)
+    res.arrays["notes"] = construction_notes(denoiser)
+    res.arrays.update({"tokens/seqs": seqs, "tokens/mask": mask, **tokens})
+    if lengths is not None:
+        res.arrays["tokens/lengths"] = torch.as_tensor(lengths).long().cpu()
+    return res
+
+
+def _score(denoiser, seqs: torch.Tensor, mask: torch.Tensor, *, ts, entropy_t, steps, t_start, nelbo_times,
+           top_k, protocol, attention_mask=None, **kw) -> tuple[list[Score], dict[str, Any]]:
+    """The per-sequence scores and per-token arrays of ``seqs`` (all of one length)."""
+    kw = {**kw, "real_mask": mask}
     opts = protocol_options(protocol)
     basin_opts = {k: v for k, v in opts["basins"].items() if k != "restored_entropy"}
     found = {
@@ -232,21 +295,42 @@ def audit(
         "likelihood": likelihood(denoiser, seqs, n_times=nelbo_times, **kw, attention_mask=attention_mask,
                                  **opts["likelihood"]),
     }
-    nearest = None
-    if reference is not None:
-        ref, rmask = check_seqs(reference, denoiser.vocab_size, reference_mask)
-        if ref.shape[1] != seqs.shape[1]:
-            raise BasinlabError(f"reference sequences have length {ref.shape[1]}, the audited ones {seqs.shape[1]}")
-        nearest = nearest_hamming(seqs, ref, mask, rmask)[0]
-    scores = scores_from_results(**found, nearest=nearest, t_start=t_start)
-    res = _audit_result(scores, groups, mask)
-    res.arrays["notes"] = construction_notes(denoiser)
     pred = token_predictions(denoiser, seqs, entropy_t, k=top_k, **kw)
     b = found["basins"].arrays
-    res.arrays.update({"tokens/seqs": seqs, "tokens/mask": mask, "tokens/basin_t": float(b["ts"][0]),
-                       "tokens/corrupted_id": b["corrupted"][0], "tokens/restored_id": b["restored"][0],
-                       **{f"tokens/{k}": v for k, v in pred.items()}})
-    return res
+    tokens = {"tokens/basin_t": float(b["ts"][0]), "tokens/corrupted_id": b["corrupted"][0],
+              "tokens/restored_id": b["restored"][0], **{f"tokens/{k}": v for k, v in pred.items()}}
+    return scores_from_results(**found, t_start=t_start), tokens
+
+
+def _score_by_length(denoiser, seqs: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
+                     **opts) -> tuple[list[Score], dict[str, Any]]:
+    """:func:`_score` per distinct length, each row cut to its length; the results put back in row order (per-token
+    arrays padded: entropy and probabilities NaN, ids the row's own padding)."""
+    M, L = seqs.shape
+    if lengths.shape != (M,) or int(lengths.min()) < 1 or int(lengths.max()) > L:
+        raise BasinlabError(f"audit: lengths must be {M} values in [1, {L}]")
+    scores: list[Score] | None = None
+    k = max(1, min(int(opts["top_k"]), denoiser.vocab_size))
+    tokens: dict[str, Any] = {"tokens/entropy": torch.full((M, L), torch.nan, dtype=torch.float64),
+                              "tokens/top_ids": torch.zeros(M, L, k, dtype=torch.long),
+                              "tokens/top_probs": torch.full((M, L, k), torch.nan, dtype=torch.float64),
+                              "tokens/corrupted_id": seqs.clone(), "tokens/restored_id": seqs.clone()}
+    for n in sorted(set(lengths.tolist())):
+        rows = torch.nonzero(lengths == n).flatten()
+        att = opts["attention_mask"]
+        part, part_tokens = _score(denoiser, seqs[rows, :n], mask[rows, :n],
+                                   **{**opts, "attention_mask": None if att is None else att[rows, :n]})
+        if scores is None:
+            scores = [Score(s.name, s.probe, s.t, s.direction, torch.full((M,), torch.nan, dtype=torch.float64))
+                      for s in part]
+        for whole, s in zip(scores, part, strict=True):
+            whole.values[rows] = s.values
+        for key, v in part_tokens.items():
+            if key == "tokens/basin_t":
+                tokens[key] = v
+            else:
+                tokens[key][rows, :n] = v.to(tokens[key].dtype)
+    return scores or [], tokens
 
 
 def construction_notes(denoiser: Any) -> dict[str, str]:
@@ -274,6 +358,8 @@ def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) ->
         pick = [Score(s.name, s.probe, s.t, s.direction, s.values[sel_m]) for s in scores]
         rest = [Score(s.name, s.probe, s.t, s.direction, s.values[sel_n]) for s in scores]
         res.rows.extend(membership_rows(pick, rest))
+        res.arrays["low_fpr"] = {s.name: low_fpr_table(a.values, b.values, s.direction)
+                                 for s, a, b in zip(scores, pick, rest, strict=True)}
     res.arrays.update({f"score/{s.name}": s.values for s in scores})
     res.arrays["n_tokens"] = mask.sum(1)
     res.arrays["scores"] = scores
@@ -281,8 +367,9 @@ def _audit_result(scores: list[Score], groups: list[str], mask: torch.Tensor) ->
 
 
 def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
-    """``{score: {auc, ci_low, ci_high, std, n, probe, t, higher_is_memorised, interval, tpr_at_fpr_0.01,
-    tpr_at_fpr_0.001}}`` from an :func:`audit` result's rows."""
+    """``{score: {auc, ci_low, ci_high, std, n, probe, t, higher_is_memorised, interval, tpr_at_fpr_<a>,
+    tpr_at_nearest_fpr_<a>, fpr_nearest_<a>}}`` from an :func:`audit` result (its rows, and for an audit with
+    members and non-members both low-FPR conventions at 10%, 1% and 0.1%: :func:`low_fpr_table`)."""
     out: dict[str, dict[str, Any]] = {}
     for s in result.arrays.get("scores", []):
         for r in result.rows:
@@ -298,6 +385,8 @@ def auc_table(result: ProbeResult) -> dict[str, dict[str, Any]]:
                    and r["t"] == (None if s.t is None else float(s.t))]
             if s.name in out and hit:
                 out[s.name][tpr_metric(level)] = hit[0]["value"]
+        if s.name in out:
+            out[s.name].update(result.arrays.get("low_fpr", {}).get(s.name, {}))
     return out
 
 

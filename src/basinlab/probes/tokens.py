@@ -136,7 +136,8 @@ def tokens_frame(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[
     ``arrays``: an :func:`~basinlab.probes.audit.audit` result's ``tokens/*`` arrays; ``texts`` / ``special``:
     :func:`token_texts`. Columns: ``text_index, group, position, token_id, token, special, real, entropy,
     basin_t, corrupted, restored, corrupted_id, restored_id, top1_id, top1_token, top1_prob, top5_ids, top5_probs``
-    (``entropy`` NaN off the real tokens; the last two are lists)."""
+    (``entropy`` NaN off the real tokens; the last two are lists); with ``tokens/lengths`` (texts scored at their
+    own length) only the positions inside each text."""
     import numpy as np
     import pandas as pd
 
@@ -149,7 +150,7 @@ def tokens_frame(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[
     out = arrays["tokens/restored_id"].numpy().ravel()
     x = seqs.ravel()
     txt = np.asarray(texts, dtype=object)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "text_index": np.repeat(np.arange(M), L),
         "group": np.repeat(np.asarray(list(groups), dtype=object), L),
         "position": np.tile(np.arange(L), M),
@@ -169,3 +170,7 @@ def tokens_frame(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[
         "top5_ids": list(top_ids),
         "top5_probs": list(top_p),
     })
+    if "tokens/lengths" in arrays:  # texts scored at their own length: no rows for the padding after them
+        frame = frame[frame["position"].to_numpy() < np.repeat(arrays["tokens/lengths"].numpy(), L)]
+        frame = frame.reset_index(drop=True)
+    return frame

@@ -58,6 +58,7 @@ from basinlab.oracles.build import build_oracle, oracle_kinds, oracle_label
 from basinlab.probes import probes_for, restore_examples, run_suite
 from basinlab.probes.gen_ppl_check import check_gen_ppl_model
 from basinlab.probes.protocol import resolve_weights
+from basinlab.probes.scorers import resolve_scorer
 from basinlab.registry import WEIGHTS
 from basinlab.study.store import CONFIG_NAME, ResultStore, RunKey, label_process, model_label, warn_if_network_fs
 from basinlab.training.checkpoint import load_trained
@@ -371,8 +372,9 @@ def _check_runnable(cfg: Config, data: SequenceData, runs: Sequence[RunKey], dev
     from basinlab.training.trainer import check_memory
 
     seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)
-    if cfg.probe.gen_ppl_model:  # the scorer too: one line here, with one worker as with several (issue 25)
-        check_gen_ppl_model(cfg.probe.gen_ppl_model, seq_len, data.decode(data.test[:8]))
+    scorer = resolve_scorer(cfg.probe.gen_ppl_model)  # `smollm2` / `auto`: a directory, or none (issue 26)
+    if scorer:  # the scorer too: one line here, with one worker as with several (issue 25)
+        check_gen_ppl_model(scorer, seq_len, data.decode(data.test[:8]))
     if all(k.label.is_oracle for k in runs):
         return
     for dev in dict.fromkeys(devices):

@@ -64,7 +64,7 @@ from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, directory_lock
 from basinlab.memory import require_fits
 from basinlab.models import autocast, autocast_dtype, build, resolve_device
-from basinlab.models.family import get_family
+from basinlab.models.family import training_family
 from basinlab.registry import PROCESSES
 from basinlab.training import checkpoint as ckpt_mod
 from basinlab.training.meta import CheckpointMeta
@@ -304,7 +304,7 @@ def _training_set(cfg, data) -> torch.Tensor:
 
 def check_memory(cfg, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
     """Refuse a model, vocabulary or batch whose weights, optimiser state and logits cannot fit (a lower bound)."""
-    shape = get_family(cfg.model.family).size_estimate(cfg.model, vocab_size)
+    shape = training_family(cfg.model).size_estimate(cfg.model, vocab_size)
     if shape is None:  # a family that checks its own size before loading (model.init)
         return
     n_params, n_layer, d = shape
@@ -325,13 +325,18 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
     tc = cfg.train
     x_train = _training_set(cfg, data)
     vocab_size, seq_len = int(data.vocab_size), int(x_train.shape[1])
-    family = get_family(cfg.model.family)
+    family = training_family(cfg.model)
+    process = family.init_process(cfg.model, vocab_size, x_train) if cfg.model.init else None
+    extra: dict[str, Any] = {}
+    if process is not None:  # a deployed model's own process and vocabulary (SPEC 2c); the data's ids inside it
+        tc.process, extra["data_vocab_size"], vocab_size = process.name, vocab_size, process.vocab_size
     check_memory(cfg, vocab_size, seq_len, dd.world, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(tc.seed)
-    process = get_process(tc.process, vocab_size, **_process_options(tc.process, data))
+    if process is None:
+        process = get_process(tc.process, vocab_size, **_process_options(tc.process, data))
     model = build(cfg.model, vocab_size, seq_len, process=process, family=family).to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # the fused AdamW kernel: one pass over all parameters (on a CPU 0.7 ms against 3.7 ms per step for the demo model)
@@ -344,8 +349,9 @@ def _prepare(cfg, data, out: Path, dd: _Dist, device: torch.device) -> _Run:
         arch=model.arch(), vocab_size=vocab_size, seq_len=seq_len, schedule=schedule.name, eps=schedule.eps,
         process=process.name, process_options=process.options(), family=family.name,
         tokenizer=cfg.data.tokenizer if getattr(data, "tokenizer", None) is not None else None,
-        extra={"n_train": int(x_train.shape[0]), "objective": tc.objective, "ce_warmup_steps": tc.ce_warmup_steps,
-               "basinlab": _version(), "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path},
+        extra={**extra, "n_train": int(x_train.shape[0]), "objective": tc.objective,
+               "ce_warmup_steps": tc.ce_warmup_steps, "basinlab": _version(),
+               "data_sha256": getattr(data, "fingerprint", None), "data_file": cfg.data.path},
     )
     return _Run(
         cfg=cfg, out=out, dd=dd, device=device, x_train=x_train, vocab_size=vocab_size, model=model,

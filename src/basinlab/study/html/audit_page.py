@@ -39,16 +39,17 @@ def page_data(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[str
     z, out = arrays["tokens/corrupted_id"].numpy(), arrays["tokens/restored_id"].numpy()
     used: set[int] = set()
     rows = []
+    lengths = arrays["tokens/lengths"].tolist() if "tokens/lengths" in arrays else [seqs.shape[1]] * seqs.shape[0]
     for m in range(seqs.shape[0]):
-        x = seqs[m]
+        x = seqs[m, : lengths[m]]  # a text scored at its own length (LLaDA, Dream): no padding shown
         top = []
         for pos in range(len(x)):
             keep = [(int(i), _r(float(p))) for k, (i, p) in enumerate(zip(top_i[m, pos], top_p[m, pos],
                                                                            strict=True)) if k == 0 or p >= MIN_PROB]
             top.append([v for pair in keep for v in pair])
             used.update(i for i, _ in keep)
-        moved = np.nonzero((z[m] != x) | (out[m] != x))[0]
-        rows.append({"g": groups[m], "ids": x.tolist(), "h": [_r(float(h)) for h in H[m]], "top": top,
+        moved = np.nonzero((z[m, : len(x)] != x) | (out[m, : len(x)] != x))[0]
+        rows.append({"g": groups[m], "ids": x.tolist(), "h": [_r(float(h)) for h in H[m, : len(x)]], "top": top,
                      "basin": [v for p in moved for v in (int(p), int(z[m, p]), int(out[m, p]))]})
         used.update(x.tolist())
         used.update(z[m, moved].tolist())

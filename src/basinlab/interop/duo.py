@@ -36,7 +36,7 @@ import torch
 from basinlab.diffusion.masked import MaskedProcess
 from basinlab.diffusion.uniform import UniformProcess
 from basinlab.errors import BasinlabError
-from basinlab.interop.checks import check_convert_out, check_export_out
+from basinlab.interop.checks import check_convert_out, check_export_out, infer_arch
 from basinlab.interop.hf import (  # the shared reader and writer, importable from here as before
     EPS,
     HF_CONFIG,
@@ -49,7 +49,6 @@ from basinlab.interop.hf import (  # the shared reader and writer, importable fr
     ema_by_name,
     find_in_placeholder,
     hf_fields,
-    infer_arch,
     key_map,
     load_hf_weights,
     own_mask_index,

@@ -41,7 +41,7 @@ from typing import Any
 from basinlab.diffusion.masked import MaskedProcess
 from basinlab.errors import BasinlabError
 from basinlab.interop import hf
-from basinlab.interop.checks import check_convert_out, check_export_out
+from basinlab.interop.checks import check_convert_out, check_export_out, infer_arch
 
 MODEL_TYPE = "mdlm"
 HF_FIELDS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
@@ -107,7 +107,7 @@ def read_mdlm_ckpt(src: Path, ck: Any, n_heads: int | None = None,
         raise BasinlabError(f"{src} uses the {hp['parameterization']!r} parameterisation; basinlab reads MDLM's "
                             "SUBS models")
     raw = hf.strip_prefix(ck["state_dict"], src, "MDLM")
-    arch = hf.infer_arch(raw, src, n_heads if n_heads is not None else hp.get("n_heads"))
+    arch = infer_arch(raw, src, n_heads if n_heads is not None else hp.get("n_heads"))
     if arch["n_heads"] is None:
         raise BasinlabError(f"{src} does not say its number of attention heads; pass --n-heads")
     tc = hp.get("time_conditioning", time_conditioning)

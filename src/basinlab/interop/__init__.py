@@ -18,18 +18,18 @@ def detect_family(src: str | Path) -> tuple[str | None, Any]:
     mdlm`` or a Lightning checkpoint whose hyper-parameters describe a masked (SUBS) model; ``duo`` for any other
     directory (whose reader reports any problem with it) or a checkpoint whose hyper-parameters say anything else;
     ``None`` for a checkpoint without hyper-parameters (nothing tells a masked model from a uniform one)."""
-    from basinlab.interop import duo, mdlm
+    from basinlab.interop import hf, mdlm
 
     p = Path(src)
     if p.is_dir():
         try:
-            mt = json.loads((p / duo.HF_CONFIG).read_text(encoding="utf-8")).get("model_type")
+            mt = json.loads((p / hf.HF_CONFIG).read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError, AttributeError):
             mt = None
         return ("mdlm" if mt == mdlm.MODEL_TYPE else "duo"), None
     if not p.is_file():
         return "duo", None
-    ck = duo.safe_torch_load(p)
+    ck = hf.safe_torch_load(p)
     if mdlm.is_masked_ckpt(ck):
         return "mdlm", ck
     if not isinstance(ck, dict) or "state_dict" not in ck:
@@ -40,14 +40,14 @@ def detect_family(src: str | Path) -> tuple[str | None, Any]:
 def _family_by_rows(ck: Any, tokenizer: Any) -> str | None:
     """For a checkpoint without hyper-parameters and a given tokenizer of ``V`` tokens: ``mdlm`` when the weights
     have ``V + 1`` rows (the appended ``[MASK]``), ``duo`` when they have ``V``; else ``None``."""
-    from basinlab.interop import duo
+    from basinlab.interop import hf
     from basinlab.training.checkpoint import tokenizer_vocab_size
 
     state = ck.get("state_dict") if isinstance(ck, dict) else None
-    emb = state.get(duo.PREFIX + "vocab_embed.embedding") if isinstance(state, dict) else None
+    emb = state.get(hf.PREFIX + "vocab_embed.embedding") if isinstance(state, dict) else None
     if tokenizer is None or not hasattr(emb, "shape"):
         return None
-    tok, _ = duo.resolve_tokenizer(tokenizer)
+    tok, _ = hf.resolve_tokenizer(tokenizer)
     V = tokenizer_vocab_size(tok)
     return {V + 1: "mdlm", V: "duo"}.get(int(emb.shape[0]))
 

@@ -12,7 +12,7 @@ head). What differs from Duo, and how basinlab represents it:
   for ``mdlm-owt`` over GPT-2's 50257 tokens). A converted run has ``train.process = masked`` over the ``V``
   clean tokens; its network has ``V + 1`` inputs and outputs. A tokenizer that holds its own ``[MASK]`` (MDLM with
   a BERT tokenizer) is not extended: ``vocab_size`` is the tokenizer's size ``V`` and the mask is its id, as
-  basinlab's masked process takes it (``process_options.mask_index``; :func:`~basinlab.interop.duo.own_mask_index`);
+  basinlab's masked process takes it (``process_options.mask_index``; :func:`~basinlab.interop.hf.own_mask_index`);
   without a tokenizer nothing tells the two apart, so convert such a model with its tokenizer. An export writes
   the network's rows (``V + 1``, or ``V`` with the tokenizer's own mask), what MDLM reads;
 - **time conditioning**: ``time_conditioning: false`` (``mdlm-owt``) makes MDLM's ``_process_sigma`` feed

@@ -146,8 +146,8 @@ class ForwardProcess:
 
     def with_remask(self, eta: float) -> ForwardProcess:
         """The same process with a remasking sampler of strength ``eta`` (:attr:`supports_remask`)."""
-        raise BasinlabError(f"the {self.name} process has no remasking sampler (probe.remask is for processes "
-                            f"with a [MASK], such as masked)")
+        raise BasinlabError(f"the {self.name} process has nothing to remask: remasking (--remask, probe.remask) "
+                            f"drives processes with a [MASK], such as masked")
 
     def oracle_class(self, kind: str) -> Any:
         """The class of this process's exact oracle ``kind`` (SPEC 6), or ``None`` when it has none."""

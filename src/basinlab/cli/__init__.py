@@ -15,7 +15,8 @@ import sys
 from basinlab import __version__
 from basinlab.errors import BasinlabError
 
-_MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study", "basinlab.cli.interop")
+_MODULES = ("basinlab.cli.train", "basinlab.cli.probe", "basinlab.cli.study", "basinlab.cli.interop",
+            "basinlab.cli.audit")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -107,6 +107,7 @@ PROCESSES = _lazy(Registry("forward process", "train.process"), {
 #: model families (SPEC 2c): ``ModelFamily`` instances (``basinlab.models.family``)
 FAMILIES = _lazy(Registry("model family", "model.family"), {
     "dit": "basinlab.models.family:DIT",
+    "diffusion_gemma": "basinlab.models.diffusion_gemma:FAMILY",
 })
 
 #: exact oracles (SPEC 6): ``OracleKind`` instances (``basinlab.oracles.build``)
@@ -137,6 +138,7 @@ SCHEDULES = _lazy(Registry("schedule", "train.schedule"), {
 FORMATS = _lazy(Registry("checkpoint format", "--format"), {
     "duo-hf": "basinlab.interop.duo:export_duo_hf",
     "mdlm-hf": "basinlab.interop.mdlm:export_mdlm_hf",
+    "hf": "basinlab.models.diffusion_gemma:export_hf",
 })
 
 

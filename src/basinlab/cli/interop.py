@@ -150,6 +150,8 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
 
     from basinlab.data.sequences import encode_texts
 
+    if hasattr(tm, "encode_lines"):  # a deployed model lays its texts out itself (SPEC 2c)
+        return tm.encode_lines(lines, fmt, where)
     L, V = tm.seq_len, tm.vocab_size
     if fmt == "text":
         if tm.tokenizer is None:
@@ -183,7 +185,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from basinlab.cli.probe import _parse_ts
     from basinlab.probes.audit import audit
     from basinlab.probes.protocol import resolve_weights
-    from basinlab.training.checkpoint import load_config_file, require_checkpoint
+    from basinlab.training.checkpoint import run_config
 
     files = [("member", args.members), ("nonmember", args.nonmembers), ("text", args.texts)]
     files = [(g, f) for g, f in files if f]
@@ -200,7 +202,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ai.check_out(args.out)  # before the scoring, so that no work is lost (issue 18)
     lines = {g: read_lines(f) for g, f in files}
     ai.check_count(lines, files)
-    run_probe = load_config_file(require_checkpoint(args.checkpoint)).probe  # protocol and weights, as the sweep
+    run_probe = run_config(args.checkpoint).probe  # protocol and weights, as the sweep
     protocol = args.protocol or run_probe.protocol
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
     tm = basinlab.load(args.checkpoint, device=args.device, ema=weights == "ema", batch_size=args.batch_size)

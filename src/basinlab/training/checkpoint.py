@@ -330,6 +330,17 @@ def load_config_file(ckpt: Path):
     return cfg
 
 
+def run_config(path: str | Path):
+    """The config of a run or checkpoint (:func:`load_config_file`), or the defaults for a directory a model family
+    loads in place (SPEC 2c: a deployed model has no basinlab config)."""
+    from basinlab.config import Config
+    from basinlab.models.family import family_for_dir
+
+    if Path(path).is_dir() and find_checkpoint(path) is None and family_for_dir(path) is not None:
+        return Config()
+    return load_config_file(require_checkpoint(path))
+
+
 def check_config_matches_meta(cfg: Any, meta: dict[str, Any], ckpt: Path) -> None:
     """``config.yaml`` and ``meta.json`` of one checkpoint are written together and agree on the network and its
     schedule; an edited ``config.yaml`` (its manifest re-hashed) that says otherwise is refused (issue 18)."""

@@ -454,16 +454,17 @@ class TrainedModel:
 
         data = build_dataset(self.config.data)
         check_data_fingerprint(self.meta, data.fingerprint, self.path)
-        if int(data.vocab_size) != self.vocab_size:
+        data_vocab = int(self.meta.get("data_vocab_size") or self.vocab_size)  # model.init: the model's is larger
+        if int(data.vocab_size) != data_vocab:
             raise BasinlabError(
-                f"checkpoint {self.path} was trained with vocab size {self.vocab_size} but its data config now "
+                f"checkpoint {self.path} was trained with vocab size {data_vocab} but its data config now "
                 f"gives {data.vocab_size}; the tokenizer or data changed: retrain or restore them"
             )
         if data.tokenizer is not None and self.tokenizer is not None:
             a = tokenizer_vocab_size(data.tokenizer)
-            if a is not None and a != self.vocab_size:
+            if a is not None and a != data_vocab:
                 raise BasinlabError(
-                    f"the rebuilt tokenizer has {a} tokens but checkpoint {self.path} expects {self.vocab_size}"
+                    f"the rebuilt tokenizer has {a} tokens but checkpoint {self.path} expects {data_vocab}"
                 )
         own = self._own_tokenizer()
         if own is not None and data.tokenizer is not None:
@@ -525,9 +526,9 @@ def load_trained(
     else:
         tok, where = None, ""
     if tok is not None:
-        tv = tokenizer_vocab_size(tok)
-        if tv is not None and tv != V:
-            raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {V}")
+        tv, data_vocab = tokenizer_vocab_size(tok), int(record.extra.get("data_vocab_size") or V)
+        if tv is not None and tv != data_vocab:
+            raise BasinlabError(f"{where} has vocab size {tv} but checkpoint {ckpt} was trained with {data_vocab}")
     dev = resolve_device(device)
     process = record.forward_process()
     model = record.model_family().rebuild(record.arch, V, L, process)

@@ -262,10 +262,10 @@ def test_finetune_from_init_then_export_reloads_with_equal_logits(init32, tmp_pa
     tm = basinlab.load(result.out_dir, device="cpu")
     assert tm.meta["family"] == "diffusion_gemma" and tm.vocab_size == 40
     assert tm.dataset().train(16).shape == (16, 32)  # the run's own data (32 states) under a 40-token model
-    from basinlab.models.diffusion_gemma import export_hf
+    from basinlab.cli import main
 
-    dest = export_hf(result.out_dir, tmp_path / "E")
-    hf = hf_classes()[1].from_pretrained(str(dest)).eval()
+    assert main(["export", "--checkpoint", str(result.out_dir), "--format", "hf", "--out", str(tmp_path / "E")]) == 0
+    hf = hf_classes()[1].from_pretrained(str(tmp_path / "E")).eval()
     x = torch.randint(0, 32, (3, 32), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ours = tm.model(x, torch.zeros(3))

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from basinlab.errors import BasinlabError
-
-FORMATS = ("duo-hf", "mdlm-hf")
+from basinlab.registry import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +59,9 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--format", required=True, choices=FORMATS, help="the layout to write")
+    p.add_argument("--format", required=True, choices=FORMATS, metavar="FORMAT",
+                   help=f"the layout to write: {FORMATS.help()} (hf: a diffusion_gemma run as the Hugging Face "
+                        "directory DiffusionGemmaForBlockDiffusion.from_pretrained reads)")
     p.add_argument("--model-type", default="duo", choices=("duo", "duo_base", "udlm"),
                    help="model_type written to config.json with --format duo-hf (default duo)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA ones")
@@ -123,13 +124,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from basinlab.interop.duo import export_duo_hf
-    from basinlab.interop.mdlm import export_mdlm_hf
+    import inspect
 
-    if args.format == "mdlm-hf":
-        dest = export_mdlm_hf(args.checkpoint, args.out, raw=args.raw)
-    else:
-        dest = export_duo_hf(args.checkpoint, args.out, raw=args.raw, model_type=args.model_type)
+    export = FORMATS.get(args.format)
+    takes = inspect.signature(export).parameters  # --model-type goes to the formats that take it (duo-hf)
+    options = {"model_type": args.model_type} if "model_type" in takes else {}
+    dest = export(args.checkpoint, args.out, raw=args.raw, **options)
     print(f"exported {args.checkpoint} to {dest} (config.json, model.safetensors)")
     return 0
 

@@ -362,17 +362,30 @@ def load_network(path: Path, device: torch.device, dtype: torch.dtype, device_ma
 
 def export_hf(run: str | Path, out: str | Path, raw: bool = False, **_: Any) -> Path:
     """Write a ``diffusion_gemma`` run (trained from ``model.init`` or built by the preset) as a directory that
-    ``DiffusionGemmaForBlockDiffusion.from_pretrained`` loads with the same logits (``save_pretrained``)."""
+    ``DiffusionGemmaForBlockDiffusion.from_pretrained`` loads with the same logits (``save_pretrained``, into a
+    temporary directory first, then moved in file by file). ``config.json`` keeps the run it came from under
+    ``basinlab``, so that exporting the same run again may replace it (and nothing else is overwritten)."""
+    import os
+
+    from basinlab.interop.checks import check_export_out, export_source
     from basinlab.training.checkpoint import load_trained
 
+    dest = Path(out)
+    check_export_out(run, dest)
     tm = load_trained(run, device="cpu", ema=not raw)
-    network = tm.model
-    if not isinstance(network, DiffusionGemmaNetwork):
+    if not isinstance(tm.model, DiffusionGemmaNetwork):
         raise BasinlabError(f"{run} is a {tm.meta.get('family', 'dit')} run; --format hf exports diffusion_gemma "
                             "runs (model.init=DIR or model.family=diffusion_gemma)")
-    dest = Path(out)
-    dest.mkdir(parents=True, exist_ok=True)
-    network.hf.save_pretrained(str(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    tm.model.hf.save_pretrained(str(tmp))
+    config = json.loads((tmp / "config.json").read_text())
+    config["basinlab"] = {"source": export_source(run), "weights": "raw" if raw else "ema", "step": tm.step}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    dest.mkdir(exist_ok=True)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, dest / f.name)
+    tmp.rmdir()
     return dest
 
 

@@ -37,7 +37,7 @@ from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config,
 from basinlab.probes.plots import write_plots
 from basinlab.probes.protocol import resolve_weights
 from basinlab.probes.suite import all_probes, check_selection
-from basinlab.training.checkpoint import load_config_file, require_checkpoint
+from basinlab.training.checkpoint import in_place, run_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -141,20 +141,25 @@ def _build(args: argparse.Namespace) -> tuple[Denoiser, SequenceData, Config, st
     """``(denoiser, data, cfg, label)`` for a checkpoint or an oracle."""
     config, overrides = _split_config_args(args.config_args)
     if args.checkpoint:
-        if config is not None:
+        deployed = in_place(args.checkpoint)  # a deployed model's directory: the data come from CONFIG (SPEC 2c)
+        if config is not None and not deployed:
             raise BasinlabError("with --checkpoint the data and model come from the checkpoint: drop the CONFIG "
                                 f"'{config}' (only probe.* overrides are allowed)")
         bad = [o for o in overrides if not o.strip().startswith("probe.")]
-        if bad:
+        if bad and not deployed:
             raise BasinlabError(f"with --checkpoint only probe.* overrides are allowed, got {', '.join(bad)}")
-        values = load_config_file(require_checkpoint(args.checkpoint)).to_dict()
+        values = (load_config(config, overrides) if deployed else run_config(args.checkpoint)).to_dict()
         for k, v in parse_overrides(overrides).get("probe", {}).items():
             values["probe"][k] = v
         cfg = config_from_dict(values)
         # probe.weights (null: ema under exact, raw under paper); --raw forces the raw weights
         cfg.probe.weights = "raw" if args.raw else resolve_weights(cfg.probe.weights, cfg.probe.protocol)
         tm = basinlab.load(args.checkpoint, device=args.device, ema=cfg.probe.weights == "ema")
-        return tm.denoiser, tm.dataset(), cfg, f"checkpoint:{tm.path}"
+        data = build_dataset(cfg.data) if deployed else tm.dataset()
+        if deployed and (data.vocab_size > tm.vocab_size or data.seq_len != tm.seq_len):
+            raise BasinlabError(f"{args.checkpoint}: the data (V={data.vocab_size}, L={data.seq_len}) must fit the "
+                                f"model (V={tm.vocab_size}, canvas L={tm.seq_len}): set data.seq_len={tm.seq_len}")
+        return tm.denoiser, data, cfg, f"checkpoint:{tm.path}"
     cfg = load_config(config, overrides)
     if args.oracle == "markov" and cfg.data.source != "markov":
         raise BasinlabError("--oracle markov needs Markov data: use the markov preset or data.source=markov")

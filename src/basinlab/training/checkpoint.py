@@ -330,15 +330,20 @@ def load_config_file(ckpt: Path):
     return cfg
 
 
-def run_config(path: str | Path):
-    """The config of a run or checkpoint (:func:`load_config_file`), or the defaults for a directory a model family
-    loads in place (SPEC 2c: a deployed model has no basinlab config)."""
-    from basinlab.config import Config
+def in_place(path: str | Path) -> bool:
+    """Whether ``path`` is a deployed model's own directory that a model family loads in place (SPEC 2c): no
+    basinlab checkpoint in it, and a ``config.json`` whose ``model_type`` a registered family loads."""
     from basinlab.models.family import family_for_dir
 
-    if Path(path).is_dir() and find_checkpoint(path) is None and family_for_dir(path) is not None:
-        return Config()
-    return load_config_file(require_checkpoint(path))
+    return Path(path).is_dir() and find_checkpoint(path) is None and family_for_dir(path) is not None
+
+
+def run_config(path: str | Path):
+    """The config of a run or checkpoint (:func:`load_config_file`), or the defaults for a directory a model family
+    loads in place (:func:`in_place`: a deployed model has no basinlab config)."""
+    from basinlab.config import Config
+
+    return Config() if in_place(path) else load_config_file(require_checkpoint(path))
 
 
 def check_config_matches_meta(cfg: Any, meta: dict[str, Any], ckpt: Path) -> None:
@@ -508,9 +513,9 @@ def load_trained(
     from basinlab.models import NetworkDenoiser, resolve_device
     from basinlab.models.family import family_for_dir
 
-    if Path(path).is_dir() and find_checkpoint(path) is None and (family := family_for_dir(path)) is not None:
-        return family.load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer, precision=precision,
-                                      batch_size=batch_size)
+    if in_place(path):
+        return family_for_dir(path).load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer,
+                                                    precision=precision, batch_size=batch_size)
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)

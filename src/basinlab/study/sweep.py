@@ -345,13 +345,14 @@ def _sweep_data(cfg: Config, runs: Sequence[RunKey]) -> SequenceData:
 def _check_runnable(cfg: Config, data: SequenceData, runs: Sequence[RunKey], devices: Sequence[str]) -> None:
     """Refuse, before the directory is bound to this config, a model that cannot fit on its devices (its memory
     estimate, as the trainer's), so that a multi-worker sweep fails here in one line, not in every worker's log."""
+    from basinlab.models.family import get_family
     from basinlab.training.trainer import _check_memory
 
     if all(k.model.startswith("oracle:") for k in runs):
         return
     seq_len = int(data.test.shape[1]) if data.test.ndim == 2 and data.test.shape[0] else int(cfg.data.seq_len)
     for dev in dict.fromkeys(devices):
-        _check_memory(cfg, int(data.vocab_size), seq_len, 1, resolve_device(dev))
+        _check_memory(cfg, get_family(cfg.model.family), int(data.vocab_size), seq_len, 1, resolve_device(dev))
 
 
 def _worker_error(log_path: Path) -> str:

@@ -132,6 +132,7 @@ class ProbeConfig:
     protocol: str = "exact"  # exact (SPEC 5) | paper (the published study's code: SPEC 5 "Protocols")
     remask: float = 0.0  # masked models: ReMDM's eta in the reverse chains (0: MDLM's sampler; SPEC 2b)
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
+    sampler: str = "ancestral"  # ancestral (SPEC 3) | entropy_bound (the model's own, e.g. DiffusionGemma's; SPEC 2c)
     t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
     trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
     gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples
@@ -454,6 +455,10 @@ def _check_train(tc: TrainConfig) -> None:
     _seed("train.seed", tc.seed)
 
 
+#: the reverse chains a probe can run: basinlab's ancestral chain (SPEC 3) or a model's own sampler (SPEC 2c)
+SAMPLERS = ("ancestral", "entropy_bound")
+
+
 def _check_probe(pc: ProbeConfig) -> None:
     PROTOCOLS.check(pc.protocol, "probe.protocol")
     if pc.weights is not None:
@@ -467,6 +472,7 @@ def _check_probe(pc: ProbeConfig) -> None:
     _unit("probe.t_start", pc.t_start, closed_low=False, closed_high=True)
     _unit("probe.entropy_t", pc.entropy_t, closed_low=False, closed_high=True)
     _unit("probe.remask", pc.remask, closed_low=True, closed_high=True)
+    _require(pc.sampler in SAMPLERS, "probe.sampler", " | ".join(SAMPLERS), pc.sampler)
     apply_quick(pc)
 
 

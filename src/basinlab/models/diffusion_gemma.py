@@ -71,6 +71,25 @@ class DiffusionGemmaNetwork(torch.nn.Module):
         out = self.hf(input_ids=prompt, decoder_input_ids=z_t, self_conditioning_logits=self_conditioning_logits)
         return out.logits[..., : self.vocab_size]
 
+    def own_sampler(self, name: str):
+        """The model's own reverse chain ``name`` (``probe.sampler``): ``entropy_bound`` is transformers' entropy-
+        bound sampler (``generate``), started from the corrupted canvas, with about ``steps * t_start`` denoising
+        steps and self-conditioning as the model's generation does; ``None`` for any other name."""
+        return self._entropy_bound if name == "entropy_bound" else None
+
+    @torch.no_grad()
+    def _entropy_bound(self, z_t: torch.Tensor, t_start: float, steps: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=z_t.device)) if generator else None
+        with torch.random.fork_rng(devices=[z_t.device] if z_t.device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            prompt = torch.full((z_t.shape[0], 1), self.bos_id, dtype=torch.long, device=z_t.device)
+            out = self.hf.generate(input_ids=prompt, decoder_input_ids=z_t, max_new_tokens=z_t.shape[1],
+                                   max_denoising_steps=max(1, round(steps * t_start)))
+        seqs = getattr(out, "sequences", out)
+        return seqs[:, -z_t.shape[1]:].clamp(max=self.vocab_size - 1)
+
     def arch(self) -> dict[str, Any]:
         """The transformers config (``to_dict``) and ``n_outputs``: what :meth:`DiffusionGemmaFamily.rebuild` reads."""
         return {"hf_config": self.hf.config.to_dict(), "n_outputs": self.vocab_size}

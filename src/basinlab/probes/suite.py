@@ -35,7 +35,7 @@ import torch
 
 from basinlab.config import ProbeConfig
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import Denoiser, process_of, with_process
+from basinlab.diffusion import Denoiser, process_of, with_process, with_sampler
 from basinlab.errors import BasinlabError
 from basinlab.oracles.build import ORACLE_EMPIRICAL
 from basinlab.probes._common import denoiser_device
@@ -260,6 +260,7 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
     (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
     proc = process_of(denoiser)
+    denoiser = with_sampler(denoiser, getattr(cfg, "sampler", "ancestral"))  # a model's own chain (SPEC 2c)
     if not getattr(cfg, "remask", 0.0) or not proc.supports_remask:
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))

@@ -133,6 +133,7 @@ class ProbeConfig:
     remask: float = 0.0  # masked models: ReMDM's eta in the reverse chains (0: MDLM's sampler; SPEC 2b)
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
     sampler: str = "ancestral"  # ancestral (SPEC 3) | entropy_bound (the model's own, e.g. DiffusionGemma's; SPEC 2c)
+    self_conditioning: bool = False  # chains feed each step's logits to the next (DiffusionGemma; SPEC 2c)
     t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
     trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
     gen_ppl_model: str | None = None  # a local Hugging Face causal LM directory: generative perplexity of samples

@@ -342,3 +342,23 @@ def test_entropy_bound_sampler_is_transformers_generate_from_the_corrupted_canva
     assert torch.equal(ours, theirs.sequences[:, 1:])
     with pytest.raises(BasinlabError, match="no such sampler"):
         with_sampler(object(), "entropy_bound")
+
+
+def test_self_conditioning_feeds_each_steps_logits_to_the_next(loaded):
+    from basinlab.diffusion import with_self_conditioning
+    from basinlab.probes.basins import basin_test
+
+    net, hf = loaded.model, loaded.model.hf
+    z = torch.randint(3, V, (2, C), generator=torch.Generator().manual_seed(7))
+    prompt = torch.full((2, 1), 2)
+    with torch.no_grad(), net.self_conditioned():
+        first, second = net(z), net(z)
+    with torch.no_grad():
+        plain = hf(input_ids=prompt, decoder_input_ids=z).logits
+        fed = hf(input_ids=prompt, decoder_input_ids=z, self_conditioning_logits=plain).logits
+        assert torch.equal(net(z), plain)  # outside the context: off (the leave-one-out entropy's setting)
+    assert torch.equal(first, plain) and torch.equal(second, fed) and not torch.equal(first, second)
+    res = basin_test(with_self_conditioning(loaded.denoiser), z, ts=(0.25,), steps=4, n_boot=5)
+    assert res.arrays["restored"].shape == (1, 2, C)
+    with pytest.raises(BasinlabError, match="self-conditioning"):
+        with_self_conditioning(object())

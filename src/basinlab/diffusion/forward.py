@@ -226,3 +226,21 @@ def with_sampler(denoiser: Any, sampler: str) -> Any:
         raise BasinlabError(f"probe.sampler={sampler}: this denoiser has no such sampler of its own (DiffusionGemma "
                             "networks have entropy_bound); use probe.sampler=ancestral")
     return _WithProcess(denoiser, process_of(denoiser), own_chain=chain)
+
+
+def with_self_conditioning(denoiser: Any) -> Any:
+    """``denoiser`` whose ancestral chains feed each step's logits to the next step, as the model's own sampler does
+    (``probe.self_conditioning``, SPEC 2c), asked of the network (``network.self_conditioned()``, a context in
+    which its forward remembers its last logits); one line when the network has no self-conditioning."""
+    from basinlab.diffusion.sampler import reverse_chain
+
+    network = getattr(denoiser, "model", None)
+    if not hasattr(network, "self_conditioned"):
+        raise BasinlabError("probe.self_conditioning: this denoiser's network has no self-conditioning input "
+                            "(DiffusionGemma's has); set probe.self_conditioning=false")
+
+    def chain(z_t: torch.Tensor, t_start: float, steps: int, generator: Any = None, **options: Any) -> torch.Tensor:
+        with network.self_conditioned():
+            return reverse_chain(denoiser, z_t, t_start, steps, generator=generator, **options)
+
+    return _WithProcess(denoiser, process_of(denoiser), own_chain=chain)

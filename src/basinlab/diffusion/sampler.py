@@ -118,7 +118,8 @@ def reverse_chain(
     """
     own = getattr(denoiser, "own_chain", None)
     if own is not None:  # a model's own sampler (probe.sampler, SPEC 2c): it restores z_t its way
-        return own(z_t, t_start, steps, generator)
+        return own(z_t, t_start, steps, generator, greedy=greedy, final_greedy=final_greedy, t_min=t_min,
+                   callback=callback, final_bayes=final_bayes, process=process, entry=entry)
     proc = process_of(denoiser) if process is None else process
     grid = time_grid(steps, t_min)
     sched = denoiser.schedule

@@ -21,6 +21,7 @@ it back (:func:`export_hf`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ class DiffusionGemmaNetwork(torch.nn.Module):
         self.vocab_size = int(n_outputs or text.vocab_size)
         self.bos_id, self.pad_id = int(text.bos_token_id), int(text.pad_token_id)
         self.canvas_length = int(hf.config.canvas_length)
+        self._previous: list[torch.Tensor | None] | None = None  # a self-conditioned chain's last logits
 
     @property
     def hf_device_map(self) -> dict[str, Any] | None:
@@ -68,18 +70,38 @@ class DiffusionGemmaNetwork(torch.nn.Module):
                 self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Soft-capped logits ``[B, L, n_outputs]`` of the canvas ``z_t`` after the prompt ``[BOS]``."""
         prompt = torch.full((z_t.shape[0], 1), self.bos_id, dtype=torch.long, device=z_t.device)
-        out = self.hf(input_ids=prompt, decoder_input_ids=z_t, self_conditioning_logits=self_conditioning_logits)
-        return out.logits[..., : self.vocab_size]
+        previous = self._previous[0] if self._previous is not None else None
+        if self_conditioning_logits is None and previous is not None:
+            if previous.shape[:2] != z_t.shape:
+                raise BasinlabError(f"a self-conditioned chain of {tuple(previous.shape[:2])} canvases was called "
+                                    f"with {tuple(z_t.shape)}: give the denoiser a batch_size >= the probe's")
+            self_conditioning_logits = previous
+        logits = self.hf(input_ids=prompt, decoder_input_ids=z_t,
+                         self_conditioning_logits=self_conditioning_logits).logits
+        if self._previous is not None:
+            self._previous[0] = logits.detach()
+        return logits[..., : self.vocab_size]
+
+    @contextlib.contextmanager
+    def self_conditioned(self):
+        """Within it, each forward feeds the previous forward's logits to the model's self-conditioning input
+        (``probe.self_conditioning``; the first call has none, as the model's sampler's first step)."""
+        self._previous = [None]
+        try:
+            yield self
+        finally:
+            self._previous = None
 
     def own_sampler(self, name: str):
         """The model's own reverse chain ``name`` (``probe.sampler``): ``entropy_bound`` is transformers' entropy-
         bound sampler (``generate``), started from the corrupted canvas, with about ``steps * t_start`` denoising
-        steps and self-conditioning as the model's generation does; ``None`` for any other name."""
+        steps and self-conditioning as the model's generation does (basinlab's chain options, e.g. greedy, do not
+        apply); ``None`` for any other name."""
         return self._entropy_bound if name == "entropy_bound" else None
 
     @torch.no_grad()
     def _entropy_bound(self, z_t: torch.Tensor, t_start: float, steps: int,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, **_: Any) -> torch.Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=z_t.device)) if generator else None
         with torch.random.fork_rng(devices=[z_t.device] if z_t.device.type == "cuda" else []):
             if seed is not None:

@@ -35,7 +35,7 @@ import torch
 
 from basinlab.config import ProbeConfig
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import Denoiser, process_of, with_process, with_sampler
+from basinlab.diffusion import Denoiser, process_of, with_process, with_sampler, with_self_conditioning
 from basinlab.errors import BasinlabError
 from basinlab.oracles.build import ORACLE_EMPIRICAL
 from basinlab.probes._common import denoiser_device
@@ -261,6 +261,8 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
     proc = process_of(denoiser)
     denoiser = with_sampler(denoiser, getattr(cfg, "sampler", "ancestral"))  # a model's own chain (SPEC 2c)
+    if getattr(cfg, "self_conditioning", False):
+        denoiser = with_self_conditioning(denoiser)
     if not getattr(cfg, "remask", 0.0) or not proc.supports_remask:
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))

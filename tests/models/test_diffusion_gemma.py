@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -298,10 +299,12 @@ def test_lora_checkpoint_holds_the_merged_weights(init32, tmp_path):
     assert set(merged_state(net)) == set(raw.model.state_dict())
 
 
-MEMORISE_STEPS = 600
+MEMORISE_STEPS = 2500  # at N = 16 the tiny network memorises after about 1,500 steps (measured)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("BASINLAB_LONG_TESTS") != "1",
+                    reason="trains 2,500 steps (about 3 minutes on 2 idle cores): set BASINLAB_LONG_TESTS=1")
 def test_a_tiny_model_trained_on_16_sequences_memorises(tmp_path):
     """Fine-tuned on N = 16 Markov sequences, its train recovery at t = 0.25 is the memoriser's (within 0.05), and
     the audit tells its training sequences from test ones (entropy AUC >= 0.9)."""
@@ -312,7 +315,8 @@ def test_a_tiny_model_trained_on_16_sequences_memorises(tmp_path):
 
     init = make_dir(tmp_path / "init", vocab=34, canvas=16, tokenizer=False)
     result = _train(tmp_path, init, "M", steps=MEMORISE_STEPS, **{"data.seq_len": 16, "train.batch_size": 64,
-                                                                  "train.log_every": 50})
+                                                                  "train.log_every": 100, "train.lr": 0.01,
+                                                                  "train.lr_decay": "none"})
     tm = basinlab.load(result.out_dir, device="cpu")
     data = tm.dataset()
     train, test = data.train(16), data.test[:16]

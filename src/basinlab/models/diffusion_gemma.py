@@ -303,8 +303,10 @@ def hf_classes():
     """``(DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion)``, or one line when transformers lacks them."""
     try:
         from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+        from transformers.utils import logging as hf_logging
     except ImportError:
         raise BasinlabError("DiffusionGemma needs transformers >= 5.25: pip install 'basinlab[dgemma]'") from None
+    hf_logging.disable_progress_bar()  # basinlab's own progress, not a bar per load or save
     return DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
 
@@ -390,9 +392,6 @@ def load_network(path: Path, device: torch.device, dtype: torch.dtype, device_ma
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # basinlab's own progress, not one bar per load
     hf = model_cls.from_pretrained(str(path), **kwargs)
     if device_map is None:
         hf.to(device)

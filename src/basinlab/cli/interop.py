@@ -83,7 +83,9 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
                "--format ids --out runs/m16/audit",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or checkpoint directory")
+    p.add_argument("--checkpoint", required=True, metavar="RUN",
+                   help="run directory, checkpoint directory, or a deployed model's own directory "
+                        "(DiffusionGemma; docs/INTEROP.md)")
     p.add_argument("--members", metavar="FILE", help="texts believed to be in the training set, one per line")
     p.add_argument("--nonmembers", metavar="FILE", help="texts believed not to be, one per line")
     p.add_argument("--texts", metavar="FILE", help="further texts to score, one per line")

@@ -64,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for --oracle: a YAML config or preset name, then overrides (e.g. data.n_train=256); "
                         "with --checkpoint only probe.* overrides are allowed")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", metavar="PATH", help="run directory or checkpoint directory")
+    src.add_argument("--checkpoint", metavar="PATH",
+                     help="run directory, checkpoint directory, or a deployed model's own directory "
+                          "(DiffusionGemma; docs/INTEROP.md)")
     src.add_argument("--oracle", choices=("empirical", "markov"), help="probe an exact oracle (SPEC 6)")
     p.add_argument("--set", dest="sets", action="append", choices=SETS,
                    help="set to probe (repeatable; default train, test and random)")

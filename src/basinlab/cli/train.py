@@ -82,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _checkpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="run directory or checkpoint directory")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="run directory, checkpoint directory, or a deployed model's own directory "
+                        "(DiffusionGemma; docs/INTEROP.md)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per network call (default 256)")

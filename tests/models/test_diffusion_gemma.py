@@ -304,7 +304,7 @@ MEMORISE_STEPS = 2500  # at N = 16 the tiny network memorises after about 1,500 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("BASINLAB_LONG_TESTS") != "1",
-                    reason="trains 2,500 steps (about 3 minutes on 2 idle cores): set BASINLAB_LONG_TESTS=1")
+                    reason="trains 2,500 steps (9 minutes on the shared 2-core CPU): set BASINLAB_LONG_TESTS=1")
 def test_a_tiny_model_trained_on_16_sequences_memorises(tmp_path):
     """Fine-tuned on N = 16 Markov sequences, its train recovery at t = 0.25 is the memoriser's (within 0.05), and
     the audit tells its training sequences from test ones (entropy AUC >= 0.9)."""

@@ -42,13 +42,14 @@ class DeployedModel(TrainedModel):
         """``(canvases [n, canvas_length], real-token mask)``: each text's ids, then PAD (not scored)."""
         L = self.seq_len
         rows: list[list[int]] = []
+        cut = 0
         for i, line in enumerate(lines, 1):
             ids = self._ids(line, fmt, where, i)
             if len(ids) > L and fmt == "ids":
                 raise BasinlabError(f"{where} line {i}: {len(ids)} ids, more than the model's canvas of {L}; "
                                     f"texts of several canvases are not supported yet: cut it into pieces of {L}")
+            cut += len(ids) > L
             rows.append(ids[:L])
-        cut = sum(len(self._ids(line, fmt, where, i)) > L for i, line in enumerate(lines, 1)) if fmt == "text" else 0
         if cut:
             logger.warning("warning: %d of %d texts in %s are longer than the model's canvas of %d tokens and were "
                            "cut to fit", cut, len(lines), where, L)

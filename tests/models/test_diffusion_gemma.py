@@ -366,3 +366,18 @@ def test_self_conditioning_feeds_each_steps_logits_to_the_next(loaded):
     assert res.arrays["restored"].shape == (1, 2, C)
     with pytest.raises(BasinlabError, match="self-conditioning"):
         with_self_conditioning(object())
+
+
+def test_probe_sampler_is_validated_and_reaches_the_chains(loaded):
+    from basinlab.config import load_config
+    from basinlab.data import build_dataset
+    from basinlab.probes import run_suite
+
+    with pytest.raises(BasinlabError, match="probe.sampler"):
+        load_config("demo", ["probe.sampler=nope"])
+    cfg = load_config("demo", ["probe.sampler=entropy_bound", "probe.self_conditioning=true", "data.seq_len=16",
+                               "probe.m=4", "probe.steps=4", "probe.ts=[0.5]", "data.markov_pool=200",
+                               "data.n_test=16"])
+    result = run_suite(loaded.denoiser, build_dataset(cfg.data), cfg.probe, n_train=16, probes=["basins"],
+                       sets=["test"])
+    assert result.arrays["basins/test/restored"].shape == (1, 4, C)

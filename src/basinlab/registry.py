@@ -112,6 +112,7 @@ FAMILIES = _lazy(Registry("model family", "model.family"), {
     "dit": "basinlab.models.family:DIT",
     "llada": "basinlab.models.llada:FAMILY",
     "dream": "basinlab.models.dream:FAMILY",
+    "diffusion_gemma": "basinlab.models.diffusion_gemma:FAMILY",
 })
 
 #: exact oracles (SPEC 6): ``OracleKind`` instances (``basinlab.oracles.build``)

@@ -76,6 +76,8 @@ def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
 
     from basinlab.data.sequences import encode_texts
 
+    if hasattr(tm, "encode_lines"):  # a deployed model lays its texts out itself (SPEC 2c: DiffusionGemma's canvas)
+        return tm.encode_lines(lines, fmt, where)
     L, V = tm.seq_len, tm.vocab_size
     lengths: list[int] = []
     own_length = bool(getattr(tm.model, "variable_length", False))
@@ -200,8 +202,7 @@ def _warn_stand_in(checkpoint: str) -> None:
 def _run_probe_config(path: str) -> Any:
     """The run's ``probe`` settings; the defaults for a model directory loaded in place (SPEC 2c: no run)."""
     from basinlab.config import Config
-    from basinlab.models.family import loads_in_place
-    from basinlab.training.checkpoint import load_config_file, require_checkpoint
+    from basinlab.training.checkpoint import load_config_file, loads_in_place, require_checkpoint
 
     if loads_in_place(path) is not None:
         return Config().probe

@@ -55,7 +55,9 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--format", required=True, choices=FORMATS.names(), help=f"the layout to write: {FORMATS.help()}")
+    p.add_argument("--format", required=True, choices=FORMATS.names(), metavar="FORMAT",
+                   help=f"the layout to write: {FORMATS.help()} (hf: a deployed family's run in its own layout, "
+                        "e.g. the directory DiffusionGemmaForBlockDiffusion.from_pretrained reads)")
     p.add_argument("--model-type", default="duo", choices=("duo", "duo_base", "udlm"),
                    help="model_type written to config.json with --format duo-hf (default duo)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA ones")

@@ -33,14 +33,13 @@ from basinlab.diffusion import Denoiser
 from basinlab.errors import BasinlabError
 from basinlab.io import atomic_write_text, check_output_dir
 from basinlab.models import resolve_device
-from basinlab.models.family import loads_in_place
 from basinlab.oracles.build import build_oracle, oracle_label
 from basinlab.probes import SETS, ProbeResult, probes_for, resolve_probe_config, restore_examples, run_suite
 from basinlab.probes.plots import write_plots
 from basinlab.probes.protocol import resolve_weights
 from basinlab.probes.suite import all_probes, check_selection
 from basinlab.registry import FAMILIES, ORACLES, PROCESSES, PROTOCOLS, WEIGHTS, listing
-from basinlab.training.checkpoint import load_config_file, require_checkpoint
+from basinlab.training.checkpoint import load_config_file, loads_in_place, require_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "preset name for the data, then overrides (e.g. data.n_train=256); with --checkpoint of a "
                         "run only probe.* overrides are allowed")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", metavar="PATH", help="run directory or checkpoint directory")
+    src.add_argument("--checkpoint", metavar="PATH",
+                     help="run directory, checkpoint directory, or a deployed model's own directory "
+                          "(DiffusionGemma, LLaDA, Dream: then CONFIG gives the data; docs/INTEROP.md)")
     src.add_argument("--oracle", choices=ORACLES.names(), help="probe an exact oracle (SPEC 6)")
     p.add_argument("--set", dest="sets", action="append", choices=SETS,
                    help="set to probe (repeatable; default train, test and random)")
@@ -183,6 +184,10 @@ def _build_in_place(args: argparse.Namespace, family: Any, config: str | None,
     cfg = load_config(config, overrides)
     tm = basinlab.load(args.checkpoint, device=args.device, batch_size=cfg.probe.batch_size)
     data = build_dataset(cfg.data)
+    fixed = not getattr(tm.model, "variable_length", False)  # DiffusionGemma: one canvas of tm.seq_len tokens
+    if data.vocab_size > tm.vocab_size or (fixed and data.seq_len != tm.seq_len):
+        raise BasinlabError(f"{args.checkpoint}: the data (V={data.vocab_size}, L={data.seq_len}) must fit the model "
+                            f"(V={tm.vocab_size}, L={tm.seq_len}): set data.seq_len={tm.seq_len} and fewer tokens")
     family.check_data(tm.process, int(data.vocab_size), torch.cat([data.train(cfg.data.n_train), data.test]),
                       f"{config} on {args.checkpoint}")
     return tm.denoiser, data, cfg, f"checkpoint:{tm.path}"

@@ -81,11 +81,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1000, help="number of sequences (default 1000; fewer if the set is)")
     p.add_argument("--times", type=int, default=8, help="times t per sequence (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--texts", metavar="FILE",
+                   help="score these texts (one per line) instead of --set: what a deployed model's directory needs")
+    p.add_argument("--format", default="text", choices=("text", "ids"),
+                   help="--texts as text (the model's tokenizer) or whitespace-separated token ids")
     p.set_defaults(func=cmd_nll)
 
 
 def _checkpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="run directory or checkpoint directory")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="run directory, checkpoint directory, or a deployed model's own directory "
+                        "(DiffusionGemma; docs/INTEROP.md)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per network call (default 256)")
@@ -155,10 +161,16 @@ def cmd_nll(args: argparse.Namespace) -> int:
     for name in ("n", "times", "batch_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
     tm = _load(args)
-    data = tm.dataset()
-    seqs = data.train(tm.config.data.n_train) if args.set == "train" else data.test
-    seqs = seqs[: args.n]
-    mask = data.real_mask(seqs).cpu()  # estimate_nelbo wants the mask on the CPU, the sequences anywhere
+    if args.texts:  # given texts (a deployed model has no data set of its own, SPEC 2c)
+        from basinlab.cli.interop import encode_lines, read_lines
+
+        seqs, mask = encode_lines(read_lines(args.texts)[: args.n], args.format, tm, args.texts)
+        args.set = args.texts
+    else:
+        data = tm.dataset()
+        seqs = data.train(tm.config.data.n_train) if args.set == "train" else data.test
+        seqs = seqs[: args.n]
+        mask = data.real_mask(seqs).cpu()  # estimate_nelbo wants the mask on the CPU, the sequences anywhere
     seqs = seqs.to(tm.denoiser.device)
     res = estimate_nelbo(tm.denoiser, seqs, mask, n_times=args.times,
                          t_eps=tm.config.train.t_eps, seed=args.seed, batch_size=args.batch_size)

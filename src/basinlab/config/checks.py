@@ -18,6 +18,7 @@ from basinlab.config.names import (
     QUICK_M,
     QUICK_SAMPLES,
     QUICK_STEPS,
+    SAMPLERS,
     SEED_LIMIT,
     TRACKERS,
 )
@@ -144,6 +145,7 @@ def _check_train(tc: TrainConfig) -> None:
 
 def _check_probe(pc: ProbeConfig) -> None:
     PROTOCOLS.check(pc.protocol, "probe.protocol")
+    _require(pc.sampler in SAMPLERS, "probe.sampler", " | ".join(SAMPLERS), pc.sampler)
     if pc.weights is not None:
         WEIGHTS.check(pc.weights, "probe.weights")
     _at_least(pc, "probe", ("m", "steps", "batch_size"), 1)

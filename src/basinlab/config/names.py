@@ -14,6 +14,8 @@ SEED_LIMIT = 2**32
 #: ``probe.quick``: about a minute of CPU for ``probe all`` on a ``micro`` model (Markov preset, L = 32): at most
 #: 128 sequences per set, T = 25 and 64 generated samples (docs/STUDY.md, "Probe cost").
 QUICK_M, QUICK_STEPS, QUICK_SAMPLES = 128, 25, 64
+#: the reverse chains a probe can run: basinlab's ancestral chain (SPEC 3) or a model's own sampler (SPEC 2c)
+SAMPLERS = ("ancestral", "entropy_bound")
 #: ``train.tracker`` (basinlab.training.tracking, docs/TRACKING.md)
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 #: Keys that may change between a checkpoint (or a sweep directory) and its resumption: where files live and how

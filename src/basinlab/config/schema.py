@@ -104,6 +104,8 @@ class ProbeConfig:
     weights: str | None = None  # ema | raw weights of a trained run; None: ema under exact, raw under paper
     t_grid: bool = True  # fixed points and entropy at every t of probe.ts (probes/t_grid.py)
     trajectory_stats: bool = True  # statistics of x_θ along the reverse chain from t = 1 (probes/trajectory.py)
+    sampler: str = "ancestral"  # ancestral (SPEC 3) | entropy_bound (the model's own, e.g. DiffusionGemma's; SPEC 2c)
+    self_conditioning: bool = False  # chains feed each step's logits to the next (DiffusionGemma; SPEC 2c)
     gen_ppl_model: str | None = None  # a local causal LM directory, smollm2 or auto: generative perplexity of samples
 
 

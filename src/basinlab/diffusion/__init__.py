@@ -1,7 +1,14 @@
 """The mathematics of discrete diffusion (SPEC 2-4): the forward processes (uniform, masked), their reverse chains
 and NELBO. Imports nothing else from basinlab."""
 
-from basinlab.diffusion.forward import ForwardProcess, get_process, process_of, with_process
+from basinlab.diffusion.forward import (
+    ForwardProcess,
+    get_process,
+    process_of,
+    with_process,
+    with_sampler,
+    with_self_conditioning,
+)
 from basinlab.diffusion.masked import MaskedProcess
 from basinlab.diffusion.nelbo import (
     estimate_nelbo,
@@ -69,4 +76,6 @@ __all__ = [
     "start_index",
     "time_grid",
     "with_process",
+    "with_sampler",
+    "with_self_conditioning",
 ]

@@ -113,8 +113,13 @@ def reverse_chain(
     Stochastic chains draw every step exactly from the three-way mixture; greedy chains take the argmax.
     ``callback(k, t, z, log_x_theta)`` sees every denoiser evaluation (e.g. for entropy along the trajectory).
     ``final_greedy``/``final_bayes``: see :func:`final_step`; ``entry``: see :func:`start_index`. ``process``
-    (default ``process_of(denoiser)``) takes the steps, e.g. a masked process with remasking.
+    (default ``process_of(denoiser)``) takes the steps, e.g. a masked process with remasking. A denoiser with an
+    ``own_chain`` (a model's own sampler, ``probe.sampler``; :func:`with_sampler`) runs that instead.
     """
+    own = getattr(denoiser, "own_chain", None)
+    if own is not None:  # a model's own sampler (probe.sampler, SPEC 2c): it restores z_t its way
+        return own(z_t, t_start, steps, generator, greedy=greedy, final_greedy=final_greedy, t_min=t_min,
+                   callback=callback, final_bayes=final_bayes, process=process, entry=entry)
     proc = process_of(denoiser) if process is None else process
     grid = time_grid(steps, t_min)
     sched = denoiser.schedule

@@ -86,7 +86,7 @@ def convert(src: str | Path, out: str | Path, *, family: str | None = None, **op
     if not Path(src).exists():
         raise BasinlabError(f"'{src}' does not exist; give a Duo, UDLM or MDLM Hugging Face directory or a "
                             "Lightning .ckpt")
-    from basinlab.models.family import loads_in_place
+    from basinlab.training.checkpoint import loads_in_place
 
     in_place = loads_in_place(src)
     if in_place is not None:

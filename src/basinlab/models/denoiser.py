@@ -90,7 +90,8 @@ class NetworkDenoiser:
         if device is None:
             device = next(model.parameters()).device
         self.device = resolve_device(device)
-        self.model.to(self.device)
+        if not getattr(model, "hf_device_map", None):  # a model spread over devices (accelerate) stays where it is
+            self.model.to(self.device)
         self.precision = precision
         self.amp_dtype = autocast_dtype(precision, self.device)
         self.batch_size = batch_size

@@ -152,16 +152,6 @@ def family_for_dir(path: str | Path) -> ModelFamily | None:
     return None
 
 
-def loads_in_place(path: str | Path) -> ModelFamily | None:
-    """The family that loads directory ``path`` in place when it is a deployed model's own directory (its
-    ``config.json`` ``model_type`` registered, and no basinlab checkpoint there), else ``None``."""
-    from basinlab.training.checkpoint import find_checkpoint
-
-    if not Path(path).is_dir() or find_checkpoint(path) is not None:
-        return None
-    return family_for_dir(path)
-
-
 def in_place_model_types() -> list[str]:
     """Every ``model_type`` some registered family loads in place (for messages)."""
     return [t for _, fam in FAMILIES.items() for t in fam.model_types]

@@ -37,7 +37,7 @@ import torch
 
 from basinlab.config import ProbeConfig
 from basinlab.data.sequences import SequenceData
-from basinlab.diffusion import Denoiser, process_of, with_process
+from basinlab.diffusion import Denoiser, process_of, with_process, with_sampler, with_self_conditioning
 from basinlab.errors import BasinlabError
 from basinlab.probes._common import denoiser_device
 from basinlab.probes.audit import membership_rows_from_arrays
@@ -383,6 +383,9 @@ def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
     """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
     (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
     proc = process_of(denoiser)
+    denoiser = with_sampler(denoiser, getattr(cfg, "sampler", "ancestral"))  # a model's own chain (SPEC 2c)
+    if getattr(cfg, "self_conditioning", False):
+        denoiser = with_self_conditioning(denoiser)
     if not getattr(cfg, "remask", 0.0) or not proc.supports_remask:
         return denoiser
     return with_process(denoiser, proc.with_remask(cfg.remask))

@@ -330,6 +330,30 @@ def load_config_file(ckpt: Path):
     return cfg
 
 
+def loads_in_place(path: str | Path) -> Any:
+    """The model family that loads directory ``path`` in place when it is a deployed model's own directory (SPEC
+    2c: no basinlab checkpoint in it, and a ``config.json`` whose ``model_type`` a registered family loads), else
+    ``None``."""
+    from basinlab.models.family import family_for_dir
+
+    if not Path(path).is_dir() or find_checkpoint(path) is not None:
+        return None
+    return family_for_dir(path)
+
+
+def in_place(path: str | Path) -> bool:
+    """Whether ``path`` is a deployed model's own directory (:func:`loads_in_place`)."""
+    return loads_in_place(path) is not None
+
+
+def run_config(path: str | Path):
+    """The config of a run or checkpoint (:func:`load_config_file`), or the defaults for a directory a model family
+    loads in place (:func:`in_place`: a deployed model has no basinlab config)."""
+    from basinlab.config import Config
+
+    return Config() if in_place(path) else load_config_file(require_checkpoint(path))
+
+
 def check_config_matches_meta(cfg: Any, meta: dict[str, Any], ckpt: Path) -> None:
     """``config.yaml`` and ``meta.json`` of one checkpoint are written together and agree on the network and its
     schedule; an edited ``config.yaml`` (its manifest re-hashed) that says otherwise is refused (issue 18)."""
@@ -497,9 +521,9 @@ def load_trained(
     from basinlab.models import NetworkDenoiser, resolve_device
     from basinlab.models.family import family_for_dir
 
-    if Path(path).is_dir() and find_checkpoint(path) is None and (family := family_for_dir(path)) is not None:
-        return family.load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer, precision=precision,
-                                      batch_size=batch_size)
+    if in_place(path):
+        return family_for_dir(path).load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer,
+                                                    precision=precision, batch_size=batch_size)
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)

@@ -1,13 +1,11 @@
 """The mathematics of discrete diffusion (SPEC 2-4): the forward processes (uniform, masked), their reverse chains
-and NELBO. Imports nothing else from basinlab."""
+and NELBO. Imports nothing else from basinlab but its leaves (errors, registry)."""
 
 from basinlab.diffusion.forward import (
     ForwardProcess,
     get_process,
     process_of,
     with_process,
-    with_sampler,
-    with_self_conditioning,
 )
 from basinlab.diffusion.masked import MaskedProcess
 from basinlab.diffusion.nelbo import (
@@ -37,6 +35,8 @@ from basinlab.diffusion.sampler import (
     sample_noise,
     start_index,
     time_grid,
+    with_sampler,
+    with_self_conditioning,
 )
 from basinlab.diffusion.schedules import CosineSchedule, LogLinearSchedule, Schedule, get_schedule
 from basinlab.diffusion.uniform import UniformProcess

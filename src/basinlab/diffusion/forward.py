@@ -195,7 +195,7 @@ def process_of(denoiser: Any) -> ForwardProcess:
     return proc
 
 
-class _WithProcess:
+class ProcessView:
     """A denoiser seen through another process of the same vocabulary (:func:`with_process`), or driven by a
     model's own sampler (:func:`with_sampler`: ``own_chain``)."""
 
@@ -218,36 +218,4 @@ def with_process(denoiser: Any, process: ForwardProcess) -> Any:
     own = process_of(denoiser)
     if (own.name, own.vocab_size) != (process.name, process.vocab_size):
         raise ValueError(f"cannot drive a denoiser of {own!r} with {process!r}")
-    return _WithProcess(denoiser, process)
-
-
-def with_sampler(denoiser: Any, sampler: str) -> Any:
-    """``denoiser`` whose reverse chains are the model's own sampler ``sampler`` (``probe.sampler``, SPEC 2c; e.g.
-    DiffusionGemma's ``entropy_bound``), asked of the network (``network.own_sampler(name)``); ``ancestral``
-    leaves it unchanged. One line when the model has no such sampler."""
-    if sampler == "ancestral":
-        return denoiser
-    network = getattr(denoiser, "model", None)
-    chain = network.own_sampler(sampler) if hasattr(network, "own_sampler") else None
-    if chain is None:
-        raise BasinlabError(f"probe.sampler={sampler}: this denoiser has no such sampler of its own (DiffusionGemma "
-                            "networks have entropy_bound); use probe.sampler=ancestral")
-    return _WithProcess(denoiser, process_of(denoiser), own_chain=chain)
-
-
-def with_self_conditioning(denoiser: Any) -> Any:
-    """``denoiser`` whose ancestral chains feed each step's logits to the next step, as the model's own sampler does
-    (``probe.self_conditioning``, SPEC 2c), asked of the network (``network.self_conditioned()``, a context in
-    which its forward remembers its last logits); one line when the network has no self-conditioning."""
-    from basinlab.diffusion.sampler import reverse_chain
-
-    network = getattr(denoiser, "model", None)
-    if not hasattr(network, "self_conditioned"):
-        raise BasinlabError("probe.self_conditioning: this denoiser's network has no self-conditioning input "
-                            "(DiffusionGemma's has); set probe.self_conditioning=false")
-
-    def chain(z_t: torch.Tensor, t_start: float, steps: int, generator: Any = None, **options: Any) -> torch.Tensor:
-        with network.self_conditioned():
-            return reverse_chain(denoiser, z_t, t_start, steps, generator=generator, **options)
-
-    return _WithProcess(denoiser, process_of(denoiser), own_chain=chain)
+    return ProcessView(denoiser, process)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
 
-from basinlab.diffusion.forward import ForwardProcess, process_of
+from basinlab.diffusion.forward import ForwardProcess, ProcessView, process_of
 from basinlab.diffusion.schedules import Schedule
+from basinlab.errors import BasinlabError
 
 T_MIN = 1e-5
 
@@ -174,3 +175,36 @@ def generate(
             out.append(reverse_chain(denoiser, z, 1.0, steps, greedy, final_greedy, generator,
                                      final_bayes=final_bayes, process=proc).cpu())
     return torch.cat(out) if out else torch.empty(0, length, dtype=torch.long)
+
+
+# ---- a model's own chains (SPEC 2c) ----------------------------------------------------------------------------
+
+
+def with_sampler(denoiser: Any, sampler: str) -> Any:
+    """``denoiser`` whose reverse chains are the model's own sampler ``sampler`` (``probe.sampler``, SPEC 2c; e.g.
+    DiffusionGemma's ``entropy_bound``), asked of the network (``network.own_sampler(name)``); ``ancestral``
+    leaves it unchanged. One line when the model has no such sampler."""
+    if sampler == "ancestral":
+        return denoiser
+    network = getattr(denoiser, "model", None)
+    chain = network.own_sampler(sampler) if hasattr(network, "own_sampler") else None
+    if chain is None:
+        raise BasinlabError(f"probe.sampler={sampler}: this denoiser has no such sampler of its own (DiffusionGemma "
+                            "networks have entropy_bound); use probe.sampler=ancestral")
+    return ProcessView(denoiser, process_of(denoiser), own_chain=chain)
+
+
+def with_self_conditioning(denoiser: Any) -> Any:
+    """``denoiser`` whose ancestral chains feed each step's logits to the next step, as the model's own sampler does
+    (``probe.self_conditioning``, SPEC 2c), asked of the network (``network.self_conditioned()``, a context in
+    which its forward remembers its last logits); one line when the network has no self-conditioning."""
+    network = getattr(denoiser, "model", None)
+    if not hasattr(network, "self_conditioned"):
+        raise BasinlabError("probe.self_conditioning: this denoiser's network has no self-conditioning input "
+                            "(DiffusionGemma's has); set probe.self_conditioning=false")
+
+    def chain(z_t: torch.Tensor, t_start: float, steps: int, generator: Any = None, **options: Any) -> torch.Tensor:
+        with network.self_conditioned():
+            return reverse_chain(denoiser, z_t, t_start, steps, generator=generator, **options)
+
+    return ProcessView(denoiser, process_of(denoiser), own_chain=chain)

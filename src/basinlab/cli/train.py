@@ -162,7 +162,7 @@ def cmd_nll(args: argparse.Namespace) -> int:
         _positive(name.replace("_", "-"), getattr(args, name))
     tm = _load(args)
     if args.texts:  # given texts (a deployed model has no data set of its own, SPEC 2c)
-        from basinlab.cli.interop import encode_lines, read_lines
+        from basinlab.cli.audit import encode_lines, read_lines
 
         seqs, mask = encode_lines(read_lines(args.texts)[: args.n], args.format, tm, args.texts)
         args.set = args.texts

@@ -259,7 +259,7 @@ class MaskedLMFamily(ModelFamily):
         process = self.process_for(cfg, path)
         schedule = get_schedule("loglinear", 1e-3)
         config = Config()
-        config.model.family, config.train.process = self.name, "masked"
+        config.model.family, config.train.process = self.name, process.name
         L = int(cfg.get("max_sequence_length") or cfg.get("max_position_embeddings") or 2048)
         denoiser = NetworkDenoiser(net, schedule, device=dev, precision=precision, batch_size=batch_size,
                                    process=process)

@@ -484,7 +484,7 @@ def _model_section(df: Any, tr: Transition, models: list[str], oracles: list[str
                ("entropy_recovered", "test", f"test, tokens recovered at t = {tr.t:g}", "^:", tr.t),
                ("entropy_failed", "test", f"test, tokens failed at t = {tr.t:g}", "v:", tr.t)]),
         "Vanishing entropy on training data = memorisation; finite entropy = generalisation."))
-    sec.append(entropy_note(ModelLabel.parse(m).process_name, cfg.probe.protocol))
+    sec.append(entropy_note(ModelLabel.parse(m).process_name, cfg.probe.protocol if cfg is not None else "exact"))
     sec.append("<h2>Likelihood</h2>")
     sec.append(add(f"nelbo{sfx}", _mark_nelbo_peak(_log_y(plot_metric_sets(
         df, m, [o for o in oracles if ModelLabel.parse(o).base != ORACLE_EMPIRICAL], "nelbo", ["train", "test"],

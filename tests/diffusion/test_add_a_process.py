@@ -4,11 +4,6 @@ right, which the config, the help texts, the trainer and every probe accept."""
 
 from __future__ import annotations
 
-import importlib
-import re
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
@@ -18,32 +13,21 @@ from basinlab.config import load_config
 from basinlab.diffusion import get_schedule
 from basinlab.errors import BasinlabError
 from basinlab.registry import PROCESSES
+from tests._guide import follow_guide
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 TOY = ["data.source=markov", "data.seq_len=10", "data.markov_vocab=6", "data.markov_successors=2",
        "data.markov_pool=300", "data.n_test=20", "data.n_train=16", "model.n_layer=1", "model.d_model=32",
        "model.n_head=2", "model.d_cond=16", "train.batch_size=16", "train.log_every=10", "train.ckpt_every=20",
        "train.warmup_steps=2"]
 
 
-def guide_blocks(section: str) -> list[str]:
-    text = GUIDE.read_text().split(f"## {section}", 1)[1].split("\n## ", 1)[0]
-    return [re.sub(r"(?m)^   ", "", b) for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
-
-
 @pytest.fixture(scope="module")
 def mixture(tmp_path_factory):
     """Step 1 (the module, on sys.path instead of src/) and step 2 (the registration), as the guide gives them."""
-    step1, step2 = guide_blocks("Add a forward process")
     where = tmp_path_factory.mktemp("plugin")
-    (where / "mixture_process.py").write_text(step1)
-    sys.path.insert(0, str(where))
-    module = importlib.import_module("mixture_process")
-    exec(step2, {"MixtureProcess": module.MixtureProcess})
-    yield module.MixtureProcess
+    with follow_guide("Add a forward process", "mixture_process", where, ("MixtureProcess",)) as module:
+        yield module.MixtureProcess
     PROCESSES.unregister("mixture")
-    sys.modules.pop("mixture_process", None)
-    sys.path.remove(str(where))
 
 
 def _case(proc, seed=0):

@@ -4,11 +4,6 @@ and is probed like the DiT."""
 
 from __future__ import annotations
 
-import importlib
-import re
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
@@ -18,30 +13,20 @@ from basinlab.cli import main
 from basinlab.config import load_config
 from basinlab.errors import BasinlabError
 from basinlab.registry import FAMILIES
+from tests._guide import follow_guide
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 TOY = ["data.source=markov", "data.seq_len=10", "data.markov_vocab=6", "data.markov_successors=2",
        "data.markov_pool=300", "data.n_test=20", "data.n_train=16", "train.batch_size=16", "train.log_every=10",
        "train.ckpt_every=20", "train.warmup_steps=2"]
 
 
-def guide_blocks(section: str) -> list[str]:
-    text = GUIDE.read_text().split(f"## {section}", 1)[1].split("\n## ", 1)[0]
-    return [re.sub(r"(?m)^   ", "", b) for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
-
-
 @pytest.fixture(scope="module")
 def neighbour(tmp_path_factory):
-    step1, step2 = guide_blocks("Add a model family")
+    """Step 1 (the module, on sys.path instead of src/) and step 2 (the registration), as the guide gives them."""
     where = tmp_path_factory.mktemp("plugin")
-    (where / "neighbour_family.py").write_text(step1)
-    sys.path.insert(0, str(where))
-    module = importlib.import_module("neighbour_family")
-    exec(step2, {"NeighbourFamily": module.NeighbourFamily})
-    yield module
+    with follow_guide("Add a model family", "neighbour_family", where, ("NeighbourFamily",)) as module:
+        yield module
     FAMILIES.unregister("neighbour")
-    sys.modules.pop("neighbour_family", None)
-    sys.path.remove(str(where))
 
 
 def test_the_registered_family_is_listed(neighbour, capsys):

@@ -59,6 +59,11 @@ class ProbeContext:
         """The result of ``probe`` on ``set_name`` earlier in this run, if it ran."""
         return self.results.get((probe, set_name))
 
+    @property
+    def drawn_samples(self) -> torch.Tensor | None:
+        """The generated samples if a probe asked for them in this run, without drawing them."""
+        return self.__dict__.get("samples")
+
     @cached_property
     def samples(self) -> torch.Tensor | None:
         """``probe.n_samples`` samples generated from noise, drawn once (``None`` when there are none to draw)."""

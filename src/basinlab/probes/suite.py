@@ -336,8 +336,8 @@ def _run_probes(
             if res is not None:
                 ctx.results[(spec.name, name)] = res
                 out.extend(res, prefix=f"{spec.name}/{name}/")
-    if "generated_samples" not in out.arrays and "samples" in ctx.__dict__ and ctx.samples is not None:
-        out.arrays["generated_samples"] = ctx.samples
+    if "generated_samples" not in out.arrays and ctx.drawn_samples is not None:
+        out.arrays["generated_samples"] = ctx.drawn_samples
     if {"train", "test"} <= set(seqs) and {"basins", "fixed_points", "entropy"} <= set(probes):
         out.rows += membership_rows_from_arrays(out.arrays, t_start=cfg.t_start)  # train vs test, per score
     _add_limit_rows(out, counted, _limit_counters(ctx.denoiser))
@@ -380,8 +380,9 @@ def _add_limit_rows(out: ProbeResult, before: dict[str, int] | None, after: dict
 
 
 def _sampler_process(denoiser: Denoiser, cfg: ProbeConfig) -> Denoiser:
-    """The denoiser driven by ReMDM's remasking sampler when ``probe.remask > 0`` and its process is masked
-    (SPEC 2b); unchanged otherwise (the uniform process has nothing to remask)."""
+    """The denoiser whose chains the probes run: the model's own sampler (``probe.sampler``) and self-conditioning
+    (``probe.self_conditioning``) where asked (SPEC 2c), then ReMDM's remasking when ``probe.remask > 0`` and the
+    process supports it (SPEC 2b); unchanged otherwise."""
     proc = process_of(denoiser)
     denoiser = with_sampler(denoiser, getattr(cfg, "sampler", "ancestral"))  # a model's own chain (SPEC 2c)
     if getattr(cfg, "self_conditioning", False):

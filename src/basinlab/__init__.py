@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 
 def load(path: str, device: str = "cpu", **kwargs: Any) -> TrainedModel:
-    """Load a trained model from a run directory or checkpoint: ``.denoiser``, ``.tokenizer``, ``.schedule``,
-    ``.config``."""
+    """Load a trained model from a run directory or checkpoint, or a deployed model's own directory: ``.denoiser``,
+    ``.tokenizer``, ``.schedule``, ``.config``. ``kwargs``: those of
+    :func:`~basinlab.training.checkpoint.load_trained` (``ema``, ``tokenizer``, ``precision``, ``batch_size``,
+    ``device_map="auto"`` to spread a LLaDA or Dream over the GPUs)."""
     from basinlab.training.checkpoint import load_trained
 
     return load_trained(path, device=device, **kwargs)

@@ -89,7 +89,8 @@ def test_too_big_a_model_is_refused_before_loading(tmp_path):
     cfg = json.loads((big / "config.json").read_text())
     (big / "config.json").write_text(json.dumps({**cfg, "d_model": 4096 * 64, "n_heads": 64, "n_layers": 64,
                                                  "mlp_hidden_size": 12288 * 64}))
-    with pytest.raises(BasinlabError, match="needs about .* of memory, more than this machine has"):
+    with pytest.raises(BasinlabError, match="B parameters need about .* in fp32, more than the .* free on cpu; it "
+                                            "would fit"):
         load_trained(big)
 
 

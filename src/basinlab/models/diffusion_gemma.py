@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 
 from basinlab.errors import BasinlabError
 from basinlab.models.family import ModelFamily
+from basinlab.models.placement import placement
 from basinlab.training.checkpoint import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -175,44 +175,6 @@ def estimate_parameters(config: dict[str, Any]) -> int:
         raise BasinlabError(f"config.json: text_config lacks or garbles {exc}; it is not a DiffusionGemma config "
                             "that transformers writes (save_pretrained)") from None
     return vocab * h + layers + self_cond + h + vision + h_vision * h
-
-
-def _free_bytes(device: torch.device) -> int | None:
-    """Free memory of ``device``: the GPU's (every visible GPU summed where ``all_gpus``), else ``MemAvailable``."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    from basinlab.memory import physical_memory_bytes
-
-    return physical_memory_bytes()
-
-
-def placement(n_params: int, dtype_bytes: int, device: torch.device, where: str) -> str | None:
-    """``None`` (one device), ``"auto"`` (spread over every GPU through accelerate's ``device_map``), or one
-    :class:`BasinlabError` line when the weights (plus a tenth for activations) cannot fit (SPEC 2c)."""
-    from basinlab.memory import human_bytes
-
-    need = n_params * dtype_bytes * 1.1
-    free = _free_bytes(device)
-    if free is None or need <= free:
-        return None
-    if device.type == "cuda" and torch.cuda.device_count() > 1:
-        total = sum(int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count()))
-        if need <= total:
-            return "auto"
-    bf16 = n_params * 2 * 1.1
-    gpus = math.ceil(bf16 / (80 * 1e9 * 0.95))
-    fits = f"one GPU with {human_bytes(bf16)} free in bf16 (--device cuda)" if gpus == 1 else \
-        f"{gpus} 80 GB GPUs in bf16 (--device cuda: device_map spreads it)"
-    raise BasinlabError(
-        f"{where}: {n_params / 1e9:,.2f}B parameters need about {human_bytes(need)} in "
-        f"{'bf16' if dtype_bytes == 2 else 'fp32'}, more than the {human_bytes(free)} free on {device.type}; "
-        f"it would fit {fits}, or use a smaller model")
 
 
 # ---- checking a directory ------------------------------------------------------------------------------------------

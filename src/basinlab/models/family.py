@@ -35,6 +35,8 @@ class ModelFamily:
     name = "family"
     #: ``config.json`` ``model_type`` values of a Hugging Face directory that this family loads in place
     model_types: tuple[str, ...] = ()
+    #: whether :meth:`load_pretrained` takes a ``device_map`` (accelerate's placement over several devices)
+    device_maps = False
 
     def build(self, model_cfg: Any, vocab_size: int, seq_len: int, process: Any) -> torch.nn.Module:
         """A freshly initialised network for ``model_cfg`` over ``process.n_outputs`` tokens (training)."""
@@ -51,6 +53,11 @@ class ModelFamily:
     def size_estimate(self, model_cfg: Any, n_outputs: int) -> tuple[int, int, int] | None:
         """``(parameters, layers, width)`` of the network ``build`` would make, before building it (the trainer's
         memory check), or ``None`` when the family checks its own size."""
+        return None
+
+    def lora_parameters(self, model_cfg: Any, rank: int) -> int | None:
+        """Parameters of the rank-``rank`` LoRA adapters (``train.lora_rank``) on the network of ``model_cfg``, for
+        the trainer's memory check (only they carry gradients and optimiser state), or ``None`` when unknown."""
         return None
 
     def init_process(self, model_cfg: Any, data_vocab: int, seqs: torch.Tensor | None = None) -> Any | None:

@@ -73,6 +73,9 @@ class BidirectionalLM(torch.nn.Module):
     (position 0 at 0, SPEC 2c). ``config`` is the checkpoint's own ``config.json`` (what :meth:`arch` saves)."""
 
     time_conditioning = False
+    #: accelerate's placement when the network is spread over devices (:func:`~basinlab.models.placement.dispatch`
+    #: sets it); ``None``: on one device, which :class:`~basinlab.models.denoiser.NetworkDenoiser` moves it to
+    hf_device_map: dict[str, Any] | None = None
     #: scores a text at its own length (no padding): the audit batches texts by length
     variable_length = True
 
@@ -158,6 +161,8 @@ class MaskedLMFamily(ModelFamily):
     #: logits shifted one position (Dream)
     shift = False
     keys: KeyMap
+    #: :meth:`load_pretrained` takes a ``device_map`` (:func:`load_network`)
+    device_maps = True
     #: the modules that LoRA adapts (``basinlab.training.lora``; the names inside :class:`BidirectionalLM`)
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -238,23 +243,42 @@ class MaskedLMFamily(ModelFamily):
         nothing allocated), for the trainer's memory check."""
         if not getattr(model_cfg, "init", None):
             return None
-        net = self.network(read_config(model_cfg.init), device="meta", where=model_cfg.init)
+        net = self._meta_network(model_cfg.init)
         hf = net.lm.config
         return sum(p.numel() for p in net.parameters()), int(hf.num_hidden_layers), int(hf.hidden_size)
+
+    def lora_parameters(self, model_cfg: Any, rank: int) -> int | None:
+        """The adapters' parameters on :attr:`lora_targets` of ``model.init`` (counted on ``meta``)."""
+        from basinlab.training.lora import adapter_parameters
+
+        if not getattr(model_cfg, "init", None):
+            return None
+        return adapter_parameters(self._meta_network(model_cfg.init), rank, self.lora_targets)
+
+    def _meta_network(self, path: str | Path) -> BidirectionalLM:
+        net = self.network(read_config(path), device="meta", where=path)
+        _tie(net)
+        return net
 
     # ---- loading in place --------------------------------------------------------------------------------------
 
     def load_pretrained(self, path: str | Path, device: Any = "cpu", ema: bool = True, tokenizer: Any = None,
-                        precision: str = "auto", batch_size: int | None = 512) -> Any:
-        """The checkpoint directory ``path`` as a :class:`~basinlab.training.checkpoint.TrainedModel` (SPEC 2c)."""
+                        precision: str = "auto", batch_size: int | None = 512, device_map: Any = None) -> Any:
+        """The checkpoint directory ``path`` as a :class:`~basinlab.training.checkpoint.TrainedModel` (SPEC 2c):
+        bf16 on a GPU (unless ``precision="fp32"``), fp32 on a CPU; spread over every GPU when ``device`` cannot
+        hold it but all can, or placed by ``device_map`` (``"auto"``, a device, or module names -> devices;
+        :func:`load_network`)."""
         from basinlab.config import Config
         from basinlab.diffusion import get_schedule
         from basinlab.models import NetworkDenoiser, resolve_device
+        from basinlab.models.placement import main_device
         from basinlab.training.checkpoint import TrainedModel
 
         dev = resolve_device(device)
         dtype = torch.bfloat16 if dev.type == "cuda" and precision != "fp32" else torch.float32
-        net = load_network(self, path, device=dev, dtype=dtype)
+        net = load_network(self, path, device=dev, dtype=dtype, device_map=device_map)
+        if net.hf_device_map:
+            dev = main_device(net.hf_device_map)
         cfg = net.config
         process = self.process_for(cfg, path)
         schedule = get_schedule("loglinear", 1e-3)
@@ -356,26 +380,51 @@ def _copy_beside(ckpt: Path, dest: Path) -> None:
 
 
 def load_network(family: MaskedLMFamily, path: str | Path, device: Any = "cpu",
-                 dtype: torch.dtype = torch.float32) -> BidirectionalLM:
+                 dtype: torch.dtype = torch.float32, device_map: Any = None) -> BidirectionalLM:
     """The network of checkpoint ``path`` with its weights, on ``device`` in ``dtype``: config and keys checked
-    and memory estimated before any tensor is read (one line for each problem)."""
-    from safetensors import safe_open
-
-    from basinlab.memory import human_bytes, require_fits
+    and memory weighed (:func:`~basinlab.models.placement.placement`) before any tensor is read (one line for each
+    problem). When ``device`` cannot hold it but every GPU together can, or when ``device_map`` is given (a map of
+    module names to devices, a device, or ``"auto"``), each weight is read onto its device of the map and
+    accelerate's hooks join the devices (:func:`~basinlab.models.placement.dispatch`; ``net.hf_device_map``)."""
+    from basinlab.memory import human_bytes
+    from basinlab.models import placement as place
 
     cfg = read_config(path)
     files = shard_files(path)
     net = family.network(cfg, device="meta", where=path, dtype=dtype)
+    _tie(net)  # before counting and placing: a tied head is its embedding, counted once, placed with it
     n = sum(p.numel() for p in net.parameters())
-    need = n * torch.empty((), dtype=dtype).element_size()
-    require_fits(need, f"the {str(dtype).removeprefix('torch.')} weights of {path} ({n / 1e9:.2f}B parameters)",
-                 device, fix="use a device with more memory (on CUDA the weights load in bf16)")
-    logger.info("loading %s (%s) onto %s as %s", path, human_bytes(need), device, dtype)
+    size = torch.empty((), dtype=dtype).element_size()
+    if device_map is None:
+        device_map = place.placement(n, size, torch.device(device), str(path))
+    spread = device_map is not None
+    device_map = place.resolve_device_map(net, device_map, dtype, str(path), no_split=net.lm._no_split_modules
+                                          or ()) if spread else {"": device}
+    logger.info("loading %s (%s) onto %s as %s", path, human_bytes(n * size),
+                device_map if spread else device, dtype)
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    state = _read_state(family, files, expected, lambda name: place.device_of(name, device_map), dtype)
+    _tie_state(net, state, expected)
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise BasinlabError(f"{path}: no tensor for {family.keys.to_official(missing[0]) or missing[0]} "
+                            f"({len(missing)} missing); the checkpoint is incomplete")
+    net.load_state_dict(state, assign=True)
+    _tie(net)
+    _fresh_rotary(net, place.device_of("lm.model.rotary_emb", device_map))
+    return place.dispatch(net, device_map) if spread else net
+
+
+def _read_state(family: MaskedLMFamily, files: list[Path], expected: dict[str, tuple[int, ...]], device_of: Any,
+                dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors ``files`` under the network's names, checked against ``expected`` (name ->
+    shape), in ``dtype`` on ``device_of(name)``."""
+    from safetensors import safe_open
+
     state: dict[str, torch.Tensor] = {}
     for f in files:
         try:
-            with safe_open(str(f), framework="pt", device=str(device)) as fh:
+            with safe_open(str(f), framework="pt", device="cpu") as fh:
                 for key in fh.keys():
                     name = family.keys.to_module(key)
                     if name is None or name not in expected:
@@ -385,33 +434,26 @@ def load_network(family: MaskedLMFamily, path: str | Path, device: Any = "cpu",
                     if tuple(t.shape) != expected[name]:
                         raise BasinlabError(f"{f}: {key} has shape {tuple(t.shape)}, config.json implies "
                                             f"{expected[name]}; the weights and config.json disagree")
-                    state[name] = t.to(dtype)
+                    state[name] = t.to(device=device_of(name), dtype=dtype)
         except BasinlabError:
             raise
         except Exception as exc:  # safetensors' own errors: a truncated or foreign file
             raise BasinlabError(f"{f}: not a readable safetensors file ({str(exc).splitlines()[0][:120]}); "
                                 "download it again") from None
-    _tie(net, state, expected)
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise BasinlabError(f"{path}: no tensor for {family.keys.to_official(missing[0]) or missing[0]} "
-                            f"({len(missing)} missing); the checkpoint is incomplete")
-    net.load_state_dict(state, assign=True)
-    _tie(net, None, expected)
-    _fresh_rotary(net, device)
-    return net
+    return state
 
 
-def _tie(net: BidirectionalLM, state: dict[str, torch.Tensor] | None, expected: dict[str, Any]) -> None:
-    """A tied head: the embedding stands for it (in ``state`` before loading; as one parameter after)."""
-    if not net.lm.config.tie_word_embeddings:
-        return
-    if state is not None:
-        emb = "lm.model.embed_tokens.weight"
-        if emb in state and "lm.lm_head.weight" in expected:
-            state.setdefault("lm.lm_head.weight", state[emb])
-        return
-    net.lm.lm_head.weight = net.lm.model.embed_tokens.weight
+def _tie_state(net: BidirectionalLM, state: dict[str, torch.Tensor], expected: dict[str, Any]) -> None:
+    """A tied head: the embedding's tensor stands for the head's, which the checkpoint does not store."""
+    emb = "lm.model.embed_tokens.weight"
+    if net.lm.config.tie_word_embeddings and emb in state and "lm.lm_head.weight" in expected:
+        state.setdefault("lm.lm_head.weight", state[emb])
+
+
+def _tie(net: BidirectionalLM) -> None:
+    """A tied head is the embedding's parameter itself."""
+    if net.lm.config.tie_word_embeddings:
+        net.lm.lm_head.weight = net.lm.model.embed_tokens.weight
 
 
 def _fresh_rotary(net: BidirectionalLM, device: Any) -> None:

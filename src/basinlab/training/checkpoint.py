@@ -509,10 +509,13 @@ def load_trained(
     tokenizer: Any | None = None,
     precision: str = "auto",
     batch_size: int | None = 512,
+    device_map: Any = None,
 ) -> TrainedModel:
     """Load a trained model from a run directory or a checkpoint directory, or a deployed model's own directory
     loaded in place by its model family (SPEC 2c: a ``config.json`` whose ``model_type`` a registered family
-    loads; ``ModelFamily.load_pretrained`` returns the same :class:`TrainedModel`).
+    loads; ``ModelFamily.load_pretrained`` returns the same :class:`TrainedModel`). ``device_map`` (``"auto"``, a
+    device, or module names -> devices: accelerate's placement over several GPUs) is for a directory loaded in
+    place by a family that places its weights (``ModelFamily.device_maps``: LLaDA, Dream).
 
     ``ema=True`` (default) puts the EMA weights in the denoiser, ``ema=False`` the raw ones. ``tokenizer`` (a
     ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the
@@ -522,8 +525,16 @@ def load_trained(
     from basinlab.models.family import family_for_dir
 
     if in_place(path):
-        return family_for_dir(path).load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer,
-                                                    precision=precision, batch_size=batch_size)
+        family = family_for_dir(path)
+        placed = {} if device_map is None else {"device_map": device_map}
+        if placed and not family.device_maps:
+            raise BasinlabError(f"device_map: the {family.name} family places its weights itself (one device, or "
+                                "spread over the GPUs when one cannot hold them); drop device_map")
+        return family.load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer, precision=precision,
+                                      batch_size=batch_size, **placed)
+    if device_map is not None:
+        raise BasinlabError(f"device_map: {path} is a basinlab run, which loads on one device; drop device_map (it "
+                            "places a deployed model's own directory, e.g. LLaDA or Dream, over several GPUs)")
     ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)

@@ -26,6 +26,20 @@ def target_names(network: torch.nn.Module, targets: Iterable[str]) -> list[str]:
             if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
 
 
+def adapter_parameters(network: torch.nn.Module, rank: int, targets: Iterable[str]) -> int:
+    """Parameters of the rank-``rank`` adapters :func:`apply_lora` would add (``rank x (in + out)`` per adapted
+    layer, one adapter per shared base weight): countable on a network built on the ``meta`` device."""
+    modules = dict(network.named_modules())
+    seen: set[int] = set()
+    total = 0
+    for name in target_names(network, targets):
+        layer = modules[name]
+        if id(layer.weight) not in seen:
+            seen.add(id(layer.weight))
+            total += int(rank) * (layer.in_features + layer.out_features)
+    return total
+
+
 def apply_lora(network: torch.nn.Module, rank: int, targets: Iterable[str], alpha: float | None = None
                ) -> torch.nn.Module:
     """Inject LoRA adapters of ``rank`` (``lora_alpha = alpha or rank``) in place; only adapters stay trainable."""

@@ -304,20 +304,29 @@ def _training_set(cfg, data) -> torch.Tensor:
 
 
 def check_memory(cfg, vocab_size: int, seq_len: int, world: int, device: torch.device) -> None:
-    """Refuse a model, vocabulary or batch whose weights, optimiser state and logits cannot fit (a lower bound)."""
-    shape = training_family(cfg.model).size_estimate(cfg.model, vocab_size)
+    """Refuse a model, vocabulary or batch whose weights, optimiser state and logits cannot fit (a lower bound).
+    With ``train.lora_rank`` only the adapters carry gradients, EMA and AdamW's moments; the frozen weights count
+    once (float32)."""
+    family = training_family(cfg.model)
+    shape = family.size_estimate(cfg.model, vocab_size)
     if shape is None:  # a family that checks its own size before loading (model.init)
         return
     n_params, n_layer, d = shape
+    rank = cfg.train.lora_rank
+    n_trained = (family.lora_parameters(cfg.model, rank) if rank > 0 else None) or n_params
     b_micro = cfg.train.batch_size // world // cfg.train.grad_accum
-    state = 4 * 5 * n_params  # float32 weights, gradients, EMA and AdamW's two moments
+    state = 4 * n_params + 4 * 4 * n_trained  # float32 weights; gradients, EMA and AdamW's two moments of the trained
     activations = 4 * b_micro * seq_len * (3 * vocab_size + 16 * n_layer * d)  # logits, log-softmax, its gradient
+    what = f"model.init={cfg.model.init}" if cfg.model.init else f"model.preset={cfg.model.preset}"
+    lora = f", LoRA rank {rank}: {n_trained / 1e6:,.1f}M trained" if rank > 0 and n_trained != n_params else ""
     require_fits(
         state + activations,
-        f"training model.preset={cfg.model.preset} ({n_params / 1e6:,.0f}M parameters, vocabulary {vocab_size}) "
+        f"training {what} ({n_params / 1e6:,.0f}M parameters{lora}, vocabulary {vocab_size}) "
         f"at train.batch_size={cfg.train.batch_size}",
         device,
-        fix="use a smaller model, vocabulary (data.vocab_size) or train.batch_size (or train.grad_accum)",
+        fix="use a smaller model, vocabulary (data.vocab_size) or train.batch_size (or train.grad_accum)" + (
+            "; or train LoRA adapters only (train.lora_rank=16)"
+            if cfg.model.init and rank == 0 and getattr(family, "lora_targets", None) else ""),
     )
 
 

@@ -75,6 +75,7 @@ def resolve_device_map(model: torch.nn.Module, device_map: Any, dtype: torch.dty
     accelerate's ``infer_auto_device_map`` (blocks of the classes ``no_split`` kept whole, the layers balanced over
     the GPUs' free memory), a device (``"cpu"``, ``"cuda:1"``, ``0``) is ``{"": device}``, a dict is checked: every
     weight placed, every device real. A map that needs the disk is refused in one line."""
+    _require_accelerate()
     if isinstance(device_map, str) and device_map in STRATEGIES:
         from accelerate import infer_auto_device_map
         from accelerate.utils import get_balanced_memory
@@ -91,6 +92,14 @@ def resolve_device_map(model: torch.nn.Module, device_map: Any, dtype: torch.dty
         raise BasinlabError(f"{where}: device_map places no device for {unplaced[0]} ({len(unplaced)} weights); "
                             "give every module a device (\"\": DEVICE covers them all) or device_map=\"auto\"")
     return device_map
+
+
+def _require_accelerate() -> None:
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise BasinlabError("placing a model over several devices (device_map) needs accelerate: "
+                            "pip install 'basinlab[dlm]'") from None
 
 
 def _device(value: Any, where: str) -> Any:

@@ -46,7 +46,7 @@ def apply_lora(network: torch.nn.Module, rank: int, targets: Iterable[str], alph
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
-        raise BasinlabError("train.lora_rank needs peft: pip install 'basinlab[dgemma]'") from None
+        raise BasinlabError("train.lora_rank needs peft: pip install 'basinlab[dlm]' (or [dgemma])") from None
     names = target_names(network, targets)
     if not names:
         raise BasinlabError(f"train.lora_rank={rank}: this network has no linear layer named {', '.join(targets)}; "

@@ -87,7 +87,7 @@ def test_a_basinlab_run_refuses_a_device_map(tmp_path):
     from basinlab.config import load_config
     from basinlab.training.trainer import train
 
-    cfg = load_config("demo", ["model.preset=tiny", "train.steps=1", "data.n_train=8", "data.markov_pool=100",
+    cfg = load_config("demo", ["train.steps=1", "data.n_train=8", "data.markov_pool=100",
                                "data.n_test=8", "train.batch_size=8", "train.progress=false"])
     result = train(cfg, out_dir=tmp_path / "run")
     with pytest.raises(BasinlabError, match="is a basinlab run, which loads on one device; drop device_map"):

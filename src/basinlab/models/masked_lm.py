@@ -12,8 +12,9 @@ A family (:class:`MaskedLMFamily`) says how its ``config.json`` becomes a ``tran
 names map onto the module's (:class:`KeyMap`), and whether its logits are shifted (Dream's). Loading reads
 ``config.json`` and the safetensors shards (``model.safetensors``, or those listed by
 ``model.safetensors.index.json``), checks every key and shape against the network built on the ``meta`` device
-(nothing allocated), estimates the memory first (:func:`basinlab.memory.require_fits`), then assigns the tensors
-on the target device in bf16 (CUDA) or fp32 (CPU). Export writes the original key names and ``config.json`` back.
+(nothing allocated), weighs the weights against the device's free memory first
+(:func:`basinlab.models.placement.placement`: one device, spread over every GPU, or refused), then assigns each
+tensor on its device in bf16 (CUDA) or fp32 (CPU). Export writes the original key names and ``config.json`` back.
 """
 
 from __future__ import annotations

@@ -532,10 +532,10 @@ def load_trained(
                                 "spread over the GPUs when one cannot hold them); drop device_map")
         return family.load_pretrained(path, device=device, ema=ema, tokenizer=tokenizer, precision=precision,
                                       batch_size=batch_size, **placed)
+    ckpt = require_checkpoint(path)
     if device_map is not None:
         raise BasinlabError(f"device_map: {path} is a basinlab run, which loads on one device; drop device_map (it "
                             "places a deployed model's own directory, e.g. LLaDA or Dream, over several GPUs)")
-    ckpt = require_checkpoint(path)
     meta = load_meta(ckpt)
     cfg = load_config_file(ckpt)
     record = CheckpointMeta.from_dict({"schedule": cfg.train.schedule, "eps": cfg.train.eps, **meta}, ckpt)

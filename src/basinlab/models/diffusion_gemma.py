@@ -120,9 +120,9 @@ class DiffusionGemmaNetwork(torch.nn.Module):
 
     def own_sampler(self, name: str):
         """The model's own reverse chain ``name`` (``probe.sampler``): ``entropy_bound`` is transformers' entropy-
-        bound sampler (``generate``), started from the corrupted canvas, with about ``steps * t_start`` denoising
-        steps and self-conditioning as the model's generation does (basinlab's chain options, e.g. greedy, do not
-        apply); ``None`` for any other name."""
+        bound sampler (``generate``), started from the corrupted canvas after the prompt (:meth:`prompted`), with
+        about ``steps * t_start`` denoising steps and self-conditioning as the model's generation does (basinlab's
+        chain options, e.g. greedy, do not apply); ``None`` for any other name."""
         return self._entropy_bound if name == "entropy_bound" else None
 
     @torch.no_grad()
@@ -484,7 +484,8 @@ TOKENIZER_FILE = "tokenizer.json"
 
 @dataclass(repr=False)
 class DeployedModel(TrainedModel):
-    """A :class:`TrainedModel` of a directory loaded in place; its sequences are canvases (SPEC 2c)."""
+    """A :class:`TrainedModel` of a directory loaded in place; its sequences are canvases, its texts laid out in
+    them (:meth:`encode_lines`, SPEC 2c block layout)."""
 
     def dataset(self):
         raise BasinlabError(f"{self.path} is a deployed model, not a basinlab run: it has no training subset to "

@@ -15,21 +15,11 @@ pytest.importorskip("transformers.models.diffusion_gemma")
 
 from basinlab.errors import BasinlabError
 from basinlab.models.diffusion_gemma import hf_classes
-from tests.models.test_diffusion_gemma import C, V, make_dir
+from tests.models import test_diffusion_gemma as dgemma
 
+V, C = dgemma.V, dgemma.C
 BOS, PAD = 2, 0
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_dir(tmp_path_factory.mktemp("dgemma_canvases") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny):
-    import basinlab
-
-    return basinlab.load(tiny, device="cpu")
+tiny, loaded = dgemma.tiny, dgemma.loaded  # the same tiny random model and its load (module fixtures)
 
 
 def _text(n: int, seed: int) -> list[int]:

@@ -163,6 +163,9 @@ def test_a_denoiser_without_prompts_is_refused_in_one_line(loaded):
     lay = loaded.encode_lines([" ".join(map(str, _text(20, 9)))], "ids", "t")
     with pytest.raises(BasinlabError, match="cannot denoise after a prompt"):
         audit_canvases(type("NoPrompt", (), {"vocab_size": V})(), lay)  # a denoiser with no network
+    short = loaded.encode_lines(["5 6 7"], "ids", "t")
+    with pytest.raises(BasinlabError, match="--reference needs every audited and reference text to fit one"):
+        audit_canvases(loaded.denoiser, short, reference=lay)
 
 
 def _ids_file(path: Path, rows: list[list[int]]) -> Path:

@@ -65,6 +65,9 @@ def audit_canvases(denoiser, layout: Canvases, *, groups: Sequence[str] | None =
     groups = ["text"] * n if groups is None else [str(g) for g in groups]
     if len(groups) != n or n == 0:
         raise BasinlabError(f"audit: {len(groups)} group labels for {n} texts (at least one text needed)")
+    if reference is not None and not (layout.single_canvas and reference.single_canvas):
+        raise BasinlabError("--reference needs every audited and reference text to fit one canvas of "
+                            f"{layout.seqs.shape[1]} tokens; drop --reference for longer texts")
     opts = {"ts": (0.25,), "entropy_t": 1e-5, "steps": 100, "t_start": 1.0, "nelbo_times": 8, "batch_size": 256,
             "progress": False, "device": None, "protocol": "exact", **options,
             "top_k": max(1, min(int(top_k), denoiser.vocab_size))}
@@ -72,9 +75,6 @@ def audit_canvases(denoiser, layout: Canvases, *, groups: Sequence[str] | None =
     scores = [Score(s.name, s.probe, s.t, s.direction, combine(s.values, s.weights, layout.text, n))
               for s in canvas_scores]
     if reference is not None:
-        if not (layout.single_canvas and reference.single_canvas):
-            raise BasinlabError("--reference needs every audited and reference text to fit one canvas of "
-                                f"{layout.seqs.shape[1]} tokens; drop --reference for longer texts")
         scores.append(scores_from_results(
             nearest=nearest_hamming(layout.seqs, reference.seqs, layout.mask, reference.mask)[0])[0])
     text_mask = layout.per_text(layout.mask, False)

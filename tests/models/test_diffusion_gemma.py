@@ -142,16 +142,6 @@ def test_audit_cli_tokens_equal_transformers(tiny, tmp_path):
     assert "tpr_at_1pct_fpr" in json.dumps(auc) or "tpr" in json.dumps(auc)
 
 
-def test_short_texts_are_padded_and_not_scored(loaded):
-    seqs, mask = loaded.encode_lines(["5 6 7"], "ids", "t")
-    assert seqs.shape == (1, C) and seqs[0, :3].tolist() == [5, 6, 7]
-    assert (seqs[0, 3:] == loaded.model.pad_id).all() and mask[0].tolist() == [True] * 3 + [False] * (C - 3)
-    text, tmask = loaded.encode_lines(["w9 w10"], "text", "t")
-    assert text[0, :2].tolist() == [9, 10] and int(tmask.sum()) == 2
-    with pytest.raises(BasinlabError, match="canvas"):
-        loaded.encode_lines([" ".join(["5"] * (C + 1))], "ids", "t")
-
-
 # ---- bad directories ---------------------------------------------------------------------------------------------
 
 

@@ -71,7 +71,9 @@ def read_lines(path: str | Path) -> list[str]:
 def encode_lines(lines: list[str], fmt: str, tm: Any, where: str):
     """``(sequences [n, L], real-token mask)`` of the lines, as the run's sequences (SPEC 1). A model that scores
     a text at its own length (``variable_length``: LLaDA, Dream) takes ``--format ids`` lines of any length up to
-    its context; the positions after a line are padding, outside the real-token mask."""
+    its context; the positions after a line are padding, outside the real-token mask. A deployed model that lays
+    texts out itself returns its own layout (SPEC 2c: DiffusionGemma's :class:`~basinlab.models.canvases.Canvases`,
+    texts of any length)."""
     import torch
 
     from basinlab.data.sequences import encode_texts
@@ -143,6 +145,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
     tm = basinlab.load(args.checkpoint, device=args.device, ema=WEIGHTS.get(weights).ema, batch_size=args.batch_size)
     enc = {g: encode_lines(lines[g], args.format, tm, f) for g, f in files}
+    if own is None and laid_out(enc):  # a block-diffusion model's canvases (SPEC 2c): texts of any length
+        return _audit_canvases(args, tm, files, lines, enc, ts, protocol)
     if args.format == "text":
         for g, f in files:
             ai.warn_cut(lines[g], tm.tokenizer, tm.seq_len, f)
@@ -177,6 +181,34 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    ts=ts, steps=args.steps, nelbo_times=args.nelbo_times, seed=args.seed,
                    batch_size=args.batch_size, progress=not args.quiet, protocol=protocol,
                    attention_mask=None if pad is None else seqs != pad)
+    texts = [t for g, _ in files for t in lines[g]]
+    _write_audit(Path(args.out), result, groups, texts, args)
+    _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))
+    return 0
+
+
+def laid_out(enc: dict[str, Any]) -> bool:
+    """Whether the model laid the texts out in canvases itself (SPEC 2c: DiffusionGemma)."""
+    from basinlab.models.canvases import Canvases
+
+    return bool(enc) and all(isinstance(e, Canvases) for e in enc.values())
+
+
+def _audit_canvases(args: argparse.Namespace, tm: Any, files: list, lines: dict, enc: dict, ts: list,
+                    protocol: str) -> int:
+    """The audit of texts laid out in canvases (:func:`basinlab.probes.canvases.audit_canvases`): one row per
+    text, whatever its length; every token of each text in ``tokens.parquet``."""
+    from basinlab.cli import audit_input as ai
+    from basinlab.models.canvases import Canvases
+    from basinlab.probes.canvases import audit_canvases
+
+    ai.warn_groups(lines)
+    layout = Canvases.concat([enc[g] for g, _ in files])
+    groups = [g for g, _ in files for _ in lines[g]]
+    ref = encode_lines(read_lines(args.reference), args.format, tm, args.reference) if args.reference else None
+    result = audit_canvases(tm.denoiser, layout, groups=groups, reference=ref, ts=ts, steps=args.steps,
+                            nelbo_times=args.nelbo_times, seed=args.seed, batch_size=args.batch_size,
+                            progress=not args.quiet, protocol=protocol)
     texts = [t for g, _ in files for t in lines[g]]
     _write_audit(Path(args.out), result, groups, texts, args)
     _write_token_views(Path(args.out), result, groups, tm, str(args.checkpoint))

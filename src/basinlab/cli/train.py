@@ -162,10 +162,16 @@ def cmd_nll(args: argparse.Namespace) -> int:
         _positive(name.replace("_", "-"), getattr(args, name))
     tm = _load(args)
     if args.texts:  # given texts (a deployed model has no data set of its own, SPEC 2c)
-        from basinlab.cli.audit import encode_lines, read_lines
+        from basinlab.cli.audit import encode_lines, laid_out, read_lines
+        from basinlab.probes.canvases import nelbo_canvases
 
-        seqs, mask = encode_lines(read_lines(args.texts)[: args.n], args.format, tm, args.texts)
+        enc = encode_lines(read_lines(args.texts)[: args.n], args.format, tm, args.texts)
         args.set = args.texts
+        if laid_out({args.texts: enc}):  # canvases after their prompts (SPEC 2c): texts of any length
+            return _print_nll(args, tm, enc.n_texts, nelbo_canvases(
+                tm.denoiser, enc, n_times=args.times, t_eps=tm.config.train.t_eps, seed=args.seed,
+                batch_size=args.batch_size))
+        seqs, mask = enc
     else:
         data = tm.dataset()
         seqs = data.train(tm.config.data.n_train) if args.set == "train" else data.test
@@ -174,7 +180,11 @@ def cmd_nll(args: argparse.Namespace) -> int:
     seqs = seqs.to(tm.denoiser.device)
     res = estimate_nelbo(tm.denoiser, seqs, mask, n_times=args.times,
                          t_eps=tm.config.train.t_eps, seed=args.seed, batch_size=args.batch_size)
-    print(f"{args.set}: {seqs.shape[0]} sequences, {res['n_tokens']} real tokens, step {tm.step}")
+    return _print_nll(args, tm, seqs.shape[0], res)
+
+
+def _print_nll(args: argparse.Namespace, tm: TrainedModel, n: int, res: dict) -> int:
+    print(f"{args.set}: {n} sequences, {res['n_tokens']} real tokens, step {tm.step}")
     print(f"NELBO {res['nelbo']:.4f} nats/token (diffusion {res['diffusion']:.4f}, recon {res['recon']:.4f}, "
           f"prior {res['prior']:.2e}); perplexity bound {res['ppl_bound']:.3f}")
     return 0

@@ -5,8 +5,10 @@ reads the prompt into a KV cache, a bidirectional decoder denoises a canvas of `
 are soft-capped with ``tanh``. :class:`DiffusionGemmaNetwork` gives it basinlab's calling convention
 ``network(z_t [B, L], sigma [B]) -> logits [B, L, V]`` (SPEC 2c):
 
-- the probes' sequence is one canvas (``L = canvas_length``); its prompt is ``[BOS]`` alone, added inside, never
-  corrupted (texts shorter than the canvas are filled up with PAD: attended, as in generation, never scored);
+- the probes' sequence is one canvas (``L = canvas_length``); its prompt, added inside and never corrupted, is
+  ``[BOS]`` alone, or ``[BOS]`` + every earlier token of the text within :meth:`DiffusionGemmaNetwork.prompted`
+  (the block layout of :mod:`basinlab.models.canvases`: a text fills canvases in order, the last one filled up
+  with PAD, attended as in generation, never scored);
 - ``x_theta = softmax`` of the soft-capped logits over the model's whole vocabulary (the uniform process of SPEC 2
   over ``V = text_config.vocab_size``); ``sigma`` is ignored: the model is not time-conditioned;
 - self-conditioning is off (a zero signal, the model's own first denoising step): the leave-one-out entropy and
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 
 from basinlab.errors import BasinlabError
+from basinlab.models.canvases import Canvases, lay_out
 from basinlab.models.family import ModelFamily
 from basinlab.models.placement import placement
 from basinlab.training.checkpoint import TrainedModel
@@ -62,6 +65,7 @@ class DiffusionGemmaNetwork(torch.nn.Module):
         self.bos_id, self.pad_id = int(text.bos_token_id), int(text.pad_token_id)
         self.canvas_length = int(hf.config.canvas_length)
         self._previous: list[torch.Tensor | None] | None = None  # a self-conditioned chain's last logits
+        self._prompt: torch.Tensor | None = None  # the prompt of :meth:`prompted` (None: [BOS] alone)
 
     @property
     def hf_device_map(self) -> dict[str, Any] | None:
@@ -70,8 +74,9 @@ class DiffusionGemmaNetwork(torch.nn.Module):
 
     def forward(self, z_t: torch.Tensor, sigma: torch.Tensor | None = None,
                 self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """Soft-capped logits ``[B, L, n_outputs]`` of the canvas ``z_t`` after the prompt ``[BOS]``."""
-        prompt = torch.full((z_t.shape[0], 1), self.bos_id, dtype=torch.long, device=z_t.device)
+        """Soft-capped logits ``[B, L, n_outputs]`` of the canvas ``z_t`` after the prompt (``[BOS]``, or the one
+        of :meth:`prompted`)."""
+        prompt = self.prompt_ids(z_t.shape[0], z_t.device)
         previous = self._previous[0] if self._previous is not None else None
         if self_conditioning_logits is None and previous is not None:
             if previous.shape[:2] != z_t.shape:
@@ -83,6 +88,25 @@ class DiffusionGemmaNetwork(torch.nn.Module):
         if self._previous is not None:
             self._previous[0] = logits.detach()
         return logits[..., : self.vocab_size]
+
+    def prompt_ids(self, batch: int, device: torch.device) -> torch.Tensor:
+        """``[batch, P]``: the prompt every canvas of a call is denoised after (SPEC 2c), the same for each."""
+        if self._prompt is None:
+            return torch.full((batch, 1), self.bos_id, dtype=torch.long, device=device)
+        return self._prompt.to(device).expand(batch, -1).contiguous()
+
+    @contextlib.contextmanager
+    def prompted(self, prompt: torch.Tensor):
+        """Within it, every canvas is denoised after ``prompt`` (1-D ids; SPEC 2c: ``[BOS]`` + every earlier token
+        of its text), in the forward and in the model's own sampler; any batch of canvases shares it."""
+        ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
+        if ids.numel() == 0:
+            raise BasinlabError("a DiffusionGemma prompt holds at least [BOS]; got an empty one")
+        before, self._prompt = self._prompt, ids
+        try:
+            yield self
+        finally:
+            self._prompt = before
 
     @contextlib.contextmanager
     def self_conditioned(self):
@@ -96,9 +120,9 @@ class DiffusionGemmaNetwork(torch.nn.Module):
 
     def own_sampler(self, name: str):
         """The model's own reverse chain ``name`` (``probe.sampler``): ``entropy_bound`` is transformers' entropy-
-        bound sampler (``generate``), started from the corrupted canvas, with about ``steps * t_start`` denoising
-        steps and self-conditioning as the model's generation does (basinlab's chain options, e.g. greedy, do not
-        apply); ``None`` for any other name."""
+        bound sampler (``generate``), started from the corrupted canvas after the prompt (:meth:`prompted`), with
+        about ``steps * t_start`` denoising steps and self-conditioning as the model's generation does (basinlab's
+        chain options, e.g. greedy, do not apply); ``None`` for any other name."""
         return self._entropy_bound if name == "entropy_bound" else None
 
     @torch.no_grad()
@@ -108,7 +132,7 @@ class DiffusionGemmaNetwork(torch.nn.Module):
         with torch.random.fork_rng(devices=[z_t.device] if z_t.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
-            prompt = torch.full((z_t.shape[0], 1), self.bos_id, dtype=torch.long, device=z_t.device)
+            prompt = self.prompt_ids(z_t.shape[0], z_t.device)
             out = self.hf.generate(input_ids=prompt, decoder_input_ids=z_t, max_new_tokens=z_t.shape[1],
                                    max_denoising_steps=max(1, round(steps * t_start)))
         seqs = getattr(out, "sequences", out)
@@ -422,7 +446,8 @@ TOKENIZER_FILE = "tokenizer.json"
 
 @dataclass(repr=False)
 class DeployedModel(TrainedModel):
-    """A :class:`TrainedModel` of a directory loaded in place; its sequences are canvases (SPEC 2c)."""
+    """A :class:`TrainedModel` of a directory loaded in place; its sequences are canvases, its texts laid out in
+    them (:meth:`encode_lines`, SPEC 2c block layout)."""
 
     def dataset(self):
         raise BasinlabError(f"{self.path} is a deployed model, not a basinlab run: it has no training subset to "
@@ -435,29 +460,12 @@ class DeployedModel(TrainedModel):
         eos = text.eos_token_id if isinstance(text.eos_token_id, list) else [text.eos_token_id]
         return sorted({int(i) for i in [text.pad_token_id, text.bos_token_id, *eos] if i is not None})
 
-    def encode_lines(self, lines: list[str], fmt: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(canvases [n, canvas_length], real-token mask)``: each text's ids, then PAD (not scored)."""
-        L = self.seq_len
-        rows: list[list[int]] = []
-        cut = 0
-        for i, line in enumerate(lines, 1):
-            ids = self._ids(line, fmt, where, i)
-            if len(ids) > L and fmt == "ids":
-                raise BasinlabError(f"{where} line {i}: {len(ids)} ids, more than the model's canvas of {L}; "
-                                    f"texts of several canvases are not supported yet: cut it into pieces of {L}")
-            cut += len(ids) > L
-            rows.append(ids[:L])
-        if cut:
-            logger.warning("warning: %d of %d texts in %s are longer than the model's canvas of %d tokens and were "
-                           "cut to fit", cut, len(lines), where, L)
-        pad = self.model.pad_id
-        seqs = torch.full((len(rows), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), L), dtype=torch.bool)
-        for r, ids in enumerate(rows):
-            seqs[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[r, : len(ids)] = True
-        mask &= ~torch.isin(seqs, torch.tensor(self.special_ids(), dtype=torch.long))
-        return seqs, mask
+    def encode_lines(self, lines: list[str], fmt: str, where: str) -> Canvases:
+        """The texts laid out in canvases (SPEC 2c block layout; :func:`~basinlab.models.canvases.lay_out`): each
+        text, of any length, fills canvases of ``canvas_length`` in order, canvas ``k`` prompted by ``[BOS]`` and
+        the text's earlier tokens, the last filled up with PAD (not scored)."""
+        ids = [self._ids(line, fmt, where, i) for i, line in enumerate(lines, 1)]
+        return lay_out(ids, self.seq_len, self.model.bos_id, self.model.pad_id, self.special_ids())
 
     def _ids(self, line: str, fmt: str, where: str, i: int) -> list[int]:
         if fmt == "text":

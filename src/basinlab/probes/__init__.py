@@ -14,6 +14,7 @@ import dataclasses
 from basinlab.config import ProbeConfig, apply_quick
 from basinlab.probes.audit import audit, membership_auc
 from basinlab.probes.basins import basin_area, basin_radius, basin_test
+from basinlab.probes.canvases import audit_canvases
 from basinlab.probes.context import ProbeContext, ProbeSpec
 from basinlab.probes.entropy import conditional_entropy, token_entropy
 from basinlab.probes.examples import EXAMPLE_SEED, restore_examples
@@ -42,6 +43,7 @@ __all__ = [
     "ProbeResult",
     "ProbeSpec",
     "audit",
+    "audit_canvases",
     "basin_area",
     "basin_radius",
     "basin_test",

@@ -65,13 +65,18 @@ _Z975 = 1.959963984540054
 
 @dataclass
 class Score:
-    """One per-sequence score: where it comes from (``probe``, ``t``) and which way is "more memorised"."""
+    """One per-sequence score: where it comes from (``probe``, ``t``) and which way is "more memorised".
+
+    ``weights`` ``[M]``: how many positions each value is a mean over (the entropy's counted tokens, the changed
+    tokens of ``recovery@t``, the NELBO's tokens); ``None`` for a yes/no score (``fixed_point``) or a distance.
+    Texts of several canvases combine their canvases' values with them (:mod:`basinlab.probes.canvases`)."""
 
     name: str
     probe: str
     t: float | None
     direction: int  # +1: higher = more memorised; -1: lower = more memorised
     values: torch.Tensor  # float64 [M]
+    weights: torch.Tensor | None = None
 
 
 def scores_from_results(
@@ -87,14 +92,17 @@ def scores_from_results(
     out: list[Score] = []
     if entropy is not None:
         t = float(entropy.arrays["ts"][0])
-        out.append(Score("entropy", "entropy", t, -1, entropy.arrays["entropy_seq"][0].to(torch.float64)))
+        out.append(Score("entropy", "entropy", t, -1, entropy.arrays["entropy_seq"][0].to(torch.float64),
+                         (~entropy.arrays["entropy"][0].isnan()).sum(-1) if "entropy" in entropy.arrays else None))
     if basins is not None:
         for i, t in enumerate(basins.arrays["ts"].tolist()):
-            out.append(Score(f"recovery@{t:g}", "basins", t, +1, basins.arrays["recovery"][i].to(torch.float64)))
+            out.append(Score(f"recovery@{t:g}", "basins", t, +1, basins.arrays["recovery"][i].to(torch.float64),
+                             basins.arrays["changed"][i].sum(-1) if "changed" in basins.arrays else None))
     if fixed_points is not None:
         out.append(Score("fixed_point", "fixed_points", t_start, +1, fixed_points.arrays["fixed"].to(torch.float64)))
     if likelihood is not None:
-        out.append(Score("nelbo", "likelihood", None, -1, likelihood.arrays["per_seq"].to(torch.float64)))
+        out.append(Score("nelbo", "likelihood", None, -1, likelihood.arrays["per_seq"].to(torch.float64),
+                         likelihood.arrays.get("n_tokens")))
     if nearest is not None:
         out.append(Score("nn_hamming_reference", "novelty", None, -1, nearest.to(torch.float64)))
     return out

@@ -137,7 +137,7 @@ def tokens_frame(arrays: dict[str, Any], groups: Sequence[str], texts: Sequence[
     :func:`token_texts`. Columns: ``text_index, group, position, token_id, token, special, real, entropy,
     basin_t, corrupted, restored, corrupted_id, restored_id, top1_id, top1_token, top1_prob, top5_ids, top5_probs``
     (``entropy`` NaN off the real tokens; the last two are lists); with ``tokens/lengths`` (texts scored at their
-    own length) only the positions inside each text."""
+    own length, or laid out in canvases: :mod:`basinlab.probes.canvases`) only the positions inside each text."""
     import numpy as np
     import pandas as pd
 

@@ -122,7 +122,8 @@ def _ids_file(path: Path, seqs: torch.Tensor) -> Path:
     return path
 
 
-def test_audit_cli_tokens_equal_transformers(tiny, tmp_path):
+@pytest.mark.parametrize("placed", [[], ["--device-map", "auto"]], ids=["one-device", "device-map"])
+def test_audit_cli_tokens_equal_transformers(tiny, tmp_path, placed):
     import pandas as pd
 
     from basinlab.cli import main
@@ -131,7 +132,7 @@ def test_audit_cli_tokens_equal_transformers(tiny, tmp_path):
     members, nonmembers = torch.randint(3, V, (4, C), generator=g), torch.randint(3, V, (4, C), generator=g)
     rc = main(["audit", "--checkpoint", str(tiny), "--members", str(_ids_file(tmp_path / "m.txt", members)),
                "--nonmembers", str(_ids_file(tmp_path / "n.txt", nonmembers)), "--format", "ids", "--steps", "4",
-               "--device", "cpu", "--quiet", "--out", str(tmp_path / "A")])
+               "--device", "cpu", "--quiet", "--out", str(tmp_path / "A"), *placed])
     assert rc == 0
     assert {"auc.json", "tokens.parquet", "audit.html", "scores.csv"} <= {p.name for p in (tmp_path / "A").iterdir()}
     frame = pd.read_parquet(tmp_path / "A" / "tokens.parquet")
@@ -371,3 +372,21 @@ def test_probe_sampler_is_validated_and_reaches_the_chains(loaded):
     result = run_suite(loaded.denoiser, build_dataset(cfg.data), cfg.probe, n_train=16, probes=["basins"],
                        sets=["test"])
     assert result.arrays["basins/test/restored"].shape == (1, 4, C)
+
+
+@pytest.mark.parametrize("device_map", ["auto", {"": "cpu"}, "cpu", {"model": "cpu", "lm_head": "cpu"}])
+def test_a_user_device_map_loads_the_same_model(tiny, loaded, device_map):
+    """``basinlab.load(DIR, device_map=...)`` hands the placement to transformers (a map checked against the
+    model's modules first): the same log-probabilities as the plain load, on this CPU-only machine."""
+    import basinlab
+
+    placed = basinlab.load(tiny, device="cpu", device_map=device_map)
+    x = torch.randint(3, V, (3, C), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(placed.denoiser(x, 0.5), loaded.denoiser(x, 0.5))
+
+
+def test_a_device_map_that_leaves_weights_unplaced_is_refused(tiny):
+    import basinlab
+
+    with pytest.raises(BasinlabError, match="device_map places no device"):
+        basinlab.load(tiny, device="cpu", device_map={"model.encoder": "cpu"})

@@ -50,12 +50,22 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per batch (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    device_map_arg(p)
     p.add_argument("--protocol", choices=PROTOCOLS.names(),
                    help="the probes' definitions, as probe.protocol of the sweep (default: the run's probe.protocol)")
     p.add_argument("--raw", action="store_true",
                    help="the raw weights (default: the run's probe.weights; ema, raw under the paper protocol)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_audit)
+
+
+def device_map_arg(p: argparse.ArgumentParser) -> None:
+    """``--device-map``: accelerate's placement of a deployed model's own directory over several GPUs (SPEC 2c)."""
+    from basinlab.models.placement import STRATEGIES
+
+    p.add_argument("--device-map", choices=STRATEGIES, metavar="STRATEGY",
+                   help="spread a deployed model's own directory (DiffusionGemma, LLaDA, Dream) over the GPUs: "
+                        f"{', '.join(STRATEGIES)} (default: one device, or auto when one cannot hold it)")
 
 
 # ---- audit ------------------------------------------------------------------------------------------------------
@@ -143,7 +153,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     run_probe = _run_probe_config(args.checkpoint)  # protocol and weights, as the sweep
     protocol = args.protocol or run_probe.protocol
     weights = "raw" if args.raw else resolve_weights(run_probe.weights, protocol)
-    tm = basinlab.load(args.checkpoint, device=args.device, ema=WEIGHTS.get(weights).ema, batch_size=args.batch_size)
+    tm = basinlab.load(args.checkpoint, device=args.device, ema=WEIGHTS.get(weights).ema, batch_size=args.batch_size,
+                       device_map=args.device_map)
     enc = {g: encode_lines(lines[g], args.format, tm, f) for g, f in files}
     if own is None and laid_out(enc):  # a block-diffusion model's canvases (SPEC 2c): texts of any length
         return _audit_canvases(args, tm, files, lines, enc, ts, protocol)

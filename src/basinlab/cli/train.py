@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import basinlab
+from basinlab.cli.audit import device_map_arg
 from basinlab.config import load_config
 from basinlab.diffusion import estimate_nelbo, generate, process_of
 from basinlab.errors import BasinlabError
@@ -93,6 +94,7 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="run directory, checkpoint directory, or a deployed model's own directory "
                         "(DiffusionGemma; docs/INTEROP.md)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    device_map_arg(p)
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per network call (default 256)")
 
@@ -117,7 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> TrainedModel:
-    return basinlab.load(args.checkpoint, device=args.device, ema=not args.raw, batch_size=args.batch_size)
+    return basinlab.load(args.checkpoint, device=args.device, ema=not args.raw, batch_size=args.batch_size,
+                         device_map=args.device_map)
 
 
 def _write_through(path: str) -> Path:

@@ -35,7 +35,7 @@ import torch
 from basinlab.errors import BasinlabError
 from basinlab.models.canvases import Canvases, lay_out
 from basinlab.models.family import ModelFamily
-from basinlab.models.placement import placement
+from basinlab.models.placement import STRATEGIES, placement, resolve_device_map
 from basinlab.training.checkpoint import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -376,6 +376,9 @@ class DiffusionGemmaFamily(ModelFamily):
                                 f"data's sequences have {seq_len}; set data.seq_len={network.canvas_length}")
         return network
 
+    #: :meth:`load_pretrained` takes a ``device_map`` (transformers' ``from_pretrained`` places it)
+    device_maps = True
+
     def load_pretrained(self, path: str | Path, **options: Any) -> Any:
         return load_deployed(Path(path), **options)
 
@@ -383,11 +386,16 @@ class DiffusionGemmaFamily(ModelFamily):
         return None  # checked from config.json before loading (placement)
 
 
-def load_network(path: Path, device: torch.device, dtype: torch.dtype, device_map: str | None = None
+def load_network(path: Path, device: torch.device, dtype: torch.dtype, device_map: Any = None
                  ) -> DiffusionGemmaNetwork:
-    """Check ``path`` (memory first, then weights, then values) and load it with ``from_pretrained``."""
+    """Check ``path`` (memory first, then weights, then values) and load it with ``from_pretrained``.
+
+    ``device_map``: the user's placement (a strategy such as ``"auto"``, a device, or module names -> devices,
+    checked against the model's modules by :func:`~basinlab.models.placement.resolve_device_map`); without it the
+    memory check decides (:func:`~basinlab.models.placement.placement`: one device, or ``"auto"`` over the GPUs)."""
     config = read_config(path)
     n_params = estimate_parameters(config)
+    user_map = device_map
     device_map = device_map or placement(n_params, 2 if dtype == torch.bfloat16 else 4, device, str(path))
     config_cls, model_cls = hf_classes()
     try:
@@ -398,6 +406,8 @@ def load_network(path: Path, device: torch.device, dtype: torch.dtype, device_ma
     with torch.device("meta"):
         skeleton = model_cls(hf_config)
     check_weights(path, skeleton)
+    if user_map is not None and not (isinstance(user_map, str) and user_map in STRATEGIES):
+        device_map = resolve_device_map(skeleton, user_map, dtype, str(path))
     del skeleton
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:
@@ -494,9 +504,10 @@ def _tokenizer(path: Path, tokenizer: Any, text_config: Any):
 
 
 def load_deployed(path: Path, device: str | torch.device = "auto", ema: bool = True, tokenizer: Any = None,
-                  precision: str = "auto", batch_size: int | None = 512) -> DeployedModel:
+                  precision: str = "auto", batch_size: int | None = 512, device_map: Any = None) -> DeployedModel:
     """Load directory ``path`` (fp32 on a CPU, bf16 on a GPU unless ``precision`` says otherwise; ``device_map``
-    over several GPUs when one cannot hold it) with the uniform process over its whole vocabulary (SPEC 2c)."""
+    over several GPUs when one cannot hold it, or as the user places it: ``"auto"``, a device, or module names ->
+    devices) with the uniform process over its whole vocabulary (SPEC 2c)."""
     from basinlab.config import Config
     from basinlab.diffusion import get_schedule
     from basinlab.diffusion.uniform import UniformProcess
@@ -504,7 +515,7 @@ def load_deployed(path: Path, device: str | torch.device = "auto", ema: bool = T
 
     dev = resolve_device(device)
     dtype = autocast_dtype(precision, dev) or torch.float32
-    network = load_network(path, dev, dtype)
+    network = load_network(path, dev, dtype, device_map)
     text = network.hf.config.text_config
     tok = _tokenizer(path, tokenizer, text)
     V, L = network.vocab_size, network.canvas_length

@@ -3,9 +3,9 @@
 :func:`placement` weighs a model's weights (plus a tenth for activations) against the *free* memory of the device
 before anything is read: ``None`` when that device holds it, ``"auto"`` when only every visible GPU together does
 (accelerate's ``device_map``), else one :class:`BasinlabError` line saying what would hold it. DiffusionGemma hands
-the answer to ``from_pretrained``; the masked families (LLaDA, Dream) build their network on the ``meta`` device and
-place it themselves: :func:`resolve_device_map` turns ``"auto"`` (or a user's map) into a map of module names to
-devices (accelerate's ``infer_auto_device_map``, the model's own no-split block class), :func:`device_of` says where
+the answer, or the user's map checked by :func:`resolve_device_map`, to ``from_pretrained``; the masked families
+(LLaDA, Dream) build their network on the ``meta`` device and place it themselves: :func:`resolve_device_map` turns
+``"auto"`` (or a user's map) into a map of module names to devices (accelerate's ``infer_auto_device_map``, the model's own no-split block class), :func:`device_of` says where
 each weight is read to, and :func:`dispatch` lets accelerate's hooks carry the activations between the devices.
 """
 

@@ -515,7 +515,7 @@ def load_trained(
     loaded in place by its model family (SPEC 2c: a ``config.json`` whose ``model_type`` a registered family
     loads; ``ModelFamily.load_pretrained`` returns the same :class:`TrainedModel`). ``device_map`` (``"auto"``, a
     device, or module names -> devices: accelerate's placement over several GPUs) is for a directory loaded in
-    place by a family that places its weights (``ModelFamily.device_maps``: LLaDA, Dream).
+    place by a family that places its weights (``ModelFamily.device_maps``: DiffusionGemma, LLaDA, Dream).
 
     ``ema=True`` (default) puts the EMA weights in the denoiser, ``ema=False`` the raw ones. ``tokenizer`` (a
     ``Tokenizer`` or a path to ``tokenizer.json``) replaces the saved one; its vocabulary size must match the

@@ -5,8 +5,9 @@ before anything is read: ``None`` when that device holds it, ``"auto"`` when onl
 (accelerate's ``device_map``), else one :class:`BasinlabError` line saying what would hold it. DiffusionGemma hands
 the answer, or the user's map checked by :func:`resolve_device_map`, to ``from_pretrained``; the masked families
 (LLaDA, Dream) build their network on the ``meta`` device and place it themselves: :func:`resolve_device_map` turns
-``"auto"`` (or a user's map) into a map of module names to devices (accelerate's ``infer_auto_device_map``, the model's own no-split block class), :func:`device_of` says where
-each weight is read to, and :func:`dispatch` lets accelerate's hooks carry the activations between the devices.
+``"auto"`` (or a user's map) into a map of module names to devices (accelerate's ``infer_auto_device_map``, the
+model's own no-split block class), :func:`device_of` says where each weight is read to, and :func:`dispatch` lets
+accelerate's hooks carry the activations between the devices.
 """
 
 from __future__ import annotations

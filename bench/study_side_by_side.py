@@ -12,8 +12,11 @@ basinlab's trained network in as the study model's ``backbone`` and runs both on
   ``sqrt(se_study² + se_basinlab²)`` of the per-sequence values: on ``train``, ``test`` and ``random``, the basin
   test at every ``t`` (recovery, unstable rate, exact match, the entropy of the four token groups), fixed points at
   every ``t`` and the conditional entropy at every ``t`` (basinlab's ``t_grid``), the entropy at ``t = 1e-5`` and
-  the gap of generated samples against ``train``, the NELBO (mean integrand), and the trajectory statistics along
-  the chain from ``t = 1`` (the study's loop run one sequence per batch, so that its means are per-sequence).
+  the gap of generated samples against ``train``, the NELBO, and the trajectory statistics along the chain from
+  ``t = 1`` (the study's loop run one sequence per batch, so that its means are per-sequence). The NELBO is Duo's
+  validation loss (``TrainerBase._loss``: the integrand summed over the dataloader's attention mask, divided by its
+  count) beside ``paper``'s, both over the attention mask basinlab's data gives (BOS/EOS in, PAD out): the
+  positions counted are compared exactly, the token-weighted means of the per-sequence values within 3 SE.
 
 The study's model is built without its ``__init__`` (which builds the study's own DiT and loads GPT-2 for its
 metrics): the script sets the attributes ``TrainerBase.__init__`` sets, with the study's ``LogLinear`` noise and
@@ -230,15 +233,40 @@ def study_samples(ev, n: int, seq_len: int, batch_size: int) -> torch.Tensor:
         ev.config.sampling.noise_removal = "ancestral"
 
 
-def study_nelbo(model, seqs: torch.Tensor, repeats: int, batch_size: int) -> np.ndarray:
-    """Duo's validation loss integrand (``Diffusion.nll``: antithetic ``t`` per batch, ``q_xt``, ``nll_per_token``),
-    averaged per sequence over every position and ``repeats`` draws."""
+def study_nelbo(model, seqs: torch.Tensor, attention_mask: torch.Tensor, repeats: int,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Duo's validation loss, ``TrainerBase._loss`` run on each batch with its attention mask: ``Diffusion.nll``
+    (antithetic ``t`` in ``[eps, 1]`` per batch, ``q_xt``, ``nll_per_token``: the integrand alone, no
+    reconstruction or prior term), then ``(loss * mask).sum() / mask.sum()`` over the batch. The per-token loss
+    is read off the ``nll`` call inside ``_loss``; per sequence it is averaged over the sequence's mask and the
+    ``repeats`` draws. Returns the per-sequence values and their token counts: their token-weighted mean is the
+    study's loss (checked on every batch against the ``Loss.loss`` that ``_loss`` returns)."""
     total = torch.zeros(len(seqs), dtype=torch.float64)
-    with torch.no_grad():
-        for _ in range(repeats):
-            for i in range(0, len(seqs), batch_size):
-                total[i:i + batch_size] += model.nll(seqs[i:i + batch_size], None).double().mean(1)
-    return (total / repeats).numpy()
+    n_tok = attention_mask.sum(1).to(torch.float64)
+    calls = []
+    study_nll = model.nll
+
+    def recorded_nll(*args, **kwargs):
+        calls.append(study_nll(*args, **kwargs))
+        return calls[-1]
+
+    model.nll = recorded_nll  # the instance attribute shadows the method that _loss calls
+    try:
+        with torch.no_grad():
+            for _ in range(repeats):
+                for i in range(0, len(seqs), batch_size):
+                    m = attention_mask[i:i + batch_size].long()  # the dataloader's mask (an int tensor)
+                    calls.clear()
+                    batch_loss = float(model._loss(seqs[i:i + batch_size], m).loss)
+                    per_seq = (calls[0].double() * m).sum(1) / m.sum(1)
+                    ours = float((per_seq * m.sum(1)).sum() / m.sum())
+                    if not math.isclose(batch_loss, ours, rel_tol=1e-5, abs_tol=1e-6):
+                        raise RuntimeError(f"the study's batch loss {batch_loss} is not the token-weighted mean "
+                                           f"{ours} of its per-sequence values")
+                    total[i:i + batch_size] += per_seq
+    finally:
+        del model.nll
+    return (total / repeats).numpy(), n_tok.numpy()
 
 
 def study_trajectory(ev, model, seqs: torch.Tensor) -> dict[float, dict[str, tuple[float, float]]]:
@@ -273,6 +301,14 @@ def basinlab_rows(tm, data, n_train: int, args, ts: list[float]) -> tuple[dict, 
 
 def _se(row: dict) -> float:
     return 0.0 if not row.get("std") or not row.get("n") else row["std"] / math.sqrt(row["n"])
+
+
+def _weighted(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Token-weighted mean of per-sequence values and its ratio-estimator standard error
+    ``sqrt(n/(n-1) Σ w²(x - μ)²) / Σ w`` (the one ``basinlab.probes.results.summarize`` gives its interval)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    mu = float(np.sum(w * x) / np.sum(w))
+    return mu, float(math.sqrt(x.size / (x.size - 1) * np.sum(w**2 * (x - mu) ** 2)) / np.sum(w))
 
 
 def _stats(x: np.ndarray) -> tuple[float, float, int]:
@@ -415,10 +451,25 @@ def compare_entropy_gap(table: Table, ev, rows: dict, sets: dict, n: int, seq_le
                    (float(gap["value"]), _se(gen)))
 
 
-def compare_nelbo_trajectory(table: Table, ev, model, rows: dict, sets: dict, repeats: int, bs: int) -> None:
+def compare_nelbo(table: Table, model, data, rows: dict, arrays: dict, sets: dict, repeats: int, bs: int) -> None:
+    """The ``paper`` NELBO against the study's ``_loss`` on each set, both over the attention mask basinlab's data
+    gives (``SequenceData.attention_mask``: PAD out, BOS/EOS in): the positions counted (exact), then the
+    token-weighted means of the per-sequence values (the study's loss is a sum over tokens divided by their count),
+    each with its ratio-estimator standard error."""
     for s in ("train", "test"):
-        table.measured("NELBO (mean integrand)", s, None, _stats(study_nelbo(model, sets[s], repeats, bs))[:2],
-                       _ours(_row(rows, "likelihood", s, None, "nelbo")))
+        per_seq, n_tok = study_nelbo(model, sets[s], data.attention_mask(sets[s]), repeats, bs)
+        ours, ours_n = (arrays[f"likelihood/{s}/{k}"].double().numpy() for k in ("per_seq", "n_tokens"))
+        table.exact("NELBO positions counted", s, None, float(n_tok.sum()), float(ours_n.sum()), 0.0)
+        mean, se = _weighted(ours, ours_n)
+        row = _row(rows, "likelihood", s, None, "nelbo")
+        if not math.isclose(mean, row["value"], rel_tol=1e-9):
+            raise RuntimeError(f"basinlab's nelbo row {row['value']} is not the weighted mean {mean} of its arrays")
+        table.measured("NELBO (attention-mask mean)", s, None, _weighted(per_seq, n_tok), (row["value"], se))
+
+
+def compare_trajectory(table: Table, ev, model, rows: dict, sets: dict) -> None:
+    """The seven trajectory statistics at four of the ``t`` basinlab reports, on train and test."""
+    for s in ("train", "test"):
         traj = study_trajectory(ev, model, sets[s])
         ours = sorted({k[2] for k in rows if k[:2] == ("trajectory", s)}, reverse=True)  # the t basinlab reports
         for t in sorted({ours[0], ours[len(ours) // 2], ours[-2], ours[-1]}, reverse=True):
@@ -469,15 +520,17 @@ def main() -> None:
     sets = draw_sets(data, int(tm.config.data.n_train), args.m, args.seed)
     print(f"{args.checkpoint}: N={tm.config.data.n_train}, V={tm.vocab_size}, L={tm.seq_len}, weights {weights} on "
           f"both sides; sets of {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; T={args.steps}; t in {ts}; "
-          f"special positions: {sorted(data.special_ids())} (counted everywhere by both)")
+          f"special ids {sorted(data.special_ids())}: every position counted by both, except the NELBO's PAD positions "
+          f"(the attention mask)")
     table = Table()
     compare_deterministic(table, model, tm, sets["test"], args.steps)
     compare_grid_entry(table, ev, model, ts, sets["test"][0])
-    rows, _ = basinlab_rows(tm, data, int(tm.config.data.n_train), args, ts)
+    rows, arrays = basinlab_rows(tm, data, int(tm.config.data.n_train), args, ts)
     for name, seqs in sets.items():
         compare_set(table, ev, rows, name, seqs, ts, args.batch_size)
     compare_entropy_gap(table, ev, rows, sets, args.samples, int(tm.seq_len), args.batch_size)
-    compare_nelbo_trajectory(table, ev, model, rows, sets, args.nelbo_repeats, args.batch_size)
+    compare_nelbo(table, model, data, rows, arrays, sets, args.nelbo_repeats, args.batch_size)
+    compare_trajectory(table, ev, model, rows, sets)
     table.print()
     if args.json:
         Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "args": vars(args),

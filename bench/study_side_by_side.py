@@ -240,7 +240,12 @@ def study_nelbo(model, seqs: torch.Tensor, attention_mask: torch.Tensor, repeats
     reconstruction or prior term), then ``(loss * mask).sum() / mask.sum()`` over the batch. The per-token loss
     is read off the ``nll`` call inside ``_loss``; per sequence it is averaged over the sequence's mask and the
     ``repeats`` draws. Returns the per-sequence values and their token counts: their token-weighted mean is the
-    study's loss (checked on every batch against the ``Loss.loss`` that ``_loss`` returns)."""
+    study's loss (checked on every batch against the ``Loss.loss`` that ``_loss`` returns).
+
+    ``_sample_t`` gives row ``k`` of a batch of ``n`` a ``t`` in the stratum ``[k/n, (k+1)/n)`` (scaled to
+    ``[eps, 1]``) every time, so that a sequence kept in place would see one narrow range of ``t`` in all its draws:
+    the rows are put in a fresh random order for each draw (the batch's loss, a mean over its rows, is unchanged in
+    law), so that a sequence's draws spread over ``[eps, 1]`` as basinlab's do."""
     total = torch.zeros(len(seqs), dtype=torch.float64)
     n_tok = attention_mask.sum(1).to(torch.float64)
     calls = []
@@ -254,16 +259,18 @@ def study_nelbo(model, seqs: torch.Tensor, attention_mask: torch.Tensor, repeats
     try:
         with torch.no_grad():
             for _ in range(repeats):
+                order = torch.randperm(len(seqs))
                 for i in range(0, len(seqs), batch_size):
-                    m = attention_mask[i:i + batch_size].long()  # the dataloader's mask (an int tensor)
+                    rows = order[i:i + batch_size]
+                    m = attention_mask[rows].long()  # the dataloader's mask (an int tensor)
                     calls.clear()
-                    batch_loss = float(model._loss(seqs[i:i + batch_size], m).loss)
+                    batch_loss = float(model._loss(seqs[rows], m).loss)
                     per_seq = (calls[0].double() * m).sum(1) / m.sum(1)
                     ours = float((per_seq * m.sum(1)).sum() / m.sum())
                     if not math.isclose(batch_loss, ours, rel_tol=1e-5, abs_tol=1e-6):
                         raise RuntimeError(f"the study's batch loss {batch_loss} is not the token-weighted mean "
                                            f"{ours} of its per-sequence values")
-                    total[i:i + batch_size] += per_seq
+                    total[rows] += per_seq
     finally:
         del model.nll
     return (total / repeats).numpy(), n_tok.numpy()
@@ -338,7 +345,7 @@ class Table:
         se = math.sqrt(se_s**2 + se_b**2)
         z = 0.0 if s == b else (s - b) / se if se > 0 else math.inf
         self.lines.append({"kind": "measured", "quantity": what, "set": set_name, "t": t, "study": s, "basinlab": b,
-                           "se": se, "z": z, "ok": bool(abs(z) <= Z_MAX)})
+                           "se": se, "se_study": se_s, "se_basinlab": se_b, "z": z, "ok": bool(abs(z) <= Z_MAX)})
 
     def print(self) -> None:
         print(f"{'quantity':<34} {'set':<7} {'t':>8} {'study':>10} {'basinlab':>10} {'diff':>9} {'SE / tol':>9} "

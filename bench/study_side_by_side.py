@@ -340,12 +340,18 @@ class Table:
         self.lines.append({"kind": "exact", "quantity": what, "set": set_name, "t": t, "study": float(study),
                            "basinlab": float(ours), "diff": diff, "tol": tol, "ok": bool(diff <= tol)})
 
-    def measured(self, what: str, set_name: str, t, study: tuple[float, float], ours: tuple[float, float]) -> None:
+    def measured(self, what: str, set_name: str, t, study: tuple[float, float], ours: tuple[float, float],
+                 se_paired: float | None = None) -> None:
+        """``se_paired``: the standard error of the difference from per-sequence differences, where both sides
+        measured the same sequences (it replaces ``sqrt(se_study² + se_basinlab²)``, which is kept as
+        ``se_unpaired``)."""
         (s, se_s), (b, se_b) = study, ours
-        se = math.sqrt(se_s**2 + se_b**2)
+        se_unpaired = math.sqrt(se_s**2 + se_b**2)
+        se = se_unpaired if se_paired is None else se_paired
         z = 0.0 if s == b else (s - b) / se if se > 0 else math.inf
         self.lines.append({"kind": "measured", "quantity": what, "set": set_name, "t": t, "study": s, "basinlab": b,
-                           "se": se, "se_study": se_s, "se_basinlab": se_b, "z": z, "ok": bool(abs(z) <= Z_MAX)})
+                           "se": se, "se_study": se_s, "se_basinlab": se_b, "se_unpaired": se_unpaired, "z": z,
+                           "ok": bool(abs(z) <= Z_MAX)})
 
     def print(self) -> None:
         print(f"{'quantity':<34} {'set':<7} {'t':>8} {'study':>10} {'basinlab':>10} {'diff':>9} {'SE / tol':>9} "
@@ -461,17 +467,22 @@ def compare_entropy_gap(table: Table, ev, rows: dict, sets: dict, n: int, seq_le
 def compare_nelbo(table: Table, model, data, rows: dict, arrays: dict, sets: dict, repeats: int, bs: int) -> None:
     """The ``paper`` NELBO against the study's ``_loss`` on each set, both over the attention mask basinlab's data
     gives (``SequenceData.attention_mask``: PAD out, BOS/EOS in): the positions counted (exact), then the
-    token-weighted means of the per-sequence values (the study's loss is a sum over tokens divided by their count),
-    each with its ratio-estimator standard error."""
+    token-weighted means of the per-sequence values (the study's loss is a sum over tokens divided by their count).
+    Both sides score the same sequences with the same weights, so the difference of the means is the weighted mean
+    of the per-sequence differences: its standard error (paired) leaves out how much the sequences differ from one
+    another, which dominates the per-side errors of a model that memorises."""
     for s in ("train", "test"):
         per_seq, n_tok = study_nelbo(model, sets[s], data.attention_mask(sets[s]), repeats, bs)
         ours, ours_n = (arrays[f"likelihood/{s}/{k}"].double().numpy() for k in ("per_seq", "n_tokens"))
         table.exact("NELBO positions counted", s, None, float(n_tok.sum()), float(ours_n.sum()), 0.0)
+        if not np.array_equal(n_tok, ours_n):
+            raise RuntimeError(f"the {s} sequences differ between the two sides (per-sequence token counts)")
         mean, se = _weighted(ours, ours_n)
         row = _row(rows, "likelihood", s, None, "nelbo")
         if not math.isclose(mean, row["value"], rel_tol=1e-9):
             raise RuntimeError(f"basinlab's nelbo row {row['value']} is not the weighted mean {mean} of its arrays")
-        table.measured("NELBO (attention-mask mean)", s, None, _weighted(per_seq, n_tok), (row["value"], se))
+        table.measured("NELBO (attention-mask mean)", s, None, _weighted(per_seq, n_tok), (row["value"], se),
+                       se_paired=_weighted(per_seq - ours, n_tok)[1])
 
 
 def compare_trajectory(table: Table, ev, model, rows: dict, sets: dict) -> None:

@@ -16,7 +16,8 @@ basinlab's trained network in as the study model's ``backbone`` and runs both on
   ``t = 1`` (the study's loop run one sequence per batch, so that its means are per-sequence). The NELBO is Duo's
   validation loss (``TrainerBase._loss``: the integrand summed over the dataloader's attention mask, divided by its
   count) beside ``paper``'s, both over the attention mask basinlab's data gives (BOS/EOS in, PAD out): the
-  positions counted are compared exactly, the token-weighted means of the per-sequence values within 3 SE.
+  positions counted are compared exactly, the token-weighted means of the per-sequence values within 3 standard
+  errors of their per-sequence differences (both sides score the same sequences).
 
 The study's model is built without its ``__init__`` (which builds the study's own DiT and loads GPT-2 for its
 metrics): the script sets the attributes ``TrainerBase.__init__`` sets, with the study's ``LogLinear`` noise and

@@ -12,8 +12,12 @@ basinlab's trained network in as the study model's ``backbone`` and runs both on
   ``sqrt(se_study² + se_basinlab²)`` of the per-sequence values: on ``train``, ``test`` and ``random``, the basin
   test at every ``t`` (recovery, unstable rate, exact match, the entropy of the four token groups), fixed points at
   every ``t`` and the conditional entropy at every ``t`` (basinlab's ``t_grid``), the entropy at ``t = 1e-5`` and
-  the gap of generated samples against ``train``, the NELBO (mean integrand), and the trajectory statistics along
-  the chain from ``t = 1`` (the study's loop run one sequence per batch, so that its means are per-sequence).
+  the gap of generated samples against ``train``, the NELBO, and the trajectory statistics along the chain from
+  ``t = 1`` (the study's loop run one sequence per batch, so that its means are per-sequence). The NELBO is Duo's
+  validation loss (``TrainerBase._loss``: the integrand summed over the dataloader's attention mask, divided by its
+  count) beside ``paper``'s, both over the attention mask basinlab's data gives (BOS/EOS in, PAD out): the
+  positions counted are compared exactly, the token-weighted means of the per-sequence values within 3 standard
+  errors of their per-sequence differences (both sides score the same sequences).
 
 The study's model is built without its ``__init__`` (which builds the study's own DiT and loads GPT-2 for its
 metrics): the script sets the attributes ``TrainerBase.__init__`` sets, with the study's ``LogLinear`` noise and
@@ -230,15 +234,47 @@ def study_samples(ev, n: int, seq_len: int, batch_size: int) -> torch.Tensor:
         ev.config.sampling.noise_removal = "ancestral"
 
 
-def study_nelbo(model, seqs: torch.Tensor, repeats: int, batch_size: int) -> np.ndarray:
-    """Duo's validation loss integrand (``Diffusion.nll``: antithetic ``t`` per batch, ``q_xt``, ``nll_per_token``),
-    averaged per sequence over every position and ``repeats`` draws."""
+def study_nelbo(model, seqs: torch.Tensor, attention_mask: torch.Tensor, repeats: int,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Duo's validation loss, ``TrainerBase._loss`` run on each batch with its attention mask: ``Diffusion.nll``
+    (antithetic ``t`` in ``[eps, 1]`` per batch, ``q_xt``, ``nll_per_token``: the integrand alone, no
+    reconstruction or prior term), then ``(loss * mask).sum() / mask.sum()`` over the batch. The per-token loss
+    is read off the ``nll`` call inside ``_loss``; per sequence it is averaged over the sequence's mask and the
+    ``repeats`` draws. Returns the per-sequence values and their token counts: their token-weighted mean is the
+    study's loss (checked on every batch against the ``Loss.loss`` that ``_loss`` returns).
+
+    ``_sample_t`` gives row ``k`` of a batch of ``n`` a ``t`` in the stratum ``[k/n, (k+1)/n)`` (scaled to
+    ``[eps, 1]``) every time, so that a sequence kept in place would see one narrow range of ``t`` in all its draws:
+    the rows are put in a fresh random order for each draw (the batch's loss, a mean over its rows, is unchanged in
+    law), so that a sequence's draws spread over ``[eps, 1]`` as basinlab's do."""
     total = torch.zeros(len(seqs), dtype=torch.float64)
-    with torch.no_grad():
-        for _ in range(repeats):
-            for i in range(0, len(seqs), batch_size):
-                total[i:i + batch_size] += model.nll(seqs[i:i + batch_size], None).double().mean(1)
-    return (total / repeats).numpy()
+    n_tok = attention_mask.sum(1).to(torch.float64)
+    calls = []
+    study_nll = model.nll
+
+    def recorded_nll(*args, **kwargs):
+        calls.append(study_nll(*args, **kwargs))
+        return calls[-1]
+
+    model.nll = recorded_nll  # the instance attribute shadows the method that _loss calls
+    try:
+        with torch.no_grad():
+            for _ in range(repeats):
+                order = torch.randperm(len(seqs))
+                for i in range(0, len(seqs), batch_size):
+                    rows = order[i:i + batch_size]
+                    m = attention_mask[rows].long()  # the dataloader's mask (an int tensor)
+                    calls.clear()
+                    batch_loss = float(model._loss(seqs[rows], m).loss)
+                    per_seq = (calls[0].double() * m).sum(1) / m.sum(1)
+                    ours = float((per_seq * m.sum(1)).sum() / m.sum())
+                    if not math.isclose(batch_loss, ours, rel_tol=1e-5, abs_tol=1e-6):
+                        raise RuntimeError(f"the study's batch loss {batch_loss} is not the token-weighted mean "
+                                           f"{ours} of its per-sequence values")
+                    total[rows] += per_seq
+    finally:
+        del model.nll
+    return (total / repeats).numpy(), n_tok.numpy()
 
 
 def study_trajectory(ev, model, seqs: torch.Tensor) -> dict[float, dict[str, tuple[float, float]]]:
@@ -275,6 +311,14 @@ def _se(row: dict) -> float:
     return 0.0 if not row.get("std") or not row.get("n") else row["std"] / math.sqrt(row["n"])
 
 
+def _weighted(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Token-weighted mean of per-sequence values and its ratio-estimator standard error
+    ``sqrt(n/(n-1) Σ w²(x - μ)²) / Σ w`` (the one ``basinlab.probes.results.summarize`` gives its interval)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    mu = float(np.sum(w * x) / np.sum(w))
+    return mu, float(math.sqrt(x.size / (x.size - 1) * np.sum(w**2 * (x - mu) ** 2)) / np.sum(w))
+
+
 def _stats(x: np.ndarray) -> tuple[float, float, int]:
     x = np.asarray(x, dtype=np.float64)
     x = x[~np.isnan(x)]
@@ -297,12 +341,18 @@ class Table:
         self.lines.append({"kind": "exact", "quantity": what, "set": set_name, "t": t, "study": float(study),
                            "basinlab": float(ours), "diff": diff, "tol": tol, "ok": bool(diff <= tol)})
 
-    def measured(self, what: str, set_name: str, t, study: tuple[float, float], ours: tuple[float, float]) -> None:
+    def measured(self, what: str, set_name: str, t, study: tuple[float, float], ours: tuple[float, float],
+                 se_paired: float | None = None) -> None:
+        """``se_paired``: the standard error of the difference from per-sequence differences, where both sides
+        measured the same sequences (it replaces ``sqrt(se_study² + se_basinlab²)``, which is kept as
+        ``se_unpaired``)."""
         (s, se_s), (b, se_b) = study, ours
-        se = math.sqrt(se_s**2 + se_b**2)
+        se_unpaired = math.sqrt(se_s**2 + se_b**2)
+        se = se_unpaired if se_paired is None else se_paired
         z = 0.0 if s == b else (s - b) / se if se > 0 else math.inf
         self.lines.append({"kind": "measured", "quantity": what, "set": set_name, "t": t, "study": s, "basinlab": b,
-                           "se": se, "z": z, "ok": bool(abs(z) <= Z_MAX)})
+                           "se": se, "se_study": se_s, "se_basinlab": se_b, "se_unpaired": se_unpaired, "z": z,
+                           "ok": bool(abs(z) <= Z_MAX)})
 
     def print(self) -> None:
         print(f"{'quantity':<34} {'set':<7} {'t':>8} {'study':>10} {'basinlab':>10} {'diff':>9} {'SE / tol':>9} "
@@ -415,10 +465,30 @@ def compare_entropy_gap(table: Table, ev, rows: dict, sets: dict, n: int, seq_le
                    (float(gap["value"]), _se(gen)))
 
 
-def compare_nelbo_trajectory(table: Table, ev, model, rows: dict, sets: dict, repeats: int, bs: int) -> None:
+def compare_nelbo(table: Table, model, data, rows: dict, arrays: dict, sets: dict, repeats: int, bs: int) -> None:
+    """The ``paper`` NELBO against the study's ``_loss`` on each set, both over the attention mask basinlab's data
+    gives (``SequenceData.attention_mask``: PAD out, BOS/EOS in): the positions counted (exact), then the
+    token-weighted means of the per-sequence values (the study's loss is a sum over tokens divided by their count).
+    Both sides score the same sequences with the same weights, so the difference of the means is the weighted mean
+    of the per-sequence differences: its standard error (paired) leaves out how much the sequences differ from one
+    another, which dominates the per-side errors of a model that memorises."""
     for s in ("train", "test"):
-        table.measured("NELBO (mean integrand)", s, None, _stats(study_nelbo(model, sets[s], repeats, bs))[:2],
-                       _ours(_row(rows, "likelihood", s, None, "nelbo")))
+        per_seq, n_tok = study_nelbo(model, sets[s], data.attention_mask(sets[s]), repeats, bs)
+        ours, ours_n = (arrays[f"likelihood/{s}/{k}"].double().numpy() for k in ("per_seq", "n_tokens"))
+        table.exact("NELBO positions counted", s, None, float(n_tok.sum()), float(ours_n.sum()), 0.0)
+        if not np.array_equal(n_tok, ours_n):
+            raise RuntimeError(f"the {s} sequences differ between the two sides (per-sequence token counts)")
+        mean, se = _weighted(ours, ours_n)
+        row = _row(rows, "likelihood", s, None, "nelbo")
+        if not math.isclose(mean, row["value"], rel_tol=1e-9):
+            raise RuntimeError(f"basinlab's nelbo row {row['value']} is not the weighted mean {mean} of its arrays")
+        table.measured("NELBO (attention-mask mean)", s, None, _weighted(per_seq, n_tok), (row["value"], se),
+                       se_paired=_weighted(per_seq - ours, n_tok)[1])
+
+
+def compare_trajectory(table: Table, ev, model, rows: dict, sets: dict) -> None:
+    """The seven trajectory statistics at four of the ``t`` basinlab reports, on train and test."""
+    for s in ("train", "test"):
         traj = study_trajectory(ev, model, sets[s])
         ours = sorted({k[2] for k in rows if k[:2] == ("trajectory", s)}, reverse=True)  # the t basinlab reports
         for t in sorted({ours[0], ours[len(ours) // 2], ours[-2], ours[-1]}, reverse=True):
@@ -469,15 +539,17 @@ def main() -> None:
     sets = draw_sets(data, int(tm.config.data.n_train), args.m, args.seed)
     print(f"{args.checkpoint}: N={tm.config.data.n_train}, V={tm.vocab_size}, L={tm.seq_len}, weights {weights} on "
           f"both sides; sets of {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; T={args.steps}; t in {ts}; "
-          f"special positions: {sorted(data.special_ids())} (counted everywhere by both)")
+          f"special ids {sorted(data.special_ids())}: every position counted by both, except the NELBO's PAD positions "
+          f"(the attention mask)")
     table = Table()
     compare_deterministic(table, model, tm, sets["test"], args.steps)
     compare_grid_entry(table, ev, model, ts, sets["test"][0])
-    rows, _ = basinlab_rows(tm, data, int(tm.config.data.n_train), args, ts)
+    rows, arrays = basinlab_rows(tm, data, int(tm.config.data.n_train), args, ts)
     for name, seqs in sets.items():
         compare_set(table, ev, rows, name, seqs, ts, args.batch_size)
     compare_entropy_gap(table, ev, rows, sets, args.samples, int(tm.seq_len), args.batch_size)
-    compare_nelbo_trajectory(table, ev, model, rows, sets, args.nelbo_repeats, args.batch_size)
+    compare_nelbo(table, model, data, rows, arrays, sets, args.nelbo_repeats, args.batch_size)
+    compare_trajectory(table, ev, model, rows, sets)
     table.print()
     if args.json:
         Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "args": vars(args),

@@ -6,9 +6,14 @@ second, and the peak memory (the GPU's allocator peak on CUDA, the process's pea
 DIR is a Hugging Face directory of a DiffusionGemma (``model_type: diffusion_gemma``), loaded in place as every
 ``--checkpoint DIR`` is (fp32 on a CPU, bf16 on a GPU; ``device_map`` over several GPUs when one cannot hold it);
 without DIR a tiny random one (text width 64, 2 layers, 4 experts, vocabulary 128, canvas 32) is made in a
-temporary directory. The texts are random canvases of the model's vocabulary (the cost does not depend on them)::
+temporary directory. The texts are random canvases of the model's vocabulary (the cost does not depend on them).
+
+``--canvases K`` also times the whole audit (``audit_canvases``: entropy, basin test, fixed points, NELBO) of
+``--n`` texts of one canvas and of ``--n`` texts of ``K`` canvases each (SPEC 2c block layout: canvas ``k`` after
+``[BOS]`` + the text's earlier tokens, each such prompt scored in a batch of its own), in text tokens per second::
 
     python bench/dgemma_audit.py                                   # the tiny model, on the CPU
+    python bench/dgemma_audit.py --canvases 4 --n 16               # and the audit of 4-canvas texts
     python bench/dgemma_audit.py path/to/diffusiongemma --device cuda --n 64 --batch-size 8
 """
 
@@ -64,6 +69,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=25, help="reverse steps of the basin test (default 25)")
     ap.add_argument("--t", type=float, default=0.25, help="corruption level of the basin test (default 0.25)")
+    ap.add_argument("--canvases", type=int, default=0, help="also time the audit of texts of this many canvases")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.dir) if args.dir else tiny_dir(Path(tmp))
@@ -87,6 +93,24 @@ def main() -> None:
         print(f"basin test at t={args.t}, {args.steps} steps: {tokens / b_s:,.0f} tokens/s "
               f"({tokens * (args.steps + 1) / b_s:,.0f} token-forwards/s)")
         print(f"peak memory: {peak_bytes(dev) / 2**30:.2f} GiB ({'GPU allocator' if dev.type == 'cuda' else 'RSS'})")
+        if args.canvases > 0:
+            for k in sorted({1, args.canvases}):
+                texts_s = timed(lambda k=k: audit_texts(tm, args, k), dev)
+                print(f"audit of {args.n} texts of {k} canvas(es), {args.steps} steps: "
+                      f"{args.n * k * tm.seq_len / texts_s:,.0f} text tokens/s ({texts_s:.1f} s)")
+
+
+def audit_texts(tm, args: argparse.Namespace, k: int) -> None:
+    """``audit_canvases`` of ``args.n`` random texts of ``k`` full canvases each (ids clear of the special ones)."""
+    from basinlab.models.canvases import lay_out
+    from basinlab.probes.canvases import audit_canvases
+
+    g = torch.Generator().manual_seed(1)
+    low = max(tm.special_ids()) + 1
+    texts = torch.randint(low, tm.vocab_size, (args.n, k * tm.seq_len), generator=g).tolist()
+    net = tm.model
+    layout = lay_out(texts, tm.seq_len, net.bos_id, net.pad_id, tm.special_ids())
+    audit_canvases(tm.denoiser, layout, ts=(args.t,), steps=args.steps, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":
